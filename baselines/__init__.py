@@ -1,0 +1,1 @@
+"""Baseline pretraining methods: one module + one YAML recipe each (see README.md)."""

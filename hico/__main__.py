@@ -1,0 +1,3 @@
+from hico.cli import main
+
+raise SystemExit(main())

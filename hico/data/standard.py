@@ -1,0 +1,298 @@
+"""The standard on-disk dataset format: one format for every source (see DESIGN.md).
+
+``<data_root>/<dataset>/``
+  - ``frames/<video_id>.npy``: uint8 ``[T, H, W]`` grayscale, short side resized to ``store_size``;
+  - ``manifest.csv``: one row per video (:data:`MANIFEST_COLUMNS`, optional extra columns after);
+  - ``classes.json``: the label order (``label`` is an index into it);
+  - ``dataset.json``: source, version, spec, store size, checksum of inputs.
+
+Decoding happens once, in a source's ``prepare()``; training reads arrays, never video files.
+A dataset is written into a temporary sibling folder and renamed into place when complete,
+so an interrupted ``prepare`` never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MANIFEST_COLUMNS = [
+    "video_id",
+    "patient_id",
+    "label",
+    "label_name",
+    "n_frames",
+    "source_file",
+    "source_sha256",
+    "license",
+]
+FORMAT_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not follow the standard format."""
+
+
+def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
+    """Resize ``[T, H, W]`` uint8 frames so that min(H, W) == size (area/bilinear)."""
+    if size is None or min(frames.shape[1:]) == size:
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+    import torch
+    import torch.nn.functional as F
+
+    t, h, w = frames.shape
+    scale = size / min(h, w)
+    new_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().unsqueeze(1)
+    mode = "area" if scale < 1 else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    y = F.interpolate(x, size=new_hw, mode=mode, **kwargs)
+    return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class DatasetWriter:
+    """Write one dataset in the standard format, atomically.
+
+    >>> with DatasetWriter(root, "pocus", classes=["covid", "pneumonia", "regular"]) as w:
+    ...     w.add_video("Cov-1", patient_id="Cov-1", label_name="covid", frames=arr)
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        classes: list[str],
+        store_size: int | None = 256,
+        info: dict[str, Any] | None = None,
+        overwrite: bool = True,
+    ):
+        self.final_dir = Path(root) / name
+        self.name = name
+        self.classes = list(classes)
+        if len(set(self.classes)) != len(self.classes):
+            raise DatasetError(f"dataset {name}: duplicate class names in {self.classes}")
+        self.store_size = store_size
+        self.info = dict(info or {})
+        self.overwrite = overwrite
+        self.rows: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = Path(tempfile.mkdtemp(dir=self.final_dir.parent, prefix=f".{name}.partial-"))
+        (self.tmp_dir / "frames").mkdir()
+
+    def add_video(
+        self,
+        video_id: str,
+        patient_id: str,
+        label_name: str,
+        frames: np.ndarray,
+        source_file: str = "",
+        source_sha256: str = "",
+        license: str = "",
+        **extra: Any,
+    ) -> None:
+        if video_id in self._ids:
+            raise DatasetError(f"dataset {self.name}: video_id {video_id!r} added twice")
+        if "/" in video_id or video_id.startswith("."):
+            raise DatasetError(f"dataset {self.name}: video_id {video_id!r} must be a plain file name")
+        if label_name not in self.classes:
+            raise DatasetError(
+                f"dataset {self.name}: video {video_id!r} has label {label_name!r}, "
+                f"not one of the classes {self.classes}"
+            )
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if frames.ndim != 3 or frames.shape[0] == 0:
+            raise DatasetError(
+                f"dataset {self.name}: video {video_id!r} frames have shape {frames.shape}; "
+                "expected [T>0, H, W] grayscale"
+            )
+        if frames.dtype != np.uint8:
+            raise DatasetError(f"dataset {self.name}: video {video_id!r} frames are {frames.dtype}, expected uint8")
+        frames = resize_short_side(frames, self.store_size)
+        np.save(self.tmp_dir / "frames" / f"{video_id}.npy", frames)
+        self._ids.add(video_id)
+        self.rows.append(
+            {
+                "video_id": video_id,
+                "patient_id": str(patient_id),
+                "label": self.classes.index(label_name),
+                "label_name": label_name,
+                "n_frames": int(frames.shape[0]),
+                "source_file": source_file,
+                "source_sha256": source_sha256,
+                "license": license,
+                **extra,
+            }
+        )
+
+    def finish(self) -> Path:
+        if not self.rows:
+            self.abort()
+            raise DatasetError(f"dataset {self.name}: no video was added; nothing to write")
+        manifest = pd.DataFrame(self.rows)
+        extra_cols = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+        manifest = manifest[MANIFEST_COLUMNS + extra_cols]
+        manifest.to_csv(self.tmp_dir / "manifest.csv", index=False)
+        atomic_write_json(self.tmp_dir / "classes.json", self.classes)
+        info = {
+            "name": self.name,
+            "format_version": FORMAT_VERSION,
+            "store_size": self.store_size,
+            "n_videos": len(manifest),
+            "n_frames": int(manifest["n_frames"].sum()),
+            "class_counts": {c: int((manifest["label_name"] == c).sum()) for c in self.classes},
+            **self.info,
+        }
+        atomic_write_json(self.tmp_dir / "dataset.json", info)
+        if self.final_dir.exists():
+            if not self.overwrite:
+                self.abort()
+                raise DatasetError(f"{self.final_dir} exists; remove it or pass overwrite=True")
+            trash = self.final_dir.with_name(f".{self.name}.old-{os.getpid()}")
+            os.replace(self.final_dir, trash)
+            os.replace(self.tmp_dir, self.final_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.tmp_dir, self.final_dir)
+        return self.final_dir
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+
+@dataclass
+class StandardDataset:
+    """A validated dataset folder; frames are memory-mapped on access."""
+
+    root: Path
+    manifest: pd.DataFrame
+    classes: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name", self.root.name)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def frames_path(self, video_id: str) -> Path:
+        return self.root / "frames" / f"{video_id}.npy"
+
+    def frames(self, video_id: str, mmap: bool = True) -> np.ndarray:
+        return np.load(self.frames_path(video_id), mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def subset(self, video_ids: Iterable[str]) -> StandardDataset:
+        ids = list(video_ids)
+        m = self.manifest.set_index("video_id").loc[ids].reset_index()
+        return StandardDataset(self.root, m, self.classes, self.info)
+
+
+def _fail(root: Path, what: str, fix: str) -> DatasetError:
+    return DatasetError(f"dataset {root}: {what}. {fix}")
+
+
+def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:
+    """Read and validate a standard dataset folder; errors say which file and how to fix it."""
+    root = Path(root)
+    regen = f"Re-create it with `python -m hico prepare` (or `python -m hico simulate`) into {root}."
+    if not root.is_dir():
+        raise _fail(root, "folder does not exist", regen)
+    for fname in ("manifest.csv", "classes.json", "dataset.json"):
+        if not (root / fname).exists():
+            raise _fail(root, f"missing {fname}", regen)
+    try:
+        classes = json.loads((root / "classes.json").read_text())
+        info = json.loads((root / "dataset.json").read_text())
+    except json.JSONDecodeError as e:
+        raise _fail(root, f"unreadable JSON ({e})", regen) from e
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
+        raise _fail(root, "classes.json must be a non-empty JSON list of class names", regen)
+    manifest = pd.read_csv(root / "manifest.csv", dtype={"video_id": str, "patient_id": str})
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
+    if manifest.empty:
+        raise _fail(root, "manifest.csv has no rows", regen)
+    dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
+    if dup:
+        raise _fail(root, f"manifest.csv repeats video_id {dup[:5]}", regen)
+    bad = manifest[(manifest["label"] < 0) | (manifest["label"] >= len(classes))]
+    if len(bad):
+        row = bad.iloc[0]
+        raise _fail(
+            root,
+            f"manifest.csv row video_id={row['video_id']!r} has label {row['label']} outside "
+            f"classes.json ({len(classes)} classes: {classes})",
+            "Fix the label or add the class to classes.json.",
+        )
+    mismatch = manifest[[classes[int(i)] != n for i, n in zip(manifest["label"], manifest["label_name"])]]
+    if len(mismatch):
+        row = mismatch.iloc[0]
+        raise _fail(
+            root,
+            f"manifest.csv row video_id={row['video_id']!r}: label {row['label']} is "
+            f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
+            "Make label and label_name agree.",
+        )
+    manifest["source_file"] = manifest["source_file"].fillna("")
+    manifest["source_sha256"] = manifest["source_sha256"].fillna("")
+    manifest["license"] = manifest["license"].fillna("")
+    ds = StandardDataset(root, manifest, classes, info)
+    if check_frames:
+        for vid, n in zip(manifest["video_id"], manifest["n_frames"]):
+            path = ds.frames_path(vid)
+            if not path.exists():
+                raise _fail(root, f"frames file {path} is missing (video {vid!r} is in manifest.csv)", regen)
+            arr = ds.frames(vid)
+            if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] != n:
+                raise _fail(
+                    root,
+                    f"{path} holds {arr.dtype} {tuple(arr.shape)}; expected uint8 [{n}, H, W] "
+                    "(n_frames from manifest.csv)",
+                    regen,
+                )
+    return ds
