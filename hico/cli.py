@@ -1,0 +1,161 @@
+"""``python -m hico <command>``: every box of the workflow, runnable by hand.
+
+Commands: simulate, download, prepare, folds, pretrain, evaluate, aggregate, plot, methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _set_to_dict(pairs: list[str]) -> dict[str, Any]:
+    """``["optimizer.lr=0.1", "epochs=2"]`` -> nested dict with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _overrides(args) -> list[dict[str, Any]]:
+    found = [json.loads(o) for o in (args.overrides or [])]
+    if args.set:
+        found.append(_set_to_dict(args.set))
+    return found
+
+
+def cmd_simulate(argv: list[str]) -> int:
+    from hico.data.synthetic import main as simulate_main
+
+    return simulate_main(argv) or 0
+
+
+def cmd_download(argv: list[str]) -> int:
+    from hico.data.sources import main_download
+
+    return main_download(argv) or 0
+
+
+def cmd_prepare(argv: list[str]) -> int:
+    from hico.data.sources import main_prepare
+
+    return main_prepare(argv) or 0
+
+
+def cmd_folds(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hico folds", description="patient-grouped stratified folds -> folds.csv")
+    p.add_argument("dataset", help="standard dataset folder")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output CSV (default: <dataset>/folds.csv)")
+    a = p.parse_args(argv)
+    from hico.data.folds import write_folds
+    from hico.data.standard import load_dataset
+
+    ds = load_dataset(a.dataset)
+    out = Path(a.out) if a.out else Path(a.dataset) / "folds.csv"
+    folds = write_folds(ds.manifest, out, a.k, a.seed)
+    print(f"[folds] {ds.name}: {len(folds)} videos in {a.k} folds -> {out}")
+    return 0
+
+
+def cmd_pretrain(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hico pretrain", description="pretrain one method (or export a control's init)")
+    p.add_argument("method")
+    p.add_argument("--data", nargs="*", default=[], help="standard dataset folders (the pretraining pool)")
+    p.add_argument("--out", required=True, help="run folder (encoder.pt, last.pt, train_log.csv)")
+    p.add_argument("--overrides", action="append", help="JSON dict merged over the recipe (repeatable)")
+    p.add_argument("--set", action="append", help="key=value override, dotted keys (repeatable)")
+    p.add_argument("--device")
+    a = p.parse_args(argv)
+    from hico.registry import requires_pretraining
+    from hico.train import export_initial_encoder, pretrain
+
+    if not requires_pretraining(a.method):
+        path = export_initial_encoder(a.method, a.out, _overrides(a))
+    else:
+        if not a.data:
+            raise SystemExit(f"hico pretrain {a.method}: give the pretraining datasets with --data DIR [DIR ...]")
+        path = pretrain(a.method, a.data, a.out, _overrides(a), device=a.device)
+    print(f"[pretrain] {a.method} -> {path}")
+    return 0
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hico evaluate", description="one protocol on one fold -> metrics.json")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--data", required=True, help="downstream standard dataset folder")
+    p.add_argument("--folds", required=True, help="folds.csv")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--protocol", default="linear_probe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--max-frames", type=int, default=30)
+    p.add_argument("--method")
+    p.add_argument("--args", default="{}", help="JSON dict of protocol arguments")
+    p.add_argument("--device")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    from hico.evaluate import evaluate
+
+    m = evaluate(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
+                 out_path=a.out, method=a.method, device=a.device, **json.loads(a.args))
+    print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {a.fold} seed {a.seed}: "
+          f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
+    return 0
+
+
+def cmd_aggregate(argv: list[str]) -> int:
+    from hico.report.aggregate import main as aggregate_main
+
+    return aggregate_main(argv) or 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    from hico.report.plots import main as plots_main
+
+    return plots_main(argv) or 0
+
+
+def cmd_methods(argv: list[str]) -> int:
+    from hico.registry import list_methods, load_method_config
+
+    for name in list_methods():
+        r = load_method_config(name)
+        kind = "pretrain" if r.get("requires_pretraining", True) else "control"
+        print(f"{name:14s} {kind:8s} {str(r.get('citation', ''))[:80]}")
+    return 0
+
+
+COMMANDS = {
+    "simulate": cmd_simulate,
+    "download": cmd_download,
+    "prepare": cmd_prepare,
+    "folds": cmd_folds,
+    "pretrain": cmd_pretrain,
+    "evaluate": cmd_evaluate,
+    "aggregate": cmd_aggregate,
+    "plot": cmd_plot,
+    "methods": cmd_methods,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        print("\nusage: python -m hico {" + ",".join(COMMANDS) + "} [args]")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])

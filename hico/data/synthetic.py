@@ -1,0 +1,521 @@
+"""Embedded synthetic lung-ultrasound (LUS) video simulator: the suite's default offline dataset.
+
+Spec (UltraBench style: this docstring is the dataset's specification)
+----------------------------------------------------------------------
+- Source: generated here, no download. Licence: CC0-1.0. Version: :data:`VERSION`.
+- Classes (``classes.json`` order): ``regular``, ``b_lines``, ``consolidation``.
+- Patients: ``n_patients`` simulated patients, assigned to the classes round-robin (patient ``p``
+  has class ``CLASSES[p % 3]``), each with ``videos_per_patient`` videos that share the patient's
+  traits (chest-wall thickness and layering, probe radius and sector, gain, dynamic range,
+  attenuation, breathing rate, base severity). ``patient_id`` is ``syn-p<p>``, ``video_id`` is
+  ``syn-p<p>-v<v>``; folds must be grouped by ``patient_id``.
+- Frames: uint8 ``[n_frames, size, size]``, a convex-probe fan on black (zero outside the fan).
+- Extra manifest columns: ``severity`` (float in [0, 1], the within-class strength of the sign:
+  number/width/brightness of B-lines, size of the consolidation, weakness of the A-lines in
+  ``regular``) and ``fps`` (frame rate of the stored frames, Hz).
+- Determinism: video ``(p, v)`` is rendered from ``np.random.default_rng(SeedSequence([seed, 2,
+  p, v]))`` and patient traits from ``SeedSequence([seed, 1, p])``; the same arguments give
+  byte-identical arrays on any machine (numpy + scipy only, no threads involved).
+
+Image formation (per video, all frames at once, vectorised over ``[T, depth, angle]``)
+1. Geometry: convex probe of radius ``Rc`` (apex = centre of curvature, above the image),
+   imaging depth ``D`` and half-sector angle ``a`` (both vary per video). The scene is rendered on
+   a polar grid (depth x angle) and scan-converted to Cartesian with ``map_coordinates``; pixels
+   outside the fan are 0.
+2. Scene, per frame: an echogenicity map ``E`` (diffuse scatterer strength) and a specular map
+   ``S`` (coherent reflectors). Chest wall: skin, subcutaneous fat with septa, fibrillar muscle,
+   optional rib pair with acoustic shadows (bat sign). Pleural line at ``r_p(theta, t)``, the
+   image of a flat pleura seen by the convex probe, with a shimmering texture.
+   - ``regular``: A-lines (reverberations) at ``k * r_p`` (k = 2, 3, ...) fading as ``decay**k``;
+     a faint isolated B-line in some videos (normal lungs show a few).
+   - ``b_lines``: 1..7 comet tails from the pleura to the bottom of the sector (laser-like, no
+     fading, fine reverberation striations), erasing the A-lines in their columns; few, thin and
+     dim at low severity, many, wide and confluent at high severity.
+   - ``consolidation``: a sub-pleural tissue-like (hepatised) region with an irregular deep border
+     (shred sign), bright air-bronchogram dots/branches that move a little frame to frame, an
+     interrupted pleura over it, A-lines erased below it.
+3. Speckle: complex circular Gaussian scatterers times ``sqrt(E)`` plus ``S``, blurred by a
+   Gaussian axial x lateral point-spread function, depth attenuation partly compensated by TGC,
+   additive electronic noise, envelope ``|z|`` (Rayleigh/Rician), log compression with a
+   per-video dynamic range and gain.
+4. Time: breathing (``f`` 0.2-0.4 Hz) moves the pleura in depth (about 1-3 %) and slides the lung
+   laterally along the pleura (lung sliding, 2-9 mm peak to peak); the sub-pleural scatterers,
+   the pleural texture, the B-lines and the consolidation follow the slide (Fourier sub-pixel
+   shift, so the speckle statistics do not flicker), the chest wall stays fixed to the probe;
+   every frame also re-draws a small fraction of the scatterers (speckle decorrelation).
+
+Calibration (``bench/calibrate_synthetic.py``; the numbers below are filled in from its output)
+-----------------------------------------------------------------------------------------------
+CALIBRATION_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from hico.data.standard import DatasetWriter
+
+CLASSES = ("regular", "b_lines", "consolidation")
+VERSION = "1"
+LICENSE = "CC0-1.0"
+SOURCE = "hico.data.synthetic (embedded simulator)"
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Patient:
+    """Traits shared by all videos of one simulated patient (and the probe used on them)."""
+
+    label: str
+    severity: float  # base within-class severity in [0, 1]
+    chest_wall_cm: float  # skin to pleura
+    fat_frac: float  # fraction of the chest wall that is subcutaneous fat
+    probe_radius_cm: float
+    half_angle_deg: float
+    depth_cm: float
+    gain_db: float
+    dynamic_range_db: float
+    attenuation_db_cm: float  # net of TGC
+    noise: float  # electronic noise amplitude (speckle RMS = 1)
+    axial_res_cm: float
+    lateral_res_deg: float
+    breath_hz: float
+    slide_cm: float  # peak-to-peak lung sliding along the pleura
+    muscle_echo: float
+    pleura_amp: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything needed to render one video; sampled by :func:`sample_scene`."""
+
+    patient: Patient
+    severity: float
+    depth_cm: float
+    half_angle_deg: float
+    gain_db: float
+    fps: float
+    breath_phase: float
+    breath_amp: float  # relative pleura-depth oscillation
+    pleura_tilt_cm: float  # pleura depth difference between the two sector edges
+    a_line_strength: float
+    a_line_decay: float
+    lung_haze: float
+    ribs: tuple[float, float] | None  # lateral positions (cm along the pleura) of two rib centres
+    b_lines: tuple[tuple[float, float, float], ...] = ()  # (x_cm, width_cm, brightness)
+    consolidation: tuple[float, float, float] | None = None  # (x_cm, half_width_cm, depth_cm)
+    decorrelation: float = 0.05
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def sample_patient(rng: np.random.Generator, label: str) -> Patient:
+    """Draw the traits of one patient (chest wall, probe, system settings, base severity)."""
+    if label not in CLASSES:
+        raise ValueError(f"label {label!r} is not one of {CLASSES}")
+    return Patient(
+        label=label,
+        severity=float(rng.uniform(0.0, 1.0)),
+        chest_wall_cm=float(rng.uniform(1.2, 2.6)),
+        fat_frac=float(rng.uniform(0.15, 0.5)),
+        probe_radius_cm=float(rng.uniform(3.0, 6.0)),
+        half_angle_deg=float(rng.uniform(26.0, 38.0)),
+        depth_cm=float(rng.uniform(7.5, 12.0)),
+        gain_db=float(rng.normal(0.0, 3.0)),
+        dynamic_range_db=float(rng.uniform(45.0, 60.0)),
+        attenuation_db_cm=float(rng.uniform(0.2, 1.5)),
+        noise=float(rng.uniform(0.03, 0.12)),
+        axial_res_cm=float(rng.uniform(0.04, 0.07)),
+        lateral_res_deg=float(rng.uniform(0.5, 0.9)),
+        breath_hz=float(rng.uniform(0.2, 0.4)),
+        slide_cm=float(rng.uniform(0.2, 0.9)),
+        muscle_echo=float(rng.uniform(0.3, 0.6)),
+        pleura_amp=float(rng.uniform(5.0, 9.0)),
+    )
+
+
+def _pleura_half_width_cm(patient: Patient, depth_cm: float, half_angle_deg: float) -> float:
+    """Half the arc length of the pleura inside the sector."""
+    return np.deg2rad(half_angle_deg) * (patient.probe_radius_cm + patient.chest_wall_cm)
+
+
+def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
+    """Draw one video of ``patient``: per-video probe settings and the class signs."""
+    sev = float(np.clip(patient.severity + rng.normal(0.0, 0.12), 0.0, 1.0))
+    depth = float(np.clip(patient.depth_cm + rng.normal(0.0, 0.7), 6.5, 13.0))
+    half_angle = float(np.clip(patient.half_angle_deg + rng.normal(0.0, 2.0), 24.0, 40.0))
+    half_w = _pleura_half_width_cm(patient, depth, half_angle)
+    ribs = None
+    window = (-0.85 * half_w, 0.85 * half_w)  # lateral range where signs are placed
+    if rng.random() < 0.5:
+        gap = rng.uniform(1.1, 1.6) * half_w  # intercostal space, centred near the middle
+        centre = rng.uniform(-0.15, 0.15) * half_w
+        ribs = (centre - gap / 2 - 0.9, centre + gap / 2 + 0.9)
+        window = (centre - 0.42 * gap, centre + 0.42 * gap)
+    lo, hi = window
+    label = patient.label
+    b_lines: list[tuple[float, float, float]] = []
+    cons = None
+    # A-lines: present in every class outside the signs; weaker with severity.
+    a_strength = float(rng.uniform(0.2, 0.5))
+    if label == "regular":
+        a_strength *= 1.0 - 0.5 * sev
+        if rng.random() < 0.25 + 0.35 * sev:  # an isolated faint B-line is normal
+            b_lines.append((float(rng.uniform(lo, hi)), float(rng.uniform(0.08, 0.15)),
+                            float(rng.uniform(0.15, 0.35))))
+    elif label == "b_lines":
+        a_strength *= 1.0 - 0.7 * sev
+        n = 1 + int(np.floor(sev * 6.99 * rng.uniform(0.7, 1.0)))
+        width = 0.12 + 0.35 * sev
+        # spread along the window, jittered; many lines merge (confluent B-lines / white lung)
+        slots = np.sort(rng.uniform(lo, hi, size=n))
+        for x in slots:
+            b_lines.append((float(x), float(width * rng.uniform(0.7, 1.3)),
+                            float(rng.uniform(0.55, 1.0) * (0.55 + 0.45 * sev))))
+    else:  # consolidation
+        a_strength *= 1.0 - 0.4 * sev
+        half = float(np.clip(0.5 + 2.0 * sev * rng.uniform(0.8, 1.2), 0.4, 0.45 * (hi - lo)))
+        x = float(rng.uniform(lo + half, hi - half)) if hi - lo > 2 * half else (lo + hi) / 2
+        cons = (x, half, float(0.6 + 3.4 * sev * rng.uniform(0.8, 1.2)))
+        if rng.random() < 0.4:  # B-lines often flank a consolidation
+            side = x + (half + 0.4) * rng.choice([-1.0, 1.0])
+            if lo < side < hi:
+                b_lines.append((float(side), float(rng.uniform(0.1, 0.2)),
+                                float(rng.uniform(0.3, 0.6))))
+    return Scene(
+        patient=patient,
+        severity=sev,
+        depth_cm=depth,
+        half_angle_deg=half_angle,
+        gain_db=float(patient.gain_db + rng.normal(0.0, 1.5)),
+        fps=float(rng.choice([8.0, 10.0, 12.0, 15.0])),
+        breath_phase=float(rng.uniform(0.0, 2 * np.pi)),
+        breath_amp=float(rng.uniform(0.01, 0.03)),
+        pleura_tilt_cm=float(rng.normal(0.0, 0.15)),
+        a_line_strength=a_strength,
+        a_line_decay=float(rng.uniform(0.4, 0.65)),
+        lung_haze=float(rng.uniform(0.003, 0.012)),
+        ribs=ribs,
+        b_lines=tuple(b_lines),
+        consolidation=cons,
+        decorrelation=float(rng.uniform(0.03, 0.1)),
+    )
+
+
+# --------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Fan:
+    """Convex-probe geometry of one video at one image size (Cartesian <-> polar)."""
+
+    probe_radius_cm: float
+    depth_cm: float
+    half_angle: float  # radians
+    size: int
+    cm_per_px: float
+    x0_cm: float  # Cartesian x of pixel column 0 (apex at x = 0)
+    y0_cm: float  # Cartesian y of pixel row 0 (apex at y = 0, y grows downwards)
+
+    @classmethod
+    def of(cls, scene: Scene, size: int) -> Fan:
+        rc, d, a = scene.patient.probe_radius_cm, scene.depth_cm, np.deg2rad(scene.half_angle_deg)
+        top = rc * np.cos(a)
+        width = 2 * (rc + d) * np.sin(a)
+        height = rc + d - top
+        side = max(height * 1.04, 0.92 * width)  # the widest corners may be cropped, as on scanners
+        return cls(rc, d, float(a), size, side / size, -side / 2, top - 0.5 * (side - height))
+
+    def polar_of_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Depth below the skin (cm) and beam angle (rad) of every pixel centre, ``[size, size]``."""
+        c = (np.arange(self.size) + 0.5) * self.cm_per_px
+        x = self.x0_cm + c[None, :]
+        y = self.y0_cm + c[:, None]
+        return np.hypot(x, y) - self.probe_radius_cm, np.arctan2(x, y)
+
+    def mask(self) -> np.ndarray:
+        depth, theta = self.polar_of_pixels()
+        return (depth >= 0) & (depth <= self.depth_cm) & (np.abs(theta) <= self.half_angle)
+
+    def pixel_of(self, depth_cm, theta) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) float pixel coordinates of polar points."""
+        rho = self.probe_radius_cm + np.asarray(depth_cm, float)
+        x, y = rho * np.sin(theta), rho * np.cos(theta)
+        return (y - self.y0_cm) / self.cm_per_px - 0.5, (x - self.x0_cm) / self.cm_per_px - 0.5
+
+
+# --------------------------------------------------------------------------- rendering
+def _smooth_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """Zero-mean unit-std 1-D smooth random texture (periodic, so it can slide)."""
+    x = ndimage.gaussian_filter1d(rng.standard_normal(n), sigma, mode="wrap")
+    return x / (x.std() + 1e-8)
+
+
+def _fourier_shift(field_: np.ndarray, shifts: np.ndarray, axis: int) -> np.ndarray:
+    """Shift a 2-D complex field ``[A, B]`` by ``shifts[t]`` samples along ``axis`` -> ``[T, A, B]``.
+
+    Sub-pixel shifts by a phase ramp keep white scatterers white (no interpolation flicker)."""
+    n = field_.shape[axis]
+    spec = np.fft.fft(field_, axis=axis)
+    k = np.fft.fftfreq(n)
+    ramp = np.exp(-2j * np.pi * shifts[:, None] * k[None, :])  # [T, n]
+    ramp = ramp[:, :, None] if axis == 0 else ramp[:, None, :]
+    return np.fft.ifft(spec[None] * ramp, axis=axis + 1)
+
+
+def _gauss(u, w):
+    return np.exp(-0.5 * (u / w) ** 2)
+
+
+def _sigmoid(u):
+    return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
+def render_polar(scene: Scene, n_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render the log-compressed polar image ``[T, R, A]`` in [0, 1] (depth x angle)."""
+    p = scene.patient
+    n_r, n_a = int(round(size * 1.25)), int(round(size * 1.1))
+    depth, a = scene.depth_cm, np.deg2rad(scene.half_angle_deg)
+    rc, d0 = p.probe_radius_cm, p.chest_wall_cm
+    r = np.linspace(0.0, depth, n_r)  # cm below the skin
+    th = np.linspace(-a, a, n_a)
+    dr, dth = r[1] - r[0], th[1] - th[0]
+    arc = rc + d0  # cm of pleura per radian
+    x_pl = th * arc  # lateral position along the pleura (cm)
+    t = np.arange(n_frames) / scene.fps
+    phase = 2 * np.pi * p.breath_hz * t + scene.breath_phase
+    d_t = d0 * (1.0 + scene.breath_amp * np.sin(phase))  # [T] pleura depth (breathing)
+    slide = 0.5 * p.slide_cm * np.sin(phase + 0.5 * np.pi)  # [T] lung sliding (cm)
+    slide_px = slide / arc / dth
+
+    R = r[None, :, None]  # [1, R, 1]
+    X = x_pl[None, None, :]  # [1, 1, A]
+    Xs = X - slide[:, None, None]  # lung-fixed lateral coordinate, [T, 1, A]
+    # flat pleura seen by a convex probe: r_p = (Rc + d) / cos(theta) - Rc, plus a tilt
+    r_p = (rc + d_t[:, None, None]) / np.cos(th)[None, None, :] - rc
+    r_p = r_p + scene.pleura_tilt_cm * (th / a)[None, None, :]  # [T, 1, A]
+    u = R - r_p  # depth below the pleura, [T, R, A]
+    wall_w = _sigmoid(-u / 0.04)  # 1 in the chest wall, 0 in the lung
+
+    # ---- chest wall echogenicity (fixed to the probe)
+    fat_end = d0 * p.fat_frac
+    wav = 0.08 * _smooth_noise(rng, n_a, n_a / 10)[None, :]
+    rw = r[:, None] + wav  # gently wavy layers
+    muscle = p.muscle_echo * (1.0 + 0.45 * np.sin(2 * np.pi * rw / rng.uniform(0.18, 0.3)
+                                                  + 3.0 * _smooth_noise(rng, n_a, n_a / 6)[None, :]))
+    e_wall = np.where(rw < fat_end, 0.1, muscle)
+    e_wall = e_wall + 1.8 * _gauss(rw - 0.04, 0.04)  # skin
+    s_wall = 1.2 * _gauss(rw - fat_end, 0.03)  # fascia
+    for depth_sep in rng.uniform(0.15, 0.9, size=2) * fat_end:  # fat septa
+        s_wall = s_wall + 0.6 * _gauss(rw - depth_sep, 0.025)
+    s_wall = s_wall + 0.9 * _gauss(rw - (d0 - 0.25), 0.03) * (rng.random() < 0.6)  # deep fascia
+
+    # ---- lung (slides with the pleura)
+    shimmer = np.interp(Xs, x_pl, 1.0 + 0.35 * _smooth_noise(rng, n_a, 2.0), period=2 * a * arc)
+    pleura = p.pleura_amp * _gauss(u, 0.045) * shimmer  # [T, R, A]
+    e_lung = scene.lung_haze * (1.0 + 2.0 * np.exp(-np.clip(u, 0, None) / 1.5))
+    e_lung = np.broadcast_to(e_lung, u.shape).copy()
+    a_lines = np.zeros_like(u)
+    k = 2
+    while True:
+        r_k = k * r_p  # reverberation path: k times the probe-pleura distance
+        if r_k.min() > depth + 0.2:
+            break
+        amp = p.pleura_amp * scene.a_line_strength * scene.a_line_decay ** (k - 2)
+        a_lines += amp * _gauss(R - r_k, 0.035 * np.sqrt(k))
+        k += 1
+    a_keep = np.ones((n_frames, 1, n_a))  # columns where A-lines survive
+    below = _sigmoid(u / 0.05)  # 0 above the pleura, 1 below
+    spec_lung = np.zeros_like(u)
+    for xb, wb, bb in scene.b_lines:
+        prof = _gauss(Xs - xb, wb)  # [T, 1, A]
+        stri = 1.0 + 0.35 * np.sin(2 * np.pi * u / 0.22)
+        core = prof * below * stri * (1.0 - 0.15 * np.clip(u, 0, None) / depth)
+        e_lung += 3.0 * bb * core
+        spec_lung += 1.6 * bb * p.pleura_amp * 0.3 * core
+        a_keep *= 1.0 - np.clip(1.6 * bb, 0, 1) * prof
+    if scene.consolidation is not None:
+        xc, half, hc = scene.consolidation
+        rough_x = np.interp(Xs, x_pl, _smooth_noise(rng, n_a, 1.5), period=2 * a * arc)
+        lat = np.clip(1.0 - ((Xs - xc) / half) ** 2, 0.0, None)
+        deep = hc * np.sqrt(lat) * (1.0 + 0.25 * rough_x)  # irregular deep border (shred sign)
+        inside = _sigmoid((deep - u) / 0.06) * below * (lat > 0)
+        e_lung = e_lung * (1 - inside) + inside * p.muscle_echo * rng.uniform(0.9, 1.4)
+        # the shred: bright irregular deep border
+        spec_lung += 1.2 * (1.0 + 0.5 * rough_x) * _gauss(u - deep, 0.06) * (lat > 0.05)
+        # air bronchograms: bright dots and short branches inside, moving a little
+        n_dots = int(4 + 14 * scene.severity)
+        jit = 0.03 * rng.standard_normal((n_dots, n_frames))
+        for i in range(n_dots):
+            fx = rng.uniform(-0.8, 0.8)
+            fu = rng.uniform(0.2, 0.85)
+            length = rng.uniform(0.0, 0.4) if rng.random() < 0.4 else 0.0
+            ang = rng.uniform(-1.0, 1.0)
+            bx = xc + fx * half
+            bu = fu * hc * np.sqrt(max(1 - fx**2, 0.05))
+            amp = rng.uniform(2.0, 5.0)
+            for s in np.linspace(0.0, 1.0, 1 + int(length / 0.08)):
+                cx = bx + s * length * np.sin(ang) + jit[i][:, None, None]
+                cu = bu + s * length * np.cos(ang)
+                spec_lung += amp * _gauss(Xs - cx, 0.06) * _gauss(u - cu, 0.05) * inside
+        pleura = pleura * (1.0 - 0.6 * _sigmoid((half - np.abs(Xs - xc)) / 0.1))
+        a_keep *= 1.0 - _sigmoid((half + 0.2 - np.abs(Xs - xc)) / 0.1)
+    spec_lung += a_lines * a_keep
+    e_lung = e_lung * below + (1 - below) * 0.25 * p.muscle_echo
+
+    E = wall_w * e_wall[None] + (1 - wall_w) * e_lung
+    S = wall_w * s_wall[None] + pleura + (1 - wall_w) * spec_lung
+
+    # ---- ribs: bright convex surface just above the pleura, total shadow below
+    if scene.ribs is not None:
+        for xr in scene.ribs:
+            half_rib = rng.uniform(0.8, 1.1)
+            lat = np.clip(1.0 - ((X - xr) / half_rib) ** 2, 0.0, None)
+            y_top = d0 - 0.45 - 0.35 * np.sqrt(lat)  # convex upper surface, above the pleura
+            top = (rc + y_top) / np.cos(th)[None, None, :] - rc
+            in_rib = lat > 0
+            shadow = np.where(in_rib & (R > top + 0.05), 0.02, 1.0)
+            E = E * shadow
+            S = S * shadow + 5.0 * _gauss(R - top, 0.05) * in_rib
+
+    # ---- speckle: scatterers x sqrt(E) + specular, through the PSF
+    sig_r = p.axial_res_cm / dr
+    sig_a = np.deg2rad(p.lateral_res_deg) / dth
+    scale = np.sqrt(4 * np.pi * sig_r * sig_a)  # unit-RMS speckle after the PSF
+
+    def cgauss(shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+
+    pad = int(np.ceil(np.abs(slide_px).max())) + 4
+    lung_sc = cgauss((n_r, n_a + 2 * pad))
+    lung_sc = _fourier_shift(lung_sc, slide_px, axis=1)[:, :, pad:pad + n_a]
+    wall_sc = cgauss((n_r, n_a))[None]
+    sc = wall_w * wall_sc + (1 - wall_w) * lung_sc
+    eps = scene.decorrelation
+    sc = np.sqrt(1 - eps) * sc + np.sqrt(eps) * cgauss(u.shape)
+    z = scale * sc * np.sqrt(E) + S
+    z = ndimage.gaussian_filter(z.real, (0, sig_r, sig_a)) + 1j * ndimage.gaussian_filter(
+        z.imag, (0, sig_r, sig_a))
+    z = z * 10 ** (-p.attenuation_db_cm * R / 20)
+    z = z + p.noise * cgauss(u.shape)
+    db = 20 * np.log10(np.abs(z) + 1e-6) + scene.gain_db
+    dyn = p.dynamic_range_db
+    return np.clip((db - (14.0 - dyn)) / dyn, 0.0, 1.0)
+
+
+def scan_convert(polar: np.ndarray, fan: Fan) -> np.ndarray:
+    """Polar ``[T, R, A]`` in [0, 1] -> uint8 Cartesian ``[T, size, size]``, zero outside the fan."""
+    n_t, n_r, n_a = polar.shape
+    depth, theta = fan.polar_of_pixels()
+    inside = (depth >= 0) & (depth <= fan.depth_cm) & (np.abs(theta) <= fan.half_angle)
+    ri = np.clip(depth / fan.depth_cm * (n_r - 1), 0, n_r - 1)
+    ai = np.clip((theta / fan.half_angle + 1) / 2 * (n_a - 1), 0, n_a - 1)
+    coords = np.stack([
+        np.broadcast_to(np.arange(n_t)[:, None, None], (n_t, fan.size, fan.size)),
+        np.broadcast_to(ri, (n_t, fan.size, fan.size)),
+        np.broadcast_to(ai, (n_t, fan.size, fan.size)),
+    ]).astype(np.float64)
+    img = ndimage.map_coordinates(polar, coords, order=1, mode="nearest")
+    img = np.where(inside[None], img, 0.0)
+    return np.round(img * 255).astype(np.uint8)
+
+
+def render_video(scene: Scene, n_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render one video: uint8 ``[n_frames, size, size]``."""
+    polar = render_polar(scene, n_frames, size, rng)
+    return scan_convert(polar, Fan.of(scene, size))
+
+
+# --------------------------------------------------------------------------- dataset
+def patient_rng(seed: int, patient: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 1, patient]))
+
+
+def video_rng(seed: int, patient: int, video: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 2, patient, video]))
+
+
+def simulate_video(seed: int, patient: int, video: int, n_frames: int, size: int
+                   ) -> tuple[np.ndarray, Scene]:
+    """Frames and scene of video ``video`` of patient ``patient``; independent of the others."""
+    label = CLASSES[patient % len(CLASSES)]
+    pat = sample_patient(patient_rng(seed, patient), label)
+    rng = video_rng(seed, patient, video)
+    scene = sample_scene(rng, pat)
+    return render_video(scene, n_frames, size, rng), scene
+
+
+def simulate(
+    out_root: str | Path,
+    name: str = "synthetic_lus",
+    n_patients: int = 48,
+    videos_per_patient: int = 2,
+    n_frames: int = 16,
+    size: int = 128,
+    seed: int = 0,
+    store_size: int | None = None,
+) -> Path:
+    """Write a synthetic LUS dataset in the standard format to ``out_root/name``; return its path.
+
+    ``n_patients`` is the total number of patients, assigned to :data:`CLASSES` round-robin
+    (so a multiple of 3 gives balanced classes); each has ``videos_per_patient`` videos of
+    ``n_frames`` frames of ``size x size`` pixels. ``store_size=None`` stores at ``size``.
+    """
+    for arg, val, low in (("n_patients", n_patients, len(CLASSES)), ("videos_per_patient",
+                          videos_per_patient, 1), ("n_frames", n_frames, 1), ("size", size, 16)):
+        if int(val) < low:
+            raise ValueError(f"simulate: {arg}={val} must be >= {low}")
+    info = {
+        "source": SOURCE,
+        "version": VERSION,
+        "license": LICENSE,
+        "spec": (__doc__ or "").split("\n\n")[0],
+        "params": {"n_patients": n_patients, "videos_per_patient": videos_per_patient,
+                   "n_frames": n_frames, "size": size, "seed": seed},
+    }
+    writer = DatasetWriter(out_root, name, list(CLASSES), store_size=store_size, info=info)
+    try:
+        for p in range(n_patients):
+            for v in range(videos_per_patient):
+                frames, scene = simulate_video(seed, p, v, n_frames, size)
+                writer.add_video(
+                    f"syn-p{p:03d}-v{v}", f"syn-p{p:03d}", scene.patient.label, frames,
+                    source_file=f"simulate(seed={seed}, patient={p}, video={v})",
+                    license=LICENSE, severity=round(scene.severity, 4), fps=scene.fps,
+                )
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hico simulate``: write the synthetic dataset and print where."""
+    ap = argparse.ArgumentParser(prog="hico simulate", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="data", help="data root; the dataset goes to OUT/NAME")
+    ap.add_argument("--name", default="synthetic_lus")
+    ap.add_argument("--n-patients", type=int, default=48, help="total, round-robin over classes")
+    ap.add_argument("--videos-per-patient", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--store-size", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    path = simulate(args.out, args.name, args.n_patients, args.videos_per_patient, args.frames,
+                    args.size, args.seed, args.store_size)
+    print(f"wrote {path} ({args.n_patients * args.videos_per_patient} videos) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["CLASSES", "Fan", "Patient", "Scene", "main", "render_polar", "render_video",
+           "sample_patient", "sample_scene", "scan_convert", "simulate", "simulate_video"]
