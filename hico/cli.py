@@ -1,6 +1,6 @@
 """``python -m hico <command>``: every box of the workflow, runnable by hand.
 
-Commands: simulate, download, prepare, folds, pretrain, evaluate, aggregate, plot, methods.
+Commands: simulate, download, prepare, folds, check-overlap, pretrain, evaluate, aggregate, plot, methods.
 """
 
 from __future__ import annotations
@@ -30,10 +30,21 @@ def _set_to_dict(pairs: list[str]) -> dict[str, Any]:
 
 
 def _overrides(args) -> list[dict[str, Any]]:
-    found = [json.loads(o) for o in (args.overrides or [])]
+    """Each --overrides is a JSON dict or a JSON list of dicts (merged in order)."""
+    found: list[dict[str, Any]] = []
+    for text in args.overrides or []:
+        value = json.loads(text)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict):
+                raise SystemExit(f"--overrides must be a JSON object or a list of objects, got {text!r}")
+            found.append(item)
     if args.set:
         found.append(_set_to_dict(args.set))
     return found
+
+
+def _device(name: str | None) -> str | None:
+    return None if name in (None, "", "auto") else name
 
 
 def cmd_simulate(argv: list[str]) -> int:
@@ -52,6 +63,12 @@ def cmd_prepare(argv: list[str]) -> int:
     from hico.data.sources import main_prepare
 
     return main_prepare(argv) or 0
+
+
+def cmd_check_overlap(argv: list[str]) -> int:
+    from hico.data.leakage import main as leakage_main
+
+    return leakage_main(argv)
 
 
 def cmd_folds(argv: list[str]) -> int:
@@ -76,19 +93,20 @@ def cmd_pretrain(argv: list[str]) -> int:
     p.add_argument("method")
     p.add_argument("--data", nargs="*", default=[], help="standard dataset folders (the pretraining pool)")
     p.add_argument("--out", required=True, help="run folder (encoder.pt, last.pt, train_log.csv)")
-    p.add_argument("--overrides", action="append", help="JSON dict merged over the recipe (repeatable)")
+    p.add_argument("--overrides", action="append", help="JSON dict (or list of dicts) merged over the recipe")
     p.add_argument("--set", action="append", help="key=value override, dotted keys (repeatable)")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--name", help="run name recorded in the encoder (a config variant of the method)")
     a = p.parse_args(argv)
     from hico.registry import requires_pretraining
     from hico.train import export_initial_encoder, pretrain
 
     if not requires_pretraining(a.method):
-        path = export_initial_encoder(a.method, a.out, _overrides(a))
+        path = export_initial_encoder(a.method, a.out, _overrides(a), run_name=a.name)
     else:
         if not a.data:
             raise SystemExit(f"hico pretrain {a.method}: give the pretraining datasets with --data DIR [DIR ...]")
-        path = pretrain(a.method, a.data, a.out, _overrides(a), device=a.device)
+        path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device), run_name=a.name)
     print(f"[pretrain] {a.method} -> {path}")
     return 0
 
@@ -111,7 +129,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     from hico.evaluate import evaluate
 
     m = evaluate(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                 out_path=a.out, method=a.method, device=a.device, **json.loads(a.args))
+                 out_path=a.out, method=a.method, device=_device(a.device), **json.loads(a.args))
     print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {a.fold} seed {a.seed}: "
           f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
     return 0
@@ -144,6 +162,7 @@ COMMANDS = {
     "download": cmd_download,
     "prepare": cmd_prepare,
     "folds": cmd_folds,
+    "check-overlap": cmd_check_overlap,
     "pretrain": cmd_pretrain,
     "evaluate": cmd_evaluate,
     "aggregate": cmd_aggregate,

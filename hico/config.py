@@ -57,7 +57,7 @@ class PretrainConfig:
     label_rate: float = 0.0  # share of pretraining videos whose label the method may see
     val_fraction: float = 0.2  # held-out videos for the validation loss (released: 0.2)
     export: str = "best"  # best (lowest validation loss, released) | last
-    checkpoint_every: int = 0  # also keep encoder_epoch<k>.pt every k epochs (convergence)
+    checkpoint_epochs: list[int] = field(default_factory=list)  # also keep encoder_epoch<k>.pt (convergence)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True
     compile: bool = False
@@ -111,6 +111,9 @@ def resolve_pretrain_config(name: str, *overrides: dict[str, Any] | None) -> Pre
         raise ConfigError(f"{where}: export must be 'best' or 'last', got {cfg.export!r}")
     if not 0 <= cfg.label_rate <= 1:
         raise ConfigError(f"{where}: label_rate must be in [0, 1], got {cfg.label_rate}")
+    bad = [e for e in cfg.checkpoint_epochs if not 1 <= int(e) <= cfg.epochs]
+    if bad:
+        raise ConfigError(f"{where}: checkpoint_epochs {bad} outside 1..epochs ({cfg.epochs})")
     if cfg.image_size % 32:
         raise ConfigError(f"{where}: image_size must be divisible by 32, got {cfg.image_size}")
     return cfg

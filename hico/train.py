@@ -202,6 +202,7 @@ def pretrain(
     overrides: list[dict[str, Any]] | None = None,
     device: str | None = None,
     progress: bool | None = None,
+    run_name: str | None = None,
 ) -> Path:
     """Pretrain ``method`` on the union of ``dataset_dirs``; returns the exported ``encoder.pt``.
 
@@ -326,12 +327,12 @@ def pretrain(
                    peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
         log_rows.append(row)
         if rank == 0:
-            meta = {"method": method, "epoch": epoch + 1, **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
+            meta = {"method": run_name or method, "base_method": method, "epoch": epoch + 1, **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
             improved = math.isfinite(row["val_loss"]) and row["val_loss"] < best_val
             if improved:
                 best_val = row["val_loss"]
                 save_encoder(model.encoder(), out_dir / "encoder_best.pt", {**meta, "val_loss": best_val})
-            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+            if epoch + 1 in cfg.checkpoint_epochs:
                 save_encoder(model.encoder(), out_dir / f"encoder_epoch{epoch + 1}.pt", meta)
             _write_log(out_dir / "train_log.csv", log_rows)
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -341,7 +342,7 @@ def pretrain(
     if rank == 0:
         final = out_dir / "encoder.pt"
         best = out_dir / "encoder_best.pt"
-        meta = {"method": method, "epoch": cfg.epochs, "export": cfg.export,
+        meta = {"method": run_name or method, "base_method": method, "epoch": cfg.epochs, "export": cfg.export,
                 **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
         if cfg.export == "best" and best.exists():
             blob = torch.load(best, map_location="cpu", weights_only=True)
@@ -376,7 +377,8 @@ def _validate(model, sampler, augment, val_set, loader, dev, amp, channels_last,
     return total / n if n else float("nan")
 
 
-def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dict[str, Any]] | None = None) -> Path:
+def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dict[str, Any]] | None = None,
+                           run_name: str | None = None) -> Path:
     """For controls (``requires_pretraining: false``): write the encoder as initialised
     (random with the run's seed, or ImageNet weights) so evaluation treats every row alike."""
     from hico.models.backbone import Backbone
@@ -390,7 +392,8 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     info = provenance(cfg.to_dict(), cfg.seed)
     atomic_write_json(out_dir / "config.json", {"config": cfg.to_dict(), **info})
     _write_log(out_dir / "train_log.csv", [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / "encoder.pt", {"method": method, "epoch": 0, "export": "init",
+    save_encoder(backbone, out_dir / "encoder.pt", {"method": run_name or method, "base_method": method,
+                                                      "epoch": 0, "export": "init",
                                                       "git_sha": info["git_sha"], "config_hash": info["config_hash"],
                                                       "seed": cfg.seed})
     return out_dir / "encoder.pt"

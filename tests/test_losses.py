@@ -95,7 +95,7 @@ def reference_soft_ce(logits, labels, alpha):
     target = torch.zeros(b, c, dtype=logits.dtype)
     for i in range(b):
         for j in range(c):
-            target[i, j] = (1 - alpha) * (j == labels[i]) + alpha / max(b - 1, 1)
+            target[i, j] = (1 - alpha) * float(j == int(labels[i])) + alpha / max(b - 1, 1)
     return -(target * F.log_softmax(logits, dim=1)).sum() / b
 
 
@@ -239,6 +239,16 @@ def test_nt_xent_gradient_is_finite():
     nt_xent(z_i, z_j).backward()
     assert torch.isfinite(z_i.grad).all() and z_i.grad.abs().sum() > 0
     assert torch.isfinite(z_j.grad).all() and z_j.grad.abs().sum() > 0
+
+
+def test_nt_xent_under_bf16_autocast_is_computed_in_fp32():
+    z_i, z_j = (z.to(torch.bfloat16) for z in torch.randn(2, 16, 32))
+    exact = nt_xent(z_i.double(), z_j.double(), 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent(z_i, z_j, 0.1)
+        moco = infonce_logits_loss(z_i, z_j, z_j.flip(0), 0.1)
+    assert loss.dtype == torch.float32 and moco.dtype == torch.float32
+    assert loss.item() == pytest.approx(exact.item(), rel=1e-5)
 
 
 def test_gather_with_grad_is_identity_on_one_process():

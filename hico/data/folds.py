@@ -91,10 +91,16 @@ def inner_validation(manifest: pd.DataFrame, val_fraction: float = 0.2, seed: in
     if not 0 < val_fraction < 1:
         raise FoldError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_groups = manifest["patient_id"].nunique()
-    n_splits = max(2, round(1 / val_fraction))
-    if n_groups < n_splits:
-        n_splits = n_groups
-    if n_splits < 2:
+    if n_groups < 2:
         raise FoldError(f"{n_groups} patient(s) cannot be split into train and validation")
-    _, val_idx = _grouped_splits(manifest, n_splits, seed)[0]
-    return manifest["video_id"].iloc[val_idx].tolist()
+    n_splits = min(max(2, round(1 / val_fraction)), n_groups)
+    largest_class = int(manifest["label"].value_counts().max())
+    if largest_class >= n_splits:
+        _, val_idx = _grouped_splits(manifest, n_splits, seed)[0]
+        return manifest["video_id"].iloc[val_idx].tolist()
+    # Too few videos per class to stratify: draw whole patients at random instead.
+    rng = np.random.default_rng(seed)
+    groups = manifest["patient_id"].unique()
+    n_val = max(1, round(len(groups) * val_fraction))
+    val_groups = set(rng.permutation(groups)[:n_val])
+    return manifest["video_id"][manifest["patient_id"].isin(val_groups)].tolist()

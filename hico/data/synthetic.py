@@ -130,7 +130,7 @@ def sample_patient(rng: np.random.Generator, label: str) -> Patient:
         gain_db=float(rng.normal(0.0, 3.0)),
         dynamic_range_db=float(rng.uniform(45.0, 60.0)),
         attenuation_db_cm=float(rng.uniform(0.2, 1.5)),
-        noise=float(rng.uniform(0.03, 0.12)),
+        noise=float(rng.uniform(0.01, 0.04)),
         axial_res_cm=float(rng.uniform(0.04, 0.07)),
         lateral_res_deg=float(rng.uniform(0.5, 0.9)),
         breath_hz=float(rng.uniform(0.2, 0.4)),
@@ -305,8 +305,9 @@ def render_polar(scene: Scene, n_frames: int, size: int, rng: np.random.Generato
     fat_end = d0 * p.fat_frac
     wav = 0.08 * _smooth_noise(rng, n_a, n_a / 10)[None, :]
     rw = r[:, None] + wav  # gently wavy layers
-    muscle = p.muscle_echo * (1.0 + 0.45 * np.sin(2 * np.pi * rw / rng.uniform(0.18, 0.3)
-                                                  + 3.0 * _smooth_noise(rng, n_a, n_a / 6)[None, :]))
+    fibres = np.sin(2 * np.pi * rw / rng.uniform(0.25, 0.4)
+                    + 4.0 * _smooth_noise(rng, n_a, n_a / 6)[None, :])
+    muscle = p.muscle_echo * (0.25 + 1.5 * (0.5 + 0.5 * fibres) ** 3)  # fibrillar muscle
     e_wall = np.where(rw < fat_end, 0.1, muscle)
     e_wall = e_wall + 1.8 * _gauss(rw - 0.04, 0.04)  # skin
     s_wall = 1.2 * _gauss(rw - fat_end, 0.03)  # fascia
@@ -404,7 +405,7 @@ def render_polar(scene: Scene, n_frames: int, size: int, rng: np.random.Generato
     z = z + p.noise * cgauss(u.shape)
     db = 20 * np.log10(np.abs(z) + 1e-6) + scene.gain_db
     dyn = p.dynamic_range_db
-    return np.clip((db - (14.0 - dyn)) / dyn, 0.0, 1.0)
+    return np.clip((db - (20.0 - dyn)) / dyn, 0.0, 1.0)
 
 
 def scan_convert(polar: np.ndarray, fan: Fan) -> np.ndarray:

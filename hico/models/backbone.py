@@ -46,7 +46,7 @@ class Backbone(nn.Module):
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             pretrained = True
         try:
-            self.body = timm.create_model(name, pretrained=pretrained, **kwargs)
+            self.body = _create(name, pretrained, kwargs)
         except Exception as e:  # timm raises several types for unknown names / offline hubs
             if not timm.is_model(name):
                 raise ValueError(
@@ -76,6 +76,18 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pyramid(x)[-1].mean(dim=(2, 3))
+
+
+def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    # timm zero-initialises the last BN of each residual block; torchvision (which the released
+    # HiCo/USCL code uses) does not, and from scratch that silences the residual branches on the
+    # first steps. Keep torchvision's init where the architecture has the switch.
+    if not pretrained:
+        try:
+            return timm.create_model(name, pretrained=False, zero_init_last=False, **kwargs)
+        except TypeError:
+            pass
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def save_encoder(backbone: Backbone, path: str | Path, meta: dict | None = None) -> None:

@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`. Both bootstrap .venv with pip first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: demo test test-fast lint bench clean-demo
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m snakemake --cores $(CORES) --configfile workflows/config/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q --timeout 900
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check hico baselines tests bench
+	$(PY) -m snakemake --lint --configfile workflows/config/demo.yaml
+
+bench: $(STAMP)
+	$(PY) bench/hico_step.py
+
+clean-demo:
+	rm -rf runs/demo data/synthetic_pretrain data/synthetic_lus

@@ -1,0 +1,25 @@
+# hico-bench: data -> pretrain -> evaluate -> tables and figures.
+# The paper run:  snakemake --cores all --use-conda
+# The demo:       snakemake --cores all --configfile workflows/config/demo.yaml
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "workflows/config/config.yaml"
+
+
+validate(config, "workflows/schemas/config.schema.yaml")
+
+
+include: "workflows/rules/common.smk"
+include: "workflows/rules/data.smk"
+include: "workflows/rules/pretrain.smk"
+include: "workflows/rules/evaluate.smk"
+include: "workflows/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,337 @@
+"""What every source module shares: config, lock files, GitHub file lists, and the prepare loop.
+
+A source module describes *what* to read (its files, labels, groups); :func:`write_dataset`
+does the rest the same way for all of them: decode each item in a thread pool, quarantine the
+ones that fail, refuse when more than ``max_failure_share`` fail, and write the standard format
+(:class:`hico.data.standard.DatasetWriter`) with ``prepare_report.json`` inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from hico.data.download import LockFile, RemoteFile, file_sha256, github_tree
+from hico.data.standard import DatasetWriter, atomic_write_json
+from hico.data.video import frame_files, is_image
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR = Path(__file__).parent / "locks"
+
+#: Options every source accepts (a source's ``OPTIONS`` adds its own and may change defaults).
+COMMON_OPTIONS: dict[str, Any] = {
+    "base_url": None,  # replaces the source's download URL prefix (mirrors, tests)
+    "fps": 3.0,  # frame sampling rate in Hz (None: every frame)
+    "max_frames": 30,  # frames kept per video (None: no limit)
+    "store_size": 256,  # short side of stored frames (None: as decoded)
+    "max_failure_share": 0.05,  # above this share of undecodable inputs, prepare fails
+    "retries": 3,  # download retries (pooch back-off: 1 s, 2 s, 3 s, ...)
+    "timeout": 60.0,  # seconds without data before a download attempt fails
+    "progress": True,  # progress bars
+    "workers": 2,  # decode threads (and download threads for many-file sources)
+    "lock_dir": None,  # where lock files live (default: hico/data/sources/locks/)
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The raw data is not where it should be; the message says where to get it and put it."""
+
+
+class PrepareError(RuntimeError):
+    """Too many inputs failed to decode; the message lists them."""
+
+
+def resolve_config(module: ModuleType, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """COMMON_OPTIONS, then the module's OPTIONS, then ``config``; unknown keys are errors."""
+    cfg = {**COMMON_OPTIONS, **getattr(module, "OPTIONS", {})}
+    unknown = sorted(set(config or {}) - set(cfg))
+    if unknown:
+        raise ValueError(
+            f"source {module.NAME!r}: unknown option(s) {unknown}; valid options are {sorted(cfg)}"
+        )
+    cfg.update(config or {})
+    for key in ("fps", "max_frames", "store_size"):
+        v = cfg[key]
+        if v is not None and (not isinstance(v, int | float) or v <= 0):
+            raise ValueError(f"source {module.NAME!r}: option {key}={v!r} must be a positive number or None")
+    if not 0 <= float(cfg["max_failure_share"]) <= 1:
+        raise ValueError(f"source {module.NAME!r}: max_failure_share must lie in [0, 1], got {cfg['max_failure_share']}")
+    return cfg
+
+
+def lock_for(name: str, cfg: Mapping[str, Any]) -> LockFile:
+    return LockFile(Path(cfg.get("lock_dir") or LOCK_DIR) / f"{name}.json", source=name)
+
+
+def url_join(base: str, rel: str) -> str:
+    return base.rstrip("/") + "/" + quote(rel, safe="/")
+
+
+def github_files(
+    name: str,
+    cfg: Mapping[str, Any],
+    repo: str,
+    ref: str,
+    prefixes: Sequence[str],
+    lock: LockFile,
+) -> dict[str, dict[str, Any]]:
+    """``{path: lock entry}`` for every file of ``repo`` under ``prefixes`` (a path ending in
+    ``/`` is a folder, otherwise one file).
+
+    Folders already listed in the lock (``github.resolved``) are taken from it; the others are
+    listed once through the GitHub API at ``ref`` and recorded with their git blob SHA-1, so the
+    file list and checksums are fixed from the first download on.
+    """
+    gh = lock.data.setdefault("github", {"repo": repo, "ref": ref, "resolved": []})
+    missing = [p for p in prefixes if p not in gh.get("resolved", [])]
+    if missing:
+        tree = github_tree(repo, ref, cfg.get("api_url") or "https://api.github.com", cfg["timeout"])
+        for p in missing:
+            found = {k: v for k, v in tree.items() if (k.startswith(p) if p.endswith("/") else k == p)}
+            if not found:
+                raise FileNotFoundError(
+                    f"source {name!r}: {repo}@{ref} has no file under {p!r}; check the options repo/ref"
+                )
+            for path, entry in found.items():
+                lock.files.setdefault(path, {}).update(entry)
+        gh["resolved"] = sorted(set(gh.get("resolved", [])) | set(missing))
+        gh.setdefault("repo", repo)
+        gh.setdefault("ref", ref)
+        lock.save()
+        log.warning("%s: file list of %s@%s recorded in %s -- commit that file", name, repo, ref, lock.path)
+    out = {}
+    for path, entry in lock.files.items():
+        if any(path.startswith(p) if p.endswith("/") else path == p for p in prefixes):
+            out[path] = entry
+    return out
+
+
+def github_remote(path: str, entry: Mapping[str, Any], base_url: str) -> RemoteFile:
+    checksum = f"gitsha1:{entry['git_blob_sha1']}" if entry.get("git_blob_sha1") else "lock"
+    return RemoteFile(url=url_join(base_url, path), path=path, checksum=checksum, size=entry.get("size"))
+
+
+def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> Path:
+    """``path`` if it exists and is not empty; else :class:`DataNotFoundError` with directions."""
+    p = Path(path)
+    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
+        raise DataNotFoundError(
+            f"dataset {name!r}: no data at {p}.\n"
+            f"Where to get it: {how_to_get}\n"
+            f"Where to put it: {expect}\n"
+            f"Then run `python -m hico prepare {name} --raw {p} --out <data_root>`."
+        )
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# ids and hashes
+
+
+_ID_BAD = re.compile(r"[^A-Za-z0-9._+()\-]+")
+
+
+def clean_id(name: str) -> str:
+    """A plain file name for a video id: odd characters become ``_``; no leading dot."""
+    s = _ID_BAD.sub("_", name.strip()).strip("_")
+    return s.lstrip(".") or "video"
+
+
+def unique_ids(names: Iterable[str]) -> list[str]:
+    """:func:`clean_id` of each name, with ``_2``, ``_3``... added to repeats, in order."""
+    seen: Counter[str] = Counter()
+    out = []
+    for n in names:
+        base = clean_id(n)
+        seen[base] += 1
+        out.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return out
+
+
+def source_sha256(path: str | Path) -> str:
+    """sha256 of a file; for a folder of frames, sha256 of its sorted ``name sha256`` lines."""
+    path = Path(path)
+    if path.is_dir():
+        lines = "".join(f"{f.name} {file_sha256(f)}\n" for f in frame_files(path))
+        return hashlib.sha256(lines.encode()).hexdigest()
+    return file_sha256(path)
+
+
+def array_sha256(arr: np.ndarray) -> str:
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def find_frame_folders(root: str | Path) -> list[Path]:
+    """Folders under ``root`` that directly hold image frames (each one video), sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        if any(is_image(f) and not f.startswith(".") for f in filenames):
+            out.append(Path(dirpath))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# the prepare loop
+
+
+@dataclass
+class Item:
+    """One future video of a dataset: its labels and how to get its frames."""
+
+    video_id: str
+    patient_id: str
+    label_name: str
+    load: Callable[[], np.ndarray]  # uint8 [T, H, W]; raise to quarantine
+    source_file: str  # path relative to the raw folder (or ``file#entry``)
+    source: Path | None = None  # file/folder hashed for source_sha256 when sha256 is None
+    sha256: str | None = None
+    license: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
+    try:
+        frames = item.load()
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] == 0 or 0 in frames.shape:
+            raise ValueError(f"decoded to {frames.dtype} {frames.shape}, expected uint8 [T>0, H, W]")
+        sha = item.sha256 or (source_sha256(item.source) if item.source is not None else "")
+        return frames, sha, None
+    except Exception as e:  # any decoder error quarantines the input, never the whole run
+        return None, "", f"{type(e).__name__}: {e}"
+
+
+def write_dataset(
+    module: ModuleType,
+    items: Sequence[Item],
+    out_root: str | Path,
+    cfg: Mapping[str, Any],
+    classes: Sequence[str] | None = None,
+    info: Mapping[str, Any] | None = None,
+    skipped: Sequence[Mapping[str, str]] = (),
+    name: str | None = None,
+    expected: Mapping[str, Any] | None = None,
+) -> Path:
+    """Decode ``items`` and write ``<out_root>/<name>/`` in the standard format.
+
+    Failures are quarantined (left out, listed in ``prepare_report.json`` with the reason);
+    when their share exceeds ``cfg["max_failure_share"]`` nothing is written except
+    ``<out_root>/<name>.prepare_report.json`` and :class:`PrepareError` lists them.
+    ``skipped`` lists inputs left out on purpose (unknown label, licence filter...).
+    ``expected`` (e.g. published class counts) is compared in the report, never enforced.
+    """
+    name = name or module.NAME
+    classes = list(classes or module.CLASSES)
+    out_root = Path(out_root)
+    t0 = time.time()
+    if not items:
+        raise PrepareError(
+            f"dataset {name!r}: found nothing to prepare"
+            + (f" ({len(skipped)} input(s) skipped, e.g. {skipped[0]})" if skipped else "")
+            + ". Check --raw points at the downloaded or supplied data."
+        )
+    dup = sorted(i for i, c in Counter(it.video_id for it in items).items() if c > 1)
+    if dup:
+        raise ValueError(f"dataset {name!r}: the source module produced repeated video ids {dup[:5]}")
+    sampling = {"fps": cfg["fps"], "max_frames": cfg["max_frames"], "store_size": cfg["store_size"]}
+    writer = DatasetWriter(out_root, name, classes, store_size=cfg["store_size"], info={})
+    quarantined: list[dict[str, str]] = []
+    digests: list[str] = []
+    try:
+        with ThreadPoolExecutor(max(1, int(cfg["workers"] or 1))) as pool:
+            for item, (frames, sha, err) in zip(items, pool.map(_load_one, items)):
+                if err is not None:
+                    log.warning("%s: quarantined %s (%s)", name, item.source_file, err)
+                    quarantined.append({"video_id": item.video_id, "source_file": item.source_file, "reason": err})
+                    continue
+                writer.add_video(
+                    item.video_id, item.patient_id, item.label_name, frames,
+                    source_file=item.source_file, source_sha256=sha, license=item.license, **item.extra,
+                )
+                digests.append(f"{item.source_file}\t{sha}")
+        n = len(items)
+        share = len(quarantined) / n
+        counts = Counter(r["label_name"] for r in writer.rows)
+        report = {
+            "dataset": name,
+            "source": module.NAME,
+            "prepared": _now(),
+            "elapsed_s": None,
+            "n_candidates": n,
+            "n_videos": len(writer.rows),
+            "n_frames": int(sum(r["n_frames"] for r in writer.rows)),
+            "class_counts": {c: int(counts.get(c, 0)) for c in classes},
+            "n_quarantined": len(quarantined),
+            "failure_share": round(share, 4),
+            "max_failure_share": cfg["max_failure_share"],
+            "quarantined": quarantined,
+            "n_skipped": len(skipped),
+            "skipped": list(skipped),
+            "sampling": sampling,
+        }
+        if expected:
+            report["expected"] = dict(expected)
+        report["elapsed_s"] = round(time.time() - t0, 2)
+        if share > float(cfg["max_failure_share"]) or not writer.rows:
+            writer.abort()
+            atomic_write_json(out_root / f"{name}.prepare_report.json", report)
+            listing = "\n".join(f"  {q['source_file']}: {q['reason']}" for q in quarantined[:50])
+            more = f"\n  ... and {len(quarantined) - 50} more" if len(quarantined) > 50 else ""
+            raise PrepareError(
+                f"dataset {name!r}: {len(quarantined)} of {n} inputs failed to decode "
+                f"({share:.1%} > max_failure_share={cfg['max_failure_share']}):\n{listing}{more}\n"
+                f"Report: {out_root / f'{name}.prepare_report.json'}. Re-download the files "
+                "(delete them first), or raise max_failure_share to accept the loss."
+            )
+        writer.info.update(
+            {
+                "source": module.NAME,
+                "spec": (module.__doc__ or "").strip(),
+                "citation": getattr(module, "CITATION", ""),
+                "license": getattr(module, "LICENSE", ""),
+                "homepage": getattr(module, "HOMEPAGE", ""),
+                **dict(info or {}),
+                "sampling": sampling,
+                "inputs_sha256": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),
+                "n_quarantined": len(quarantined),
+            }
+        )
+        atomic_write_json(writer.tmp_dir / "prepare_report.json", report)
+        stale = out_root / f"{name}.prepare_report.json"
+        final = writer.finish()
+        stale.unlink(missing_ok=True)
+        log.info("%s: wrote %d videos (%d frames) to %s", name, report["n_videos"], report["n_frames"], final)
+        return final
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

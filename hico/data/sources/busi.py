@@ -1,0 +1,117 @@
+"""BUSI: 780 breast ultrasound images (benign 437, malignant 210, normal 133) of 600 women.
+
+Source
+    The MathWorks mirror ``https://ssd.mathworks.com/supportfiles/image/data/Dataset_BUSI.zip``
+    (the official ``scholar.cu.edu.eg/Dataset_BUSI.zip`` is often unreachable), extracted safely
+    into ``Dataset_BUSI/``. No checksum is published: the sha256 of the first download is
+    recorded in ``locks/busi.json`` and checked ever after. ``prepare`` also reads an extracted
+    copy (e.g. Kaggle's): ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png``.
+Licence
+    None stated with the data; the data article is open access (CC BY 4.0) and Kaggle lists
+    CC0. Cite the article.
+Citation
+    Al-Dhabyani W., Gomaa M., Khaled H., Fahmy A. Dataset of breast ultrasound images.
+    Data in Brief 28:104863, 2020. doi:10.1016/j.dib.2019.104863
+Label map (HiCo ``BUSI_BUI`` order)
+    Folder name: benign (0), malignant (1), normal (2). Masks (``*_mask*.png``) are ignored.
+Sampling
+    One image = one video of T = 1 (grayscale, short side ``store_size``).
+Grouping
+    ``patient_id`` = the image: BUSI publishes no patient ids. Known issues: about 155-235
+    near-duplicate images and some axilla images (Pawlowska et al. 2023), so image-level folds
+    can leak; prefer it as an evaluation set only with that caveat.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hico.data.download import RemoteFile, fetch_all, iter_files, macos_junk, safe_extract
+from hico.data.sources._common import (
+    DataNotFoundError,
+    Item,
+    lock_for,
+    resolve_config,
+    unique_ids,
+    url_join,
+    write_dataset,
+)
+from hico.data.video import read_image
+
+NAME = "busi"
+CLASSES = ["benign", "malignant", "normal"]
+ACCESS = "public"
+ENABLED_BY_DEFAULT = True
+LICENSE = "none stated (data article CC BY 4.0; Kaggle lists CC0)"
+CITATION = (
+    "Al-Dhabyani W., Gomaa M., Khaled H., Fahmy A. Dataset of breast ultrasound images. "
+    "Data in Brief 28:104863, 2020. doi:10.1016/j.dib.2019.104863"
+)
+HOMEPAGE = "https://scholar.cu.edu.eg/?q=afahmy/pages/dataset"
+OPTIONS: dict[str, Any] = {}
+
+URL = "https://ssd.mathworks.com/supportfiles/image/data/Dataset_BUSI.zip"
+ARCHIVE = "Dataset_BUSI.zip"
+EXTRACTED = "Dataset_BUSI"
+
+
+def _self():
+    return sys.modules[__name__]
+
+
+def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+    cfg = resolve_config(_self(), config)
+    url = url_join(cfg["base_url"], ARCHIVE) if cfg["base_url"] else URL
+    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock")]
+
+
+def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+    cfg = resolve_config(_self(), config)
+    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
+    return Path(raw_dir)
+
+
+def _video_id(path: Path) -> str:
+    m = re.search(r"\((\d+)\)", path.stem)
+    return f"{path.parent.name.lower()}_{m.group(1)}" if m else f"{path.parent.name.lower()}_{path.stem}"
+
+
+def prepare(
+    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+) -> Path:
+    cfg = resolve_config(_self(), config)
+    raw = Path(raw_dir)
+    if (raw / ARCHIVE).exists():
+        safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=macos_junk)
+    images = [
+        p for p in iter_files(raw, {".png", ".jpg", ".jpeg", ".bmp"})
+        if p.parent.name.lower() in CLASSES and "_mask" not in p.stem.lower()
+    ]
+    if not images:
+        raise DataNotFoundError(
+            f"dataset 'busi': no images in benign/ malignant/ normal/ folders under {raw}. "
+            f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
+            "Dataset_BUSI_with_GT/ there."
+        )
+    size = cfg["store_size"]
+    ids = unique_ids(_video_id(p) for p in images)
+    items = [
+        Item(
+            video_id=vid,
+            patient_id=vid,
+            label_name=p.parent.name.lower(),
+            load=(lambda p=p: read_image(p, size)),
+            source_file=p.relative_to(raw).as_posix(),
+            source=p,
+            license=LICENSE,
+        )
+        for vid, p in zip(ids, images)
+    ]
+    return write_dataset(
+        _self(), items, out_root, cfg, info={"version": URL}, name=name,
+        expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},
+    )

@@ -1,0 +1,135 @@
+"""Chest X-Ray 2017 (Kermany et al.): paediatric chest radiographs, normal vs pneumonia. Optional.
+
+Not ultrasound: HiCo uses it as an out-of-domain downstream task. Off by default
+(``ENABLED_BY_DEFAULT = False``) because the archive is about 1.2 GB.
+
+Source
+    Mendeley Data ``rscbjbr9sj`` version 2, ``ChestXRay2017.zip``; only the folders named by the
+    ``splits`` option (default ``["test"]``, the 624 images HiCo's
+    ``get_5_fold_ChestXRay2017_dataset.py`` reads) are extracted, safely. No checksum is
+    published: the sha256 of the first download is recorded in ``locks/chestxray2017.json``.
+    Layout: ``chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg``; an extracted copy (also
+    Kaggle's, with its extra ``val/``) works as ``--raw``.
+Licence
+    Creative Commons Attribution 4.0 International.
+Citation
+    Kermany D., Zhang K., Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray
+    Images for Classification. Mendeley Data V2, 2018. doi:10.17632/rscbjbr9sj.2 ; and Kermany
+    D. et al. Cell 172(5):1122-1131, 2018.
+Label map (HiCo)
+    Folder: NORMAL -> normal (0), PNEUMONIA -> pneumonia (1); extra columns ``split`` and
+    ``subtype`` (bacteria / virus, from the file name).
+Sampling
+    One image = one video of T = 1.
+Grouping
+    ``patient_id`` from the file name: ``person<N>_...`` -> ``person<N>``; ``IM-<N>-...`` and
+    ``NORMAL2-IM-<N>-...`` -> that prefix; several images of one child share a fold.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from hico.data.download import RemoteFile, fetch_all, iter_files, macos_junk, safe_extract
+from hico.data.sources._common import (
+    DataNotFoundError,
+    Item,
+    lock_for,
+    resolve_config,
+    unique_ids,
+    url_join,
+    write_dataset,
+)
+from hico.data.video import read_image
+
+NAME = "chestxray2017"
+CLASSES = ["normal", "pneumonia"]
+ACCESS = "public"
+ENABLED_BY_DEFAULT = False
+LICENSE = "CC BY 4.0"
+CITATION = (
+    "Kermany D., Zhang K., Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+    "Images for Classification. Mendeley Data V2, 2018. doi:10.17632/rscbjbr9sj.2"
+)
+HOMEPAGE = "https://data.mendeley.com/datasets/rscbjbr9sj/2"
+OPTIONS: dict[str, Any] = {"splits": ["test"]}
+
+ARCHIVE = "ChestXRay2017.zip"
+URL = (
+    "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
+    "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"
+)
+EXTRACTED = "ChestXRay2017"
+_PATIENT = [re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-")]
+
+
+def _self():
+    return sys.modules[__name__]
+
+
+def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+    cfg = resolve_config(_self(), config)
+    url = url_join(cfg["base_url"], ARCHIVE) if cfg["base_url"] else URL
+    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock")]
+
+
+def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+    cfg = resolve_config(_self(), config)
+    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
+    return Path(raw_dir)
+
+
+def patient_of(filename: str) -> str:
+    for rx in _PATIENT:
+        m = rx.match(filename)
+        if m:
+            return m.group(1)
+    return Path(filename).stem
+
+
+def prepare(
+    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+) -> Path:
+    cfg = resolve_config(_self(), config)
+    raw = Path(raw_dir)
+    splits = [s.lower() for s in cfg["splits"]]
+    if (raw / ARCHIVE).exists():
+        def skip(member: str) -> bool:
+            parts = [p.lower() for p in PurePosixPath(member).parts]
+            return macos_junk(member) or not any(s in parts for s in splits)
+
+        safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=skip)
+    images = []
+    for p in iter_files(raw, {".jpeg", ".jpg", ".png"}):
+        parts = [x.lower() for x in p.relative_to(raw).parts]
+        if len(parts) >= 3 and parts[-2] in CLASSES and parts[-3] in splits:
+            images.append(p)
+    if not images:
+        raise DataNotFoundError(
+            f"dataset 'chestxray2017': no chest_xray/<split>/<NORMAL|PNEUMONIA>/*.jpeg for splits "
+            f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
+            f"(about 1.2 GB from {HOMEPAGE})."
+        )
+    size = cfg["store_size"]
+    ids = unique_ids(f"{p.parent.parent.name.lower()}_{p.stem}" for p in images)
+    items = []
+    for vid, p in zip(ids, images):
+        low = p.name.lower()
+        subtype = "bacteria" if "bacteria" in low else "virus" if "virus" in low else ""
+        items.append(
+            Item(
+                video_id=vid,
+                patient_id=patient_of(p.name),
+                label_name=p.parent.name.lower(),
+                load=(lambda p=p: read_image(p, size)),
+                source_file=p.relative_to(raw).as_posix(),
+                source=p,
+                license=LICENSE,
+                extra={"split": p.parent.parent.name.lower(), "subtype": subtype},
+            )
+        )
+    return write_dataset(_self(), items, out_root, cfg, info={"version": "mendeley:rscbjbr9sj.2"}, name=name)

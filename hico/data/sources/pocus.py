@@ -1,0 +1,235 @@
+"""POCUS: convex-probe lung ultrasound videos and still images (COVID-19, pneumonia, healthy).
+
+Source
+    GitHub ``jannisborn/covid19_ultrasound`` (option ``repo``, ``ref``; default ``master``), one raw
+    file at a time from ``data/pocus_videos/convex/`` (124 videos), ``data/pocus_images/convex/``
+    (still images; option ``include_images``) and ``data/dataset_metadata.csv`` (per-file licence).
+    Checksums: git blob SHA-1 of every file. The 124 videos are pinned in
+    ``locks/pocus.json`` (from the upstream tree of 2023-10-12); the images and the metadata
+    sheet are listed once through the GitHub API and recorded there at first download.
+    A mirror with the same blobs works too (e.g. ``repo=abdulahadabro/Covid19-Ultra-Sound``,
+    ``ref=0cc8f8606dff4279a329202a6914025e6891251e``).
+    ``prepare`` also reads a local copy: a checkout of the repository, or a folder with
+    ``videos/`` (and ``images/``) plus ``manifest.tsv`` (file, label, license, sha256), as in
+    ``../shared/data/pocus/``, whose sha256 column is then checked.
+Licence
+    Per file, column ``License`` of ``dataset_metadata.csv`` (CC BY 4.0, CC BY-NC 4.0,
+    CC BY-NC-SA 3.0/4.0, CC BY 2.0; eight ``Cov_denault_*`` clips carry a "COVID-19 emergency
+    license"); stored per video in the manifest's ``license`` column. Option ``licenses``
+    (a list) keeps only those licences. Code of the repository: MIT.
+Citation
+    Born J., Wiedemann N., Cossio M., et al. Accelerating Detection of Lung Pathologies with
+    Explainable Ultrasound Image Analysis. Applied Sciences 11(2):672, 2021.
+    doi:10.3390/app11020672
+Label map (USCL / HiCo order)
+    From the file-name prefix, case-insensitive: ``Cov`` -> covid (0), ``Pne``/``Pneu`` ->
+    pneumonia (1), ``Reg`` -> regular (2); ``Vir`` -> viral (3) only with ``include_viral``.
+    Other names are skipped and listed in ``prepare_report.json``.
+Sampling
+    Videos at ``fps`` (3 Hz) up to ``max_frames`` (30) frames, the pocovidnet reference
+    processing (``build_image_dataset.py``); still images are videos of T = 1.
+Grouping
+    ``patient_id`` = the source file: POCUS has no patient ids, so folds are grouped by video
+    (clips such as ``Reg_pat1Image_*`` that share a patient can land in different folds).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hico.data.download import RemoteFile, fetch_all, file_sha256
+from hico.data.sources._common import (
+    Item,
+    github_files,
+    github_remote,
+    lock_for,
+    resolve_config,
+    unique_ids,
+    write_dataset,
+)
+from hico.data.video import is_image, is_video, read_image, read_video
+
+NAME = "pocus"
+CLASSES = ["covid", "pneumonia", "regular"]
+ACCESS = "public"
+ENABLED_BY_DEFAULT = True
+LICENSE = "per file (CC BY / CC BY-NC / CC BY-NC-SA; see the manifest's license column)"
+CITATION = (
+    "Born J. et al. Accelerating Detection of Lung Pathologies with Explainable Ultrasound "
+    "Image Analysis. Applied Sciences 11(2):672, 2021. doi:10.3390/app11020672"
+)
+HOMEPAGE = "https://github.com/jannisborn/covid19_ultrasound"
+OPTIONS: dict[str, Any] = {
+    "repo": "jannisborn/covid19_ultrasound",
+    "ref": "master",
+    "api_url": None,
+    "include_images": True,
+    "include_viral": False,
+    "licenses": None,
+}
+
+VIDEO_DIR = "data/pocus_videos/convex/"
+IMAGE_DIR = "data/pocus_images/convex/"
+METADATA = "data/dataset_metadata.csv"
+PREFIX_LABELS = (("cov", "covid"), ("pne", "pneumonia"), ("reg", "regular"), ("vir", "viral"))
+MANIFEST_LABELS = {
+    "COVID-19": "covid",
+    "Bacterial pneumonia": "pneumonia",
+    "regular": "regular",
+    "Viral pneumonia": "viral",
+}
+
+
+def label_of(filename: str) -> str | None:
+    low = filename.lower()
+    for prefix, label in PREFIX_LABELS:
+        if low.startswith(prefix):
+            return label
+    return None
+
+
+def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+    cfg = resolve_config(_self(), config)
+    base = cfg["base_url"] or f"https://raw.githubusercontent.com/{cfg['repo']}/{cfg['ref']}"
+    lock = lock_for(NAME, cfg)
+    prefixes = [VIDEO_DIR, METADATA] + ([IMAGE_DIR] if cfg["include_images"] else [])
+    entries = github_files(NAME, cfg, cfg["repo"], cfg["ref"], prefixes, lock)
+    return [github_remote(path, entries[path], base) for path in sorted(entries)]
+
+
+def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+    """Fetch every POCUS convex file into ``raw_dir`` (upstream paths kept), verified."""
+    cfg = resolve_config(_self(), config)
+    files = remote_files(cfg)
+    fetch_all(files, raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"], workers=cfg["workers"])
+    return Path(raw_dir)
+
+
+def _self():
+    import sys
+
+    return sys.modules[__name__]
+
+
+def _norm_license(s: str) -> str:
+    return re.sub(r"\s*-\s*", "-", " ".join(str(s).split()))
+
+
+def _read_manifest(raw: Path) -> dict[str, dict[str, str]]:
+    """``{file name: row}`` of a local ``manifest.tsv`` (the ../shared/data/pocus layout)."""
+    path = raw / "manifest.tsv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        return {Path(r["file"]).name: r for r in csv.DictReader(fh, delimiter="\t")}
+
+
+def _read_metadata_licenses(raw: Path) -> dict[str, str]:
+    for path in (raw / METADATA, raw / "dataset_metadata.csv"):
+        if path.exists():
+            with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+                return {
+                    (r.get("Filename") or "").strip(): (r.get("License") or "").strip()
+                    for r in csv.DictReader(fh)
+                }
+    return {}
+
+
+def _media_files(raw: Path, include_images: bool) -> list[tuple[Path, bool]]:
+    """``[(file, is_still_image)]`` from the first layout found under ``raw``."""
+    video_dirs = [raw / VIDEO_DIR, raw / "videos", raw / "pocus_videos" / "convex"]
+    image_dirs = [raw / IMAGE_DIR, raw / "images", raw / "pocus_images" / "convex"]
+    out: list[tuple[Path, bool]] = []
+    for d in video_dirs:
+        if d.is_dir():
+            out += [(p, False) for p in sorted(d.iterdir()) if p.is_file() and is_video(p)]
+            break
+    if include_images:
+        for d in image_dirs:
+            if d.is_dir():
+                out += [(p, True) for p in sorted(d.iterdir()) if p.is_file() and is_image(p)]
+                break
+    return out
+
+
+def prepare(
+    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+) -> Path:
+    """Write ``<out_root>/pocus/`` from a download (:func:`download`) or a local copy."""
+    cfg = resolve_config(_self(), config)
+    raw = Path(raw_dir)
+    media = _media_files(raw, cfg["include_images"])
+    if not media:
+        from hico.data.sources._common import DataNotFoundError
+
+        raise DataNotFoundError(
+            f"dataset 'pocus': no videos under {raw} (looked for {VIDEO_DIR}, videos/). "
+            f"Run `python -m hico download pocus --raw {raw}` first, or point --raw at a checkout "
+            "of jannisborn/covid19_ultrasound or at a folder with videos/ and manifest.tsv."
+        )
+    classes = CLASSES + (["viral"] if cfg["include_viral"] else [])
+    manifest = _read_manifest(raw)
+    licenses = _read_metadata_licenses(raw)
+    allowed = None if cfg["licenses"] is None else {_norm_license(x) for x in cfg["licenses"]}
+    keep: list[tuple[Path, bool, str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for path, still in media:
+        rel = path.relative_to(raw).as_posix()
+        label = label_of(path.name)
+        if label is None or label not in classes:
+            why = "no Cov/Pne/Reg prefix" if label is None else f"class {label!r} not enabled (include_viral)"
+            skipped.append({"source_file": rel, "reason": why})
+            continue
+        row = manifest.get(path.name, {})
+        lic = row.get("license") or licenses.get(path.stem, "")
+        if allowed is not None and _norm_license(lic) not in allowed:
+            skipped.append({"source_file": rel, "reason": f"licence {lic!r} not in the licenses option"})
+            continue
+        keep.append((path, still, label, lic))
+
+    fps, max_frames, size = cfg["fps"], cfg["max_frames"], cfg["store_size"]
+
+    def loader(path: Path, still: bool, expected_sha: str | None):
+        def load():
+            if expected_sha:
+                actual = file_sha256(path)
+                if actual != expected_sha:
+                    raise ValueError(f"sha256 {actual} differs from manifest.tsv ({expected_sha})")
+            if still:
+                return read_image(path, size)
+            return read_video(path, fps, max_frames, size).frames
+
+        return load
+
+    ids = unique_ids(p.stem for p, _, _, _ in keep)
+    items = []
+    for vid, (path, still, label, lic) in zip(ids, keep):
+        row = manifest.get(path.name, {})
+        items.append(
+            Item(
+                video_id=vid,
+                patient_id=vid,
+                label_name=label,
+                load=loader(path, still, row.get("sha256")),
+                source_file=path.relative_to(raw).as_posix(),
+                source=path,
+                sha256=row.get("sha256") or None,
+                license=lic,
+                extra={"kind": "image" if still else "video"},
+            )
+        )
+    expected = None
+    if manifest:
+        counts: dict[str, int] = {}
+        for r in manifest.values():
+            lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
+            counts[lab] = counts.get(lab, 0) + 1
+        expected = {"class_counts_manifest": counts}
+    info = {"version": f"{cfg['repo']}@{cfg['ref']}" if not manifest else f"local copy {raw}"}
+    return write_dataset(
+        _self(), items, out_root, cfg, classes=classes, info=info, skipped=skipped, name=name, expected=expected
+    )

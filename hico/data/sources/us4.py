@@ -1,0 +1,134 @@
+"""US-4: the paper's pretraining set (USCL), 1,051 videos / 23,231 frames, from the user's disk.
+
+Source (restricted)
+    Not public. Of its four parts, Butterfly is the ``butterfly_uscl`` source, CLUST needs the
+    challenge licence (``clust`` source), and Liver Fibrosis (296 videos) and COVID19-LUSMS
+    (670 videos) were collected by the USCL authors and never released: ask them
+    (Chen Y., Zhang C., Liu L. -- zhangchunhui@iie.ac.cn, liuli@cuhk.edu.cn; USCL GitHub
+    issue #4). Point ``--raw`` at the folder as released: one folder per video, named
+    ``<Cls><rest>`` and holding its frames (``US-4/<part>/<Cls>-<name>/<..>_frame<N>.jpg``),
+    at any depth; a video file with such a name is read too.
+Licence
+    As granted by the authors (not redistributable).
+Citation
+    Chen Y., Zhang C., Liu L., et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model
+    through Video Contrastive Representation Learning. MICCAI 2021.
+Label map (as released in HiCo ``dataset_wrapper_Ultrasound_Video_Mixup.py``)
+    First 3 characters of the video folder name, option ``label_map``:
+    ``us4`` (default): Rb1..Rb5 -> 0..4 (CLUST), F0_..F4_ -> 5..9 (Liver Fibrosis),
+    Reg/Ali -> 10 (lung_regular), Cov/Bli/Ple/Oth -> 11 (lung_abnormal);
+    ``clust``: Rb1..Rb5 -> 0..4; ``liver``: F0_..F4_ -> 0..4; ``butterfly``: Reg 0, Cov 1;
+    ``covid19_lusms``: Ali 0, Bli 1, Ple 2, Oth 3. The 3 characters are kept as column
+    ``prefix``; folders outside the map are skipped (reported).
+Sampling
+    The frames were sampled by the authors: all are kept (``max_frames`` None); with
+    ``source_fps`` set, ``fps`` resampling applies. Video files: ``fps`` / ``max_frames``.
+Grouping
+    ``patient_id`` = the video folder (no patient ids are released).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hico.data.download import RemoteFile, iter_files
+from hico.data.sources._common import (
+    DataNotFoundError,
+    Item,
+    find_frame_folders,
+    require_data,
+    resolve_config,
+    unique_ids,
+    write_dataset,
+)
+from hico.data.video import is_video, read_any
+
+NAME = "us4"
+ACCESS = "restricted"
+ENABLED_BY_DEFAULT = False
+LICENSE = "as granted by the USCL authors (not redistributable)"
+CITATION = (
+    "Chen Y. et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model through Video "
+    "Contrastive Representation Learning. MICCAI 2021."
+)
+HOMEPAGE = "https://github.com/983632847/USCL"
+OPTIONS: dict[str, Any] = {"label_map": "us4", "max_frames": None, "source_fps": None}
+
+_US4 = {"Rb1": 0, "Rb2": 1, "Rb3": 2, "Rb4": 3, "Rb5": 4, "F0_": 5, "F1_": 6, "F2_": 7, "F3_": 8, "F4_": 9,
+        "Reg": 10, "Cov": 11, "Ali": 10, "Bli": 11, "Ple": 11, "Oth": 11}
+LABEL_MAPS: dict[str, tuple[list[str], dict[str, int]]] = {
+    "us4": (["Rb1", "Rb2", "Rb3", "Rb4", "Rb5", "F0", "F1", "F2", "F3", "F4", "lung_regular", "lung_abnormal"], _US4),
+    "clust": (["Rb1", "Rb2", "Rb3", "Rb4", "Rb5"], {"Rb1": 0, "Rb2": 1, "Rb3": 2, "Rb4": 3, "Rb5": 4}),
+    "liver": (["F0", "F1", "F2", "F3", "F4"], {"F0_": 0, "F1_": 1, "F2_": 2, "F3_": 3, "F4_": 4}),
+    "butterfly": (["regular", "covid"], {"Reg": 0, "Cov": 1}),
+    "covid19_lusms": (["A-lines", "B-lines", "pleural", "other"], {"Ali": 0, "Bli": 1, "Ple": 2, "Oth": 3}),
+}
+CLASSES = LABEL_MAPS["us4"][0]
+
+HOW_TO_GET = (
+    "US-4 is not public. Butterfly: `hico download butterfly_uscl`; CLUST: https://clust.ethz.ch "
+    "(licence); Liver Fibrosis and COVID19-LUSMS: ask the USCL authors (zhangchunhui@iie.ac.cn, "
+    "liuli@cuhk.edu.cn; https://github.com/983632847/USCL/issues/4)."
+)
+EXPECT = "one folder per video named <Cls>... (Rb1..Rb5, F0_..F4_, Reg, Cov, Ali, Bli, Ple, Oth) holding its frames"
+
+
+def _self():
+    return sys.modules[__name__]
+
+
+def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+    return []
+
+
+def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+    """Nothing to fetch: check that the user's folder is there."""
+    resolve_config(_self(), config)
+    return require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+
+
+def prepare(
+    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+) -> Path:
+    cfg = resolve_config(_self(), config)
+    raw = require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    if cfg["label_map"] not in LABEL_MAPS:
+        raise ValueError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
+    classes, mapping = LABEL_MAPS[cfg["label_map"]]
+    candidates = find_frame_folders(raw) + [p for p in iter_files(raw) if is_video(p)]
+    keep, skipped = [], []
+    for p in sorted(candidates):
+        prefix = p.name[:3]
+        rel = p.relative_to(raw).as_posix()
+        if prefix in mapping:
+            keep.append((p, classes[mapping[prefix]], prefix))
+        else:
+            skipped.append({"source_file": rel, "reason": f"prefix {prefix!r} not in label map {cfg['label_map']!r}"})
+    if not keep:
+        raise DataNotFoundError(
+            f"dataset 'us4': no video folder under {raw} starts with a known prefix "
+            f"({', '.join(mapping)}). Expected {EXPECT}."
+        )
+    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["source_fps"]
+    ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in keep)
+    items = [
+        Item(
+            video_id=vid,
+            patient_id=vid,
+            label_name=label,
+            load=(lambda p=p: read_any(p, fps, max_frames, size, src_fps)),
+            source_file=p.relative_to(raw).as_posix(),
+            source=p,
+            license=LICENSE,
+            extra={"prefix": prefix},
+        )
+        for vid, (p, label, prefix) in zip(ids, keep)
+    ]
+    return write_dataset(
+        _self(), items, out_root, cfg, classes=classes, skipped=skipped, name=name,
+        info={"version": f"local folder {raw}", "label_map": cfg["label_map"]},
+        expected={"videos": 1051, "frames": 23231} if cfg["label_map"] == "us4" else None,
+    )

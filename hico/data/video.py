@@ -1,0 +1,315 @@
+"""Decode ultrasound videos, images and frame folders to grayscale uint8 ``[T, H, W]`` arrays.
+
+Containers: mp4 / avi / mpeg / mov / m4v through PyAV (FFmpeg); gif through Pillow (per-frame
+durations honoured); still images (png / jpg / bmp / tif) through Pillow; folders of frames
+(``<video>/<video>_frame<N>.jpg``, the USCL/HiCo layout) in natural order of their file names.
+
+Frame-rate resampling (:func:`select_times`) keeps, for every target time ``t0 + k / fps``, the
+source frame nearest to it, never the same frame twice, up to ``max_frames`` -- the POCUS
+reference processing at 3 Hz / 30 frames (pocovidnet ``build_image_dataset.py``), which steps
+``int(fps / 3)`` frames instead (3.1 Hz at 25 fps; we use the exact rate so variable-rate gifs
+work too). Grayscale is ITU-R 601 luma (Pillow's ``convert("L")``) for every container, so an
+mp4 and a gif of the same clip give the same pixels. Undecodable or empty inputs raise
+:class:`VideoDecodeError`; the caller quarantines them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hico.data.standard import resize_short_side
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".m4v", ".gif", ".wmv", ".mkv"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+GIF_DEFAULT_FRAME_S = 0.1  # browsers show a gif frame with no (or ~0) duration for 100 ms
+
+
+class VideoDecodeError(RuntimeError):
+    """A file that is empty, unreadable, or holds no decodable frame."""
+
+
+@dataclass
+class Video:
+    """Decoded frames and what was learnt about the source while decoding."""
+
+    frames: np.ndarray  # uint8 [T, H, W]
+    source_fps: float | None  # nominal rate of the source (None: unknown, e.g. frame folders)
+    n_decoded: int  # source frames decoded (decoding stops once max_frames are chosen)
+    times: list[float]  # seconds from the first frame, one per kept frame
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that puts ``frame2`` before ``frame10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def select_times(
+    times: Iterable[float], fps: float | None, max_frames: int | None
+) -> Iterator[int]:
+    """Indices of the frames to keep from a stream of timestamps (seconds, non-decreasing).
+
+    For each target time ``t0 + k / fps`` the nearest source frame is kept; a frame is never
+    kept twice, so a source slower than ``fps`` keeps all of its frames. ``fps=None`` keeps
+    every frame. Stops after ``max_frames`` (None: no limit). Works on a stream so a caller
+    can stop decoding as soon as enough frames are chosen.
+    """
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be > 0 or None, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    step = None if fps is None else 1.0 / fps
+    eps = 1e-6
+    n_kept = 0
+    last_kept = -1
+    target: float | None = None
+    prev: tuple[int, float] | None = None
+    for idx, t in enumerate(times):
+        if step is None:
+            yield idx
+            n_kept += 1
+            if max_frames is not None and n_kept >= max_frames:
+                return
+            continue
+        if target is None:
+            target = t
+        while t >= target - eps:
+            chosen = idx
+            if prev is not None and prev[0] > last_kept and (target - prev[1]) < (t - target):
+                chosen = prev[0]
+            if chosen > last_kept:
+                yield chosen
+                last_kept = chosen
+                n_kept += 1
+                if max_frames is not None and n_kept >= max_frames:
+                    return
+            target += step
+        prev = (idx, t)
+    # the stream ended between two targets: the last frame is the nearest one to the next target
+    if step is not None and prev is not None and target is not None and prev[0] > last_kept:
+        if target - prev[1] < step / 2:
+            yield prev[0]
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of uint8 RGB ``[..., 3]`` (as Pillow's ``convert("L")``)."""
+    y = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise VideoDecodeError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(f"{path}: empty file (0 bytes)")
+
+
+def _finish(
+    path: Path, frames: list[np.ndarray], short_side: int | None
+) -> np.ndarray:
+    if not frames:
+        raise VideoDecodeError(f"{path}: no decodable frame")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:  # a few files change resolution mid-stream: bring all to the first size
+        h, w = frames[0].shape
+        from PIL import Image
+
+        frames = [
+            f if f.shape == (h, w) else np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
+            for f in frames
+        ]
+    return resize_short_side(np.stack(frames), short_side)
+
+
+def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoDecodeError(f"{path}: cannot open container ({type(e).__name__}: {e})") from e
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        nominal = float(rate) if rate else None
+        decoded: list[Any] = []  # the av.VideoFrame of every decoded index that may be chosen
+        times: list[float] = []
+        t0: float | None = None
+
+        def stream_times() -> Iterator[float]:
+            nonlocal t0
+            try:
+                for i, frame in enumerate(container.decode(stream)):
+                    t = frame.time
+                    if t is None:  # broken pts (some avi): fall back to the nominal rate
+                        t = i / nominal if nominal else float(i)
+                    if t0 is None:
+                        t0 = t
+                    t = t - t0
+                    if times and t < times[-1]:  # non-monotonic pts: keep order, nudge forward
+                        t = times[-1] + 1e-6
+                    times.append(t)
+                    decoded.append(frame)
+                    if len(decoded) > 2:  # only the last two frames can still be chosen
+                        decoded[-3] = None
+                    yield t
+            except av.error.FFmpegError as e:
+                if not times:
+                    raise VideoDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+                # a truncated tail: keep what decoded (frames before the damage are valid)
+
+        kept: list[np.ndarray] = []
+        kept_t: list[float] = []
+        for idx in select_times(stream_times(), fps, max_frames):
+            frame = decoded[idx]
+            kept.append(_luma(frame.to_ndarray(format="rgb24")))
+            kept_t.append(times[idx])
+        return Video(_finish(path, kept, short_side), nominal, len(times), kept_t)
+
+
+def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise VideoDecodeError(f"{path}: not a readable gif ({e})") from e
+    with img:
+        frames_l: list[np.ndarray | None] = []
+        times: list[float] = []
+        durations: list[float] = []
+
+        def stream_times() -> Iterator[float]:
+            t = 0.0
+            try:
+                for frame in ImageSequence.Iterator(img):
+                    d = (frame.info.get("duration") or 0) / 1000.0
+                    d = d if d > 0.01 else GIF_DEFAULT_FRAME_S
+                    durations.append(d)
+                    times.append(t)
+                    frames_l.append(np.asarray(frame.convert("L")))
+                    if len(frames_l) > 2:
+                        frames_l[-3] = None
+                    yield t
+                    t += d
+            except (OSError, EOFError) as e:
+                if not times:
+                    raise VideoDecodeError(f"{path}: {e}") from e
+
+        kept: list[np.ndarray] = []
+        kept_t: list[float] = []
+        for idx in select_times(stream_times(), fps, max_frames):
+            kept.append(frames_l[idx])
+            kept_t.append(times[idx])
+    nominal = 1.0 / float(np.median(durations)) if durations else None
+    return Video(_finish(path, kept, short_side), nominal, len(times), kept_t)
+
+
+def read_video(
+    path: str | Path,
+    fps: float | None = 3.0,
+    max_frames: int | None = 30,
+    short_side: int | None = None,
+) -> Video:
+    """Decode a video file to grayscale uint8 ``[T, H, W]``, resampled to ``fps``.
+
+    ``short_side`` resizes so that min(H, W) equals it (None keeps the decoded size).
+    Raises :class:`VideoDecodeError` for empty, unreadable or frameless files.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".gif":
+        return _read_gif(path, fps, max_frames, short_side)
+    return _read_av(path, fps, max_frames, short_side)
+
+
+def read_image(path: str | Path, short_side: int | None = None) -> np.ndarray:
+    """A still image as grayscale uint8 ``[1, H, W]`` (16-bit and float images are rescaled)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(img, dtype=np.float64)
+                lo, hi = float(arr.min()), float(arr.max())
+                arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+                gray = np.rint(arr).astype(np.uint8)
+            elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                gray = np.asarray(img.convert("RGBA").convert("L"))  # alpha dropped, as in a viewer on black
+            else:
+                gray = np.asarray(img.convert("L"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise VideoDecodeError(f"{path}: not a readable image ({e})") from e
+    if gray.ndim != 2 or gray.size == 0:
+        raise VideoDecodeError(f"{path}: image has shape {gray.shape}, expected a 2-D picture")
+    return _finish(path, [gray], short_side)
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, in natural order (``frame2`` before ``frame10``)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def read_frame_folder(
+    folder: str | Path,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    source_fps: float | None = None,
+    short_side: int | None = None,
+) -> Video:
+    """A folder of frame images as one video. Resampled only when ``source_fps`` is known."""
+    folder = Path(folder)
+    files = frame_files(folder) if folder.is_dir() else []
+    if not files:
+        raise VideoDecodeError(f"{folder}: no image frames (png/jpg) in this folder")
+    if source_fps is None:
+        fps = None
+    times = [i / source_fps for i in range(len(files))] if source_fps else [float(i) for i in range(len(files))]
+    chosen = list(select_times(times, fps, max_frames))
+    frames: list[np.ndarray] = []
+    for i in chosen:
+        frames.append(read_image(files[i])[0])
+    return Video(_finish(folder, frames, short_side), source_fps, len(files), [times[i] for i in chosen])
+
+
+def read_any(
+    path: str | Path,
+    fps: float | None = 3.0,
+    max_frames: int | None = 30,
+    short_side: int | None = None,
+    source_fps: float | None = None,
+) -> np.ndarray:
+    """Frames of a video file, an image file (T = 1) or a frame folder, as uint8 ``[T, H, W]``."""
+    path = Path(path)
+    if path.is_dir():
+        return read_frame_folder(path, fps, max_frames, source_fps, short_side).frames
+    if is_image(path):
+        return read_image(path, short_side)
+    if is_video(path):
+        return read_video(path, fps, max_frames, short_side).frames
+    raise VideoDecodeError(
+        f"{path}: unknown file type {path.suffix!r}; expected a video "
+        f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+        "or a folder of frames"
+    )

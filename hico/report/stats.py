@@ -1,0 +1,76 @@
+"""Paired tests and the explicit verdict rules of ``claims.csv``.
+
+Pairs are (fold, seed) cells where both methods were evaluated on the same test fold with the
+same seed, so the Wilcoxon signed-rank test (Wilcoxon 1945; scipy's two-sided test, exact for
+small n without ties) compares like with like. With n pairs the smallest two-sided exact
+p-value is 2 / 2**n, so fewer than :data:`MIN_PAIRS` pairs can never reach p < 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+ALPHA = 0.05
+#: smallest n whose exact two-sided Wilcoxon p-value can fall below 0.05 (2 / 2**6 = 0.031)
+MIN_PAIRS = 6
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive at this n"
+NO_EVIDENCE = "no evidence in this run"
+
+VERDICT_RULE = (
+    f"supported: two-sided Wilcoxon p < {ALPHA} and mean difference > 0 in the claimed direction; "
+    f"not supported: p < {ALPHA} and mean difference < 0; inconclusive at this n: otherwise "
+    f"(always when n_pairs < {MIN_PAIRS}); no evidence in this run: no paired results"
+)
+
+
+def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
+    """Two-sided Wilcoxon signed-rank p-value of paired samples ``a`` and ``b`` and a note.
+
+    NaN pairs are dropped. Returns (nan, note) without pairs; p = 1 when every difference is 0.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = len(a)
+    if n == 0:
+        return float("nan"), "no pairs"
+    note = ""
+    if n < MIN_PAIRS:
+        note = f"n_pairs={n} < {MIN_PAIRS}: p cannot fall below {ALPHA}"
+    if np.all(a == b):
+        return 1.0, "; ".join(x for x in (note, "all differences are zero") if x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        p = float(wilcoxon(a, b).pvalue)
+    return p, note
+
+
+def paired(df: pd.DataFrame, metric: str, method_a: str, method_b: str,
+           on: tuple[str, ...] = ("fold", "seed")) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``metric`` for ``method_a`` and ``method_b`` matched on the ``on`` columns."""
+    cols = list(on)
+    a = df[df["method"] == method_a].groupby(cols)[metric].mean()
+    b = df[df["method"] == method_b].groupby(cols)[metric].mean()
+    both = a.index.intersection(b.index)
+    return a.loc[both].to_numpy(float), b.loc[both].to_numpy(float)
+
+
+def verdict(n_pairs: int, mean_diff: float, p: float, alpha: float = ALPHA) -> str:
+    """The claims rule (:data:`VERDICT_RULE`); ``mean_diff`` is in the claimed direction."""
+    if n_pairs == 0 or mean_diff is None or (isinstance(mean_diff, float) and math.isnan(mean_diff)):
+        return NO_EVIDENCE
+    if p is not None and not math.isnan(p) and p < alpha:
+        if mean_diff > 0:
+            return SUPPORTED
+        if mean_diff < 0:
+            return NOT_SUPPORTED
+    return INCONCLUSIVE

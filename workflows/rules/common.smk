@@ -1,0 +1,185 @@
+# Helpers shared by the workflow: paths, target lists, per-method overrides, input functions.
+import json
+import os
+import re
+from pathlib import Path
+
+
+DATA = config["data_root"]
+RUNS = config["runs_root"]
+RESULTS = config["results_root"]
+LOGS = f"{RUNS}/logs"
+BENCH = f"{RUNS}/benchmarks"
+
+
+def method_spec(name):
+    return config["methods"].get(name) or {}
+
+
+def base_method(name):
+    """A config entry may define a variant of a registered method (`method: hico`)."""
+    return method_spec(name).get("method", name)
+
+
+def _alternatives(names):
+    # A regex matching exactly these dataset names (or nothing at all).
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+SYNTHETIC_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] == "synthetic"])
+SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] != "synthetic"])
+
+
+def requires_training(method):
+    """Read `requires_pretraining` from the method's recipe (no import of the package needed)."""
+    import yaml
+
+    name = base_method(method)
+    for folder in ("hico/methods", "baselines"):
+        path = Path(workflow.basedir) / folder / f"{name}.yaml"
+        if path.exists():
+            return bool((yaml.safe_load(path.read_text()) or {}).get("requires_pretraining", True))
+    raise ValueError(f"config methods.{method}: no recipe {name}.yaml in hico/methods or baselines")
+
+
+TRAINED_RE = _alternatives([m for m in config["methods"] if requires_training(m)])
+CONTROL_RE = _alternatives([m for m in config["methods"] if not requires_training(m)])
+
+
+def dataset_spec(name):
+    return config["datasets"][name]
+
+
+def dataset_manifest(name):
+    return f"{DATA}/{name}/manifest.csv"
+
+
+def pool_members(pool):
+    return config["pretrain"]["pools"][pool]
+
+
+def method_overrides(name, seed):
+    spec = {k: v for k, v in method_spec(name).items() if k != "method"}
+    return json.dumps([config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}])
+
+
+def eval_variants():
+    """Evaluation variants beyond the full training set: label fractions and checkpoints."""
+    ev = config["evaluation"]
+    out = ["full"]
+    out += [f"frac{p}" for p in ev.get("label_fractions", []) if p != 100]
+    out += [f"epoch{e}" for e in ev.get("convergence_epochs", [])]
+    return out
+
+
+def encoder_for(wildcards):
+    pool = dataset_spec(wildcards.dataset)["pool"]
+    run = f"{RUNS}/pretrain/{pool}/{wildcards.method}/seed{wildcards.seed}"
+    if wildcards.variant.startswith("epoch"):
+        return f"{run}/encoder_{wildcards.variant}.pt"
+    return f"{run}/encoder.pt"
+
+
+def eval_datasets():
+    return [d for d, spec in config["datasets"].items() if spec.get("evaluate", False)]
+
+
+def metrics_targets():
+    ev = config["evaluation"]
+    out = []
+    for dataset in eval_datasets():
+        for protocol in ev["protocols"]:
+            for method in config["methods"]:
+                for seed in ev["seeds"]:
+                    for fold in range(ev["folds"]):
+                        for variant in eval_variants():
+                            if variant != "full" and protocol not in ev.get("variant_protocols", [protocol]):
+                                continue
+                            if variant.startswith("epoch") and not requires_training(method):
+                                continue
+                            out.append(
+                                f"{RUNS}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
+                            )
+    return out
+
+
+def pretrain_targets():
+    out = []
+    for dataset in eval_datasets():
+        pool = dataset_spec(dataset)["pool"]
+        for method in config["methods"]:
+            for seed in config["evaluation"]["seeds"]:
+                out.append(f"{RUNS}/pretrain/{pool}/{method}/seed{seed}/encoder.pt")
+    return sorted(set(out))
+
+
+TABLES = [
+    "main_comparison",
+    "ablation",
+    "transfer",
+    "label_efficiency",
+    "convergence",
+    "per_class",
+    "compute_cost",
+    "claims",
+]
+FIGURES = ["main_comparison"]
+
+
+def all_targets():
+    return [f"{RESULTS}/tables/{t}.csv" for t in TABLES] + [f"{RESULTS}/figures/{f}.png" for f in FIGURES]
+
+
+def simulate_args(wildcards):
+    params = dataset_spec(wildcards.dataset).get("params", {})
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in params.items())
+
+
+def raw_input(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    if spec["source"] == "synthetic":
+        return []
+    if spec.get("path"):
+        return []  # restricted or local data: read in place, never downloaded
+    return f"{DATA}/raw/{wildcards.dataset}/.complete"
+
+
+def raw_dir(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    return spec.get("path") or f"{DATA}/raw/{wildcards.dataset}"
+
+
+def source_options(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    opts = {k: v for k, v in spec.items() if k not in ("source", "path", "pool", "evaluate", "params")}
+    opts.update(spec.get("params", {}))
+    return json.dumps(opts)
+
+
+def dataset_source(wildcards):
+    return dataset_spec(wildcards.dataset)["source"]
+
+
+def pool_manifests(wildcards):
+    return [dataset_manifest(d) for d in pool_members(wildcards.pool)]
+
+
+def pool_dataset_dirs(wildcards):
+    return " ".join(f"{DATA}/{d}" for d in pool_members(wildcards.pool))
+
+
+def pretrain_overrides(wildcards):
+    extra = {"checkpoint_epochs": config["evaluation"].get("convergence_epochs", [])}
+    return json.dumps(json.loads(method_overrides(wildcards.method, wildcards.seed)) + [extra])
+
+
+def leakage_check(wildcards):
+    return f"{RUNS}/checks/{dataset_spec(wildcards.dataset)['pool']}__{wildcards.dataset}.ok"
+
+
+def protocol_args(wildcards):
+    ev = config["evaluation"]
+    args = dict(ev["protocols"][wildcards.protocol] or {})
+    if wildcards.variant.startswith("frac"):
+        args["train_fraction"] = int(wildcards.variant[4:]) / 100
+    return json.dumps(args)

@@ -1,0 +1,34 @@
+# Evaluation: one job per (dataset, protocol, method, seed, fold, variant) -> metrics.json.
+# Variants: `full` (all training videos of the fold), `frac<p>` (p % of them, label
+# efficiency), `epoch<k>` (the encoder saved after k pretraining epochs, convergence).
+
+rule evaluate:
+    input:
+        encoder=encoder_for,
+        data=f"{DATA}/{{dataset}}/manifest.csv",
+        folds=f"{DATA}/{{dataset}}/folds.csv",
+        check=leakage_check,
+    output:
+        f"{RUNS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}/metrics.json",
+    log:
+        f"{LOGS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}.log",
+    benchmark:
+        f"{BENCH}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}.tsv"
+    params:
+        data=lambda wc: f"{DATA}/{wc.dataset}",
+        args=protocol_args,
+        image_size=config["evaluation"]["image_size"],
+        max_frames=config["evaluation"].get("max_frames", 30),
+        device=config["evaluation"].get("device", "auto"),
+    threads: config["evaluation"].get("threads", 1)
+    resources:
+        gpu=config["evaluation"].get("gpus", 0),
+        mem_mb=config["evaluation"].get("mem_mb", 8000),
+        runtime=config["evaluation"].get("runtime_min", 30),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m hico evaluate --encoder {input.encoder} --data {params.data} "
+        "--folds {input.folds} --fold {wildcards.fold} --protocol {wildcards.protocol} --seed {wildcards.seed} "
+        "--image-size {params.image_size} --max-frames {params.max_frames} --method {wildcards.method} "
+        "--args '{params.args}' --device {params.device} --out {output} > {log} 2>&1"

@@ -1,0 +1,55 @@
+# Pretraining: one job per (pool, method, seed); controls export their initial encoder.
+
+rule pretrain:
+    wildcard_constraints:
+        method=TRAINED_RE,
+    input:
+        pool_manifests,
+    output:
+        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
+        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        checkpoints=[
+            f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder_epoch{e}.pt"
+            for e in config["evaluation"].get("convergence_epochs", [])
+        ],
+    log:
+        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+    params:
+        data=pool_dataset_dirs,
+        base=lambda wc: base_method(wc.method),
+        overrides=pretrain_overrides,
+        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+        device=config["pretrain"].get("device", "auto"),
+    threads: config["pretrain"].get("threads", 1)
+    resources:
+        gpu=config["pretrain"].get("gpus", 0),
+        mem_mb=config["pretrain"].get("mem_mb", 8000),
+        runtime=config["pretrain"].get("runtime_min", 60),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base} --name {wildcards.method} "
+        "--data {params.data} --out {params.out} --overrides '{params.overrides}' --device {params.device} "
+        "> {log} 2>&1"
+
+rule export_control:
+    wildcard_constraints:
+        method=CONTROL_RE,
+    output:
+        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
+        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+    log:
+        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+    params:
+        base=lambda wc: base_method(wc.method),
+        overrides=lambda wc: method_overrides(wc.method, wc.seed),
+        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m hico pretrain {params.base} --name {wildcards.method} --out {params.out} "
+        "--overrides '{params.overrides}' > {log} 2>&1"

@@ -1,0 +1,43 @@
+# Report: every metrics.json -> results/tables/*.csv -> results/figures/*.
+
+
+rule aggregate:
+    input:
+        metrics=metrics_targets(),
+        encoders=pretrain_targets(),
+    output:
+        [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+    log:
+        f"{LOGS}/report/aggregate.log",
+    params:
+        metrics_dir=lambda wc, input: os.path.commonpath(input.metrics),
+        compute_dir=lambda wc, input: os.path.commonpath(input.encoders),
+        bench_dir=lambda wc: f"{BENCH}/pretrain",
+        out_dir=lambda wc, output: Path(output[0]).parent,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m hico aggregate --metrics-dir {params.metrics_dir} --compute-dir {params.compute_dir} "
+        "--bench-dir {params.bench_dir} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule plot:
+    input:
+        [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+    output:
+        report(
+            [f"{RESULTS}/figures/{f}.png" for f in FIGURES],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    log:
+        f"{LOGS}/report/plot.log",
+    params:
+        tables=lambda wc, input: Path(input[0]).parent,
+        out_dir=lambda wc, output: Path(output[0]).parent,
+        metrics_dir=lambda wc: f"{RUNS}/eval",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
+        "> {log} 2>&1"
