@@ -229,8 +229,6 @@ def pretrain(
 
     pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
     train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
-    sampler = build_sampler(cfg.sampler)
-    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
     model = build_method(
         method,
         cfg.params,
@@ -240,6 +238,10 @@ def pretrain(
         num_classes=pool.num_classes,
         image_size=cfg.image_size,
     ).to(dev)
+    model.fit_to_data(len(train_idx), cfg.batch_size)
+    # after build_method: a method's module may register its own sampler when imported
+    sampler = build_sampler(cfg.sampler)
+    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
     channels_last = cfg.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -293,6 +295,8 @@ def pretrain(
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         train_set.set_epoch(epoch)
+        if hasattr(sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
+            sampler.set_progress(epoch / cfg.epochs)
         generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
         sums: dict[str, float] = {}
         t0, n_images = time.perf_counter(), 0
@@ -303,7 +307,7 @@ def pretrain(
         for step_in_epoch, raw in enumerate(bar):
             f = lr_factor(cfg, epoch, step_in_epoch, steps_per_epoch)
             for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * f
+                g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
             batch = _to_device(raw, dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 views = _views_batch(sampler, augment, batch, generator, channels_last)

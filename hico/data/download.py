@@ -44,6 +44,7 @@ from hico.data.standard import atomic_write_json
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+NET_CHUNK = 1 << 16  # small reads: a broken connection loses at most this much
 CHECKSUM_KINDS = ("sha256", "md5", "gitsha1")
 
 
@@ -256,7 +257,7 @@ class ResumableHTTPDownloader:
             total = offset + int(length) if length and length.isdigit() else None
             written = 0
             with open(self.part, mode) as fh, _progress_bar(self.progress, total, offset, Path(self.part.name).stem) as bar:
-                for block in r.iter_content(CHUNK):
+                for block in r.iter_content(NET_CHUNK):
                     fh.write(block)
                     written += len(block)
                     bar.update(len(block))
@@ -372,6 +373,7 @@ def fetch(
                 ) from None
             raise
 
+    target.parent.mkdir(parents=True, exist_ok=True)  # here, not in pooch: threads race on makedirs
     part = target.with_name(target.name + ".part")
     if remote.gdrive_id and "drive.google.com" in remote.url:
         downloader: Any = GDriveDownloader(remote.gdrive_id, target.with_name(target.name + ".gdown"), verify, progress, timeout)

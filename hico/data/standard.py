@@ -251,7 +251,10 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
         raise _fail(root, f"unreadable JSON ({e})", regen) from e
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
         raise _fail(root, "classes.json must be a non-empty JSON list of class names", regen)
-    manifest = pd.read_csv(root / "manifest.csv", dtype={"video_id": str, "patient_id": str})
+    text_columns = {c: str for c in ("video_id", "patient_id", "label_name", "source_file", "source_sha256", "license")}
+    manifest = pd.read_csv(root / "manifest.csv", dtype=text_columns)
+    for column in set(text_columns) & set(manifest.columns):
+        manifest[column] = manifest[column].fillna("")
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
@@ -278,9 +281,6 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
             f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
             "Make label and label_name agree.",
         )
-    manifest["source_file"] = manifest["source_file"].fillna("")
-    manifest["source_sha256"] = manifest["source_sha256"].fillna("")
-    manifest["license"] = manifest["license"].fillna("")
     ds = StandardDataset(root, manifest, classes, info)
     if check_frames:
         for vid, n in zip(manifest["video_id"], manifest["n_frames"]):

@@ -8,8 +8,9 @@ Frame-rate resampling (:func:`select_times`) keeps, for every target time ``t0 +
 source frame nearest to it, never the same frame twice, up to ``max_frames`` -- the POCUS
 reference processing at 3 Hz / 30 frames (pocovidnet ``build_image_dataset.py``), which steps
 ``int(fps / 3)`` frames instead (3.1 Hz at 25 fps; we use the exact rate so variable-rate gifs
-work too). Grayscale is ITU-R 601 luma (Pillow's ``convert("L")``) for every container, so an
-mp4 and a gif of the same clip give the same pixels. Undecodable or empty inputs raise
+work too). Grayscale is ITU-R 601 luma everywhere: FFmpeg's ``gray`` conversion (resized in the
+same pass, area filter) for PyAV, Pillow's ``convert("L")`` for gifs and images, so an mp4 and a
+gif of the same clip give the same pixels. Undecodable or empty inputs raise
 :class:`VideoDecodeError`; the caller quarantines them.
 """
 
@@ -100,14 +101,16 @@ def select_times(
         prev = (idx, t)
     # the stream ended between two targets: the last frame is the nearest one to the next target
     if step is not None and prev is not None and target is not None and prev[0] > last_kept:
-        if target - prev[1] < step / 2:
+        if target - prev[1] < step / 2 - eps:
             yield prev[0]
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma of uint8 RGB ``[..., 3]`` (as Pillow's ``convert("L")``)."""
-    y = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+def _target_wh(w: int, h: int, short_side: int | None) -> tuple[int, int]:
+    """Output (W, H) so that min(W, H) == short_side (rounding as in ``resize_short_side``)."""
+    if short_side is None or min(w, h) == short_side:
+        return w, h
+    scale = short_side / min(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def _check_file(path: Path) -> None:
@@ -176,11 +179,17 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
 
         kept: list[np.ndarray] = []
         kept_t: list[float] = []
+        size: tuple[int, int] | None = None  # (W, H) of the output, from the first kept frame
         for idx in select_times(stream_times(), fps, max_frames):
             frame = decoded[idx]
-            kept.append(_luma(frame.to_ndarray(format="rgb24")))
+            if size is None:
+                size = _target_wh(frame.width, frame.height, short_side)
+            # swscale does luma and resizing in one C pass (area filter when shrinking); its gray
+            # equals the ITU-R 601 luma of the RGB frame
+            interp = "AREA" if size[0] <= frame.width else "BILINEAR"
+            kept.append(frame.reformat(width=size[0], height=size[1], format="gray", interpolation=interp).to_ndarray())
             kept_t.append(times[idx])
-        return Video(_finish(path, kept, short_side), nominal, len(times), kept_t)
+        return Video(_finish(path, kept, None), nominal, len(times), kept_t)
 
 
 def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:

@@ -66,6 +66,11 @@ class PretrainMethod(nn.Module):
     def after_step(self, progress: float) -> None:
         """Called after every optimiser step with ``progress`` = step / total steps in [0, 1]."""
 
+    def fit_to_data(self, n_train_videos: int, batch_size: int) -> None:
+        """Adapt data-size-dependent state before training or resuming (e.g. MoCo's queue
+        must not outgrow the videos drawn per epoch). Called by the loop before a checkpoint
+        is loaded."""
+
     def encoder(self) -> Backbone:
         return self.backbone
 

@@ -626,8 +626,7 @@ def claims(records: pd.DataFrame, reference: str = "hico", alpha: float = stats.
     for spec in CLAIMS:
         before = len(rows)
         if spec["kind"] == "comparison":
-            pool = main[main["dataset"].str.fullmatch(spec["dataset_re"], case=False)
-                        | main["dataset"].str.contains(spec["dataset_re"], case=False, regex=True)]
+            pool = main[main["dataset"].str.contains(spec["dataset_re"], case=False, regex=True)]
             if spec["others"] is None:
                 others = [m for m in methods if m != reference and not m.startswith(f"{reference}_")]
             else:

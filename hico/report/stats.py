@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
+from scipy.stats import rankdata, wilcoxon
 
 ALPHA = 0.05
 #: smallest n whose exact two-sided Wilcoxon p-value can fall below 0.05 (2 / 2**6 = 0.031)
@@ -31,10 +31,33 @@ VERDICT_RULE = (
 )
 
 
+#: up to this many non-zero differences the p-value is exact (all 2**n sign flips enumerated)
+EXACT_MAX_N = 16
+
+
+def _exact_signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided p of the signed-rank statistic over all 2**n sign flips of the non-zero
+    differences ``d`` (average ranks for ties), as scipy's exact / permutation null."""
+    n = len(d)
+    ranks = rankdata(np.abs(d))
+    r_plus = ranks[d > 0].sum()
+    flips = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    null = flips @ ranks
+    gamma = abs(1e-14 * r_plus)
+    p_less = np.mean(null <= r_plus + gamma)
+    p_greater = np.mean(null >= r_plus - gamma)
+    return float(min(1.0, 2 * min(p_less, p_greater)))
+
+
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
     """Two-sided Wilcoxon signed-rank p-value of paired samples ``a`` and ``b`` and a note.
 
-    NaN pairs are dropped. Returns (nan, note) without pairs; p = 1 when every difference is 0.
+    Zero differences are dropped (Wilcoxon's convention, scipy's default). With at most
+    :data:`EXACT_MAX_N` non-zero differences the exact null over every sign flip is used
+    (equal to scipy's exact test without ties and to its exhaustive permutation test with
+    ties); above, scipy's exact test without ties and its normal approximation with ties
+    (deterministic, unlike scipy's randomised permutation null). NaN pairs are dropped.
+    Returns (nan, note) without pairs; p = 1 when every difference is 0.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = ~(np.isnan(a) | np.isnan(b))
@@ -45,13 +68,18 @@ def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
     note = ""
     if n < MIN_PAIRS:
         note = f"n_pairs={n} < {MIN_PAIRS}: p cannot fall below {ALPHA}"
-    if np.all(a == b):
+    d = a - b
+    d = d[d != 0]
+    if len(d) == 0:
         return 1.0, "; ".join(x for x in (note, "all differences are zero") if x)
+    if len(d) <= EXACT_MAX_N:
+        return _exact_signed_rank_p(d), note
+    ties = len(np.unique(np.abs(d))) < len(d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
-        p = float(wilcoxon(a, b).pvalue)
-    return p, note
+        p = float(wilcoxon(d, method="approx" if ties else "exact").pvalue)
+    return p, "; ".join(x for x in (note, "normal approximation (ties)" if ties else "") if x)
 
 
 def paired(df: pd.DataFrame, metric: str, method_a: str, method_b: str,

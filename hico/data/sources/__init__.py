@@ -112,21 +112,37 @@ def _run(fn, *a) -> int:
 
     try:
         fn(*a)
-    except (DataNotFoundError, PrepareError, DownloadError, ChecksumError, UnsafeArchiveError) as e:
+    except (DataNotFoundError, PrepareError, DownloadError, ChecksumError, UnsafeArchiveError, ValueError) as e:
+        # ValueError: a bad option or an unreadable label sheet; the message says which
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
+def _source_or_exit(parser: argparse.ArgumentParser, name: str) -> ModuleType:
+    try:
+        return get_source(name)
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # unreachable: parser.error exits
+
+
 def main_download(argv: list[str] | None = None) -> int:
-    a = _parser("hico download", out=False).parse_args(argv)
-    mod = get_source(a.source)
-    return _run(mod.download, Path(a.raw), _options(a))
+    p = _parser("hico download", out=False)
+    a = p.parse_args(argv)
+    mod = _source_or_exit(p, a.source)
+
+    def go(raw, opts):
+        path = mod.download(raw, opts)
+        print(f"[download] {a.source}: files verified in {path}")
+
+    return _run(go, Path(a.raw), _options(a))
 
 
 def main_prepare(argv: list[str] | None = None) -> int:
-    a = _parser("hico prepare", out=True).parse_args(argv)
-    mod = get_source(a.source)
+    p = _parser("hico prepare", out=True)
+    a = p.parse_args(argv)
+    mod = _source_or_exit(p, a.source)
 
     def go(raw, out, opts, name):
         path = mod.prepare(raw, out, opts, name=name)

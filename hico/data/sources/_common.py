@@ -99,6 +99,11 @@ def github_files(
     file list and checksums are fixed from the first download on.
     """
     gh = lock.data.setdefault("github", {"repo": repo, "ref": ref, "resolved": []})
+    if (gh.get("repo"), gh.get("ref")) != (repo, ref):
+        log.warning(
+            "%s: %s pins files of %s@%s, but %s@%s was asked for; blobs that differ will fail their "
+            "checksum (use another lock_dir for another ref)", name, lock.path, gh.get("repo"), gh.get("ref"), repo, ref
+        )
     missing = [p for p in prefixes if p not in gh.get("resolved", [])]
     if missing:
         tree = github_tree(repo, ref, cfg.get("api_url") or "https://api.github.com", cfg["timeout"])

@@ -1,0 +1,296 @@
+"""Aggregation: synthetic metrics.json files -> tables with stable columns and dtypes, means and
+stds as numpy, Wilcoxon p as scipy, pooled confusion matrices, paper merge, claims verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import wilcoxon
+
+from hico.evaluate import classification_metrics, frame_and_video_metrics
+from hico.report import aggregate as agg
+from hico.report import stats
+
+CLASSES = ["covid", "pneumonia", "regular"]
+
+
+def make_metrics(method, dataset="pocus", protocol="linear_probe", fold=0, seed=0, acc=0.8, train_fraction=1.0,
+                 encoder_epoch=100, encoder_kind="final", n=60, finetune=False, pretrain=("us4",)):
+    """A metrics.json dict whose frame accuracy is close to ``acc`` (random wrong labels)."""
+    rng = np.random.default_rng(abs(hash((method, dataset, protocol, fold, seed, train_fraction, encoder_epoch))) % 2**32)
+    k = len(CLASSES)
+    y = np.arange(n) % k
+    pred = np.where(rng.random(n) < acc, y, (y + rng.integers(1, k, n)) % k)
+    proba = 0.1 + 0.7 * np.eye(k)[pred]
+    proba /= proba.sum(1, keepdims=True)
+    vids = np.array([f"v{i % 20}" for i in range(n)])
+    encoder = f"runs/pretrain/us4/{method}/seed{seed}/" + ("encoder.pt" if encoder_kind == "final"
+                                                            else f"encoder_epoch{encoder_epoch}.pt")
+    m = {"schema_version": 2, "method": method, "dataset": dataset, "protocol": "finetune" if finetune else protocol,
+         "protocol_id": protocol, "fold": fold, "seed": seed, "train_fraction": train_fraction, "encoder": encoder,
+         "encoder_meta": {"method": method, "epoch": encoder_epoch}, "encoder_epoch": encoder_epoch,
+         "encoder_kind": encoder_kind, "pretrain_datasets": list(pretrain), "classes": CLASSES,
+         "n_videos": {"train": int(40 * train_fraction) + 1, "val": 10, "test": 20},
+         "selection": {"epoch": 3} if finetune else {"C": 1.0},
+         "provenance": {"git_sha": "abc"}}
+    if fold == 0:
+        m.update(frame_and_video_metrics(vids, y, proba, CLASSES))
+    else:  # the video block's numbers do not matter here; skip half of the sklearn calls
+        m["frame"] = classification_metrics(y, proba, CLASSES)
+        m["video"] = m["frame"]
+    if finetune:
+        m["paper_protocol"] = {"epoch": 5, "optimistic": True, "frame": m["frame"], "video": m["video"]}
+        m["last"] = {"epoch": 10, "optimistic": False, "frame": m["frame"], "video": m["video"]}
+    return m
+
+
+def write(root: Path, m: dict) -> Path:
+    path = (root / m["dataset"] / m["protocol_id"] / m["method"] / f"seed{m['seed']}" / f"fold{m['fold']}"
+            / f"f{m['train_fraction']}_e{m['encoder_epoch']}_{m['encoder_kind']}" / "metrics.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(m))
+    return path
+
+
+ACC = {"hico": 0.9, "simclr": 0.7, "uscl": 0.88, "hico_peer_only": 0.8, "hico_hard_labels": 0.89}
+
+
+def build_run(root: Path, folds=5, seeds=(0, 1)) -> Path:
+    """5 folds x 2 seeds of 5 methods on POCUS (linear probe and finetune_released), label
+    fractions and convergence checkpoints for hico and simclr."""
+    mdir = root / "eval"
+    for method, acc in ACC.items():
+        for seed in seeds:
+            for fold in range(folds):
+                write(mdir, make_metrics(method, fold=fold, seed=seed, acc=acc))
+                write(mdir, make_metrics(method, protocol="finetune_released", fold=fold, seed=seed, acc=acc,
+                                         finetune=True))
+                if method in ("hico", "simclr"):
+                    for frac in (0.1, 0.5):
+                        write(mdir, make_metrics(method, fold=fold, seed=seed, acc=acc * (0.6 + frac / 2),
+                                                 train_fraction=frac))
+                    for epoch in (10, 50):
+                        shift = 0.1 if method == "hico" else 0.3
+                        write(mdir, make_metrics(method, fold=fold, seed=seed, acc=acc - shift * 10 / epoch,
+                                                 encoder_epoch=epoch, encoder_kind="checkpoint"))
+    return mdir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("agg")
+    mdir = build_run(root)
+    # a pretraining run folder + Snakemake benchmark, for compute_cost
+    rdir = root / "pretrain" / "us4" / "hico" / "seed0"
+    rdir.mkdir(parents=True)
+    pd.DataFrame({"epoch": [1, 2], "step": [10, 20], "loss": [1.0, 0.5], "epoch_time_s": [2.0, 3.0],
+                  "images_per_s": [100.0, 120.0], "peak_mem_mb": [500.0, 600.0]}).to_csv(rdir / "train_log.csv", index=False)
+    torch.save({"backbone": "resnet18", "state_dict": {"w": torch.zeros(10, 3), "bn.running_mean": torch.zeros(3)},
+                "meta": {}}, rdir / "encoder.pt")
+    (rdir / "config.json").write_text(json.dumps({"config": {"batch_size": 32, "image_size": 224}, "device": "cpu"}))
+    bdir = root / "bench" / "us4" / "hico"
+    bdir.mkdir(parents=True)
+    (bdir / "seed0.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                                    "12.5\t0:00:12\t850.1\t900\t800\t810\t0\t1\t95\t11.0\n")
+    out = root / "tables"
+    rc = agg.main(["--metrics-dir", str(mdir), "--out-dir", str(out), "--compute-dir", str(root / "pretrain"),
+                   "--bench-dir", str(root / "bench")])
+    assert rc == 0
+    records = agg.load_records(agg.find_metrics([mdir]))
+    return {"root": root, "mdir": mdir, "out": out, "records": records}
+
+
+def test_every_table_has_its_columns_and_dtypes(run):
+    for name in agg.TABLES:
+        path = run["out"] / f"{name}.csv"
+        assert path.exists(), name
+        df = pd.read_csv(path)
+        assert list(df.columns) == [c for c, _ in agg.SCHEMAS[name]], name
+        for col, kind in agg.SCHEMAS[name]:
+            if kind in ("int", "float") and df[col].notna().any():
+                assert pd.api.types.is_numeric_dtype(df[col]), (name, col)
+    tables, _ = agg.build_tables(run["records"], agg.load_paper(agg.PAPER_CSV))
+    for name, df in tables.items():
+        for col, kind in agg.SCHEMAS[name]:
+            want = {"str": "object", "int": "int64", "Int64": "Int64", "float": "float64", "bool": "bool"}[kind]
+            assert str(df[col].dtype) == want, (name, col, df[col].dtype)
+    assert not list(run["out"].glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_main_means_stds_and_counts(run):
+    main = pd.read_csv(run["out"] / "main_comparison.csv")
+    rec = run["records"]
+    for method in ACC:
+        row = main[(main["method"] == method) & (main["protocol"] == "linear_probe") & (main["selection"] == "selected")
+                   & (main["level"] == "frame")].iloc[0]
+        vals = rec[(rec["method"] == method) & (rec["protocol"] == "linear_probe") & (rec["level"] == "frame")
+                   & (rec["encoder_kind"] == "final") & (rec["train_fraction"] == 1.0)]["accuracy"].to_numpy()
+        assert len(vals) == 10 and row["n"] == 10 and row["n_folds"] == 5 and row["n_seeds"] == 2
+        assert row["n_files"] == 10
+        assert row["accuracy_mean"] == pytest.approx(vals.mean(), rel=1e-5)
+        assert row["accuracy_std"] == pytest.approx(vals.std(ddof=1), rel=1e-5)
+    # the checkpoints and label fractions stay out of the main table
+    assert set(main["method"]) == set(ACC)
+    assert set(main["selection"]) == {"selected", "paper_protocol", "last"}
+    assert set(main.loc[main["protocol"] == "linear_probe", "selection"]) == {"selected"}
+    assert main.loc[main["selection"] == "paper_protocol", "optimistic"].all()
+    assert not main.loc[main["selection"] == "selected", "optimistic"].any()
+
+
+def test_wilcoxon_matches_scipy(run):
+    main = pd.read_csv(run["out"] / "main_comparison.csv")
+    rec = run["records"]
+    sel = rec[(rec["protocol"] == "linear_probe") & (rec["level"] == "frame") & (rec["encoder_kind"] == "final")
+              & (rec["train_fraction"] == 1.0)]
+    h = sel[sel["method"] == "hico"].set_index(["fold", "seed"])["accuracy"].sort_index()
+    s = sel[sel["method"] == "simclr"].set_index(["fold", "seed"])["accuracy"].sort_index()
+    row = main[(main["method"] == "simclr") & (main["protocol"] == "linear_probe") & (main["level"] == "frame")].iloc[0]
+    assert row["n_pairs"] == 10
+    assert row["wilcoxon_p_accuracy"] == pytest.approx(wilcoxon(h.to_numpy(), s.to_numpy()).pvalue, rel=1e-5)
+    assert row["reference_minus_method_accuracy"] == pytest.approx((h - s).mean(), rel=1e-5)
+    ref = main[(main["method"] == "hico") & (main["protocol"] == "linear_probe") & (main["level"] == "frame")].iloc[0]
+    assert np.isnan(ref["wilcoxon_p_accuracy"]) and ref["wilcoxon_note"] == "reference method"
+
+
+@pytest.mark.parametrize("n", [6, 10, 13, 20, 30])
+@pytest.mark.parametrize("ties", [False, True])
+def test_wilcoxon_p_matches_scipy(n, ties):
+    rng = np.random.default_rng(n)
+    a = rng.normal(0.3, 1.0, n)
+    b = rng.normal(0.0, 1.0, n)
+    if ties:
+        a, b = np.round(a, 1), np.round(b, 1)
+    p, _ = stats.wilcoxon_p(a, b)
+    kw = {"method": "approx"} if ties and n > stats.EXACT_MAX_N else {}
+    assert p == pytest.approx(wilcoxon(a, b, **kw).pvalue, rel=1e-6)
+
+
+def test_wilcoxon_small_n_and_ties():
+    p, note = stats.wilcoxon_p(np.array([1.0, 2, 3]), np.array([0.0, 1, 2]))
+    assert p == pytest.approx(wilcoxon([1.0, 2, 3], [0.0, 1, 2]).pvalue) and "cannot fall below" in note
+    p, note = stats.wilcoxon_p(np.ones(7), np.ones(7))
+    assert p == 1.0 and "zero" in note
+    assert np.isnan(stats.wilcoxon_p(np.array([]), np.array([]))[0])
+
+
+def test_pooled_confusion_is_sum_over_folds(run):
+    cms = json.loads((run["out"] / "confusion_matrices.json").read_text())
+    entry = next(e for e in cms if e["method"] == "uscl" and e["protocol"] == "finetune_released"
+                 and e["selection"] == "paper_protocol" and e["level"] == "frame")
+    rec = run["records"]
+    sel = rec[(rec["method"] == "uscl") & (rec["protocol"] == "finetune_released") & (rec["selection"] == "paper_protocol")
+              & (rec["level"] == "frame")]
+    assert np.array_equal(np.asarray(entry["matrix"]), np.sum(np.stack(list(sel["_cm"])), axis=0))
+    assert entry["n_folds"] == 5 and entry["n_seeds"] == 2 and len(entry["sources"]) == 10
+    main = pd.read_csv(run["out"] / "main_comparison.csv")
+    row = main[(main["method"] == "uscl") & (main["protocol"] == "finetune_released")
+               & (main["selection"] == "paper_protocol") & (main["level"] == "frame")].iloc[0]
+    per_seed = [np.asarray(c) for c in entry["per_seed"].values()]
+    assert row["pooled_accuracy"] == pytest.approx(np.mean([np.trace(c) / c.sum() for c in per_seed]), rel=1e-5)
+
+
+def test_paper_numbers_are_merged(run):
+    main = pd.read_csv(run["out"] / "main_comparison.csv", keep_default_na=False, na_values=[""])
+    key = (main["protocol"] == "finetune_released") & (main["selection"] == "paper_protocol") & (main["level"] == "frame")
+    uscl = main[key & (main["method"] == "uscl")].iloc[0]
+    assert uscl["paper_accuracy"] == pytest.approx(0.9419)  # the README number is the primary one
+    assert "README" in uscl["paper_source"]
+    assert uscl["delta_accuracy"] == pytest.approx(uscl["pooled_accuracy"] - 0.9419, abs=1e-5)
+    hico = main[key & (main["method"] == "hico")].iloc[0]
+    assert np.isnan(hico["paper_accuracy"]) and "not available offline" in hico["paper_note"]
+    assert np.isnan(main[(main["selection"] == "selected") & (main["method"] == "uscl")]["paper_accuracy"]).all()
+    pc = pd.read_csv(run["out"] / "paper_comparison.csv")
+    assert set(pc["paper_value"].dropna().round(4)) >= {0.9419, 0.9542, 0.84, 0.946}
+    assert len(pc[(pc["method"] == "uscl") & (pc["metric"] == "accuracy")]) == 2
+
+
+def test_reference_paper_csv_is_well_formed():
+    paper = agg.load_paper(agg.PAPER_CSV)
+    assert (paper["source"].str.len() > 10).all()
+    with_value = paper[paper["value"].notna()]
+    assert set(with_value["method"]) == {"uscl", "imagenet", "meta_uscl"}
+    assert paper[paper["method"] == "hico"]["value"].isna().all()
+
+
+def test_ablation_label_efficiency_convergence_transfer(run):
+    ab = pd.read_csv(run["out"] / "ablation.csv")
+    assert set(ab["variant"]) == {"hico_peer_only", "hico_hard_labels"}
+    row = ab[(ab["variant"] == "hico_peer_only") & (ab["protocol"] == "linear_probe") & (ab["level"] == "frame")].iloc[0]
+    assert row["n_pairs"] == 10 and row["variant_minus_reference_accuracy"] < 0
+    le = pd.read_csv(run["out"] / "label_efficiency.csv")
+    hico_le = le[(le["method"] == "hico") & (le["level"] == "frame") & (le["protocol"] == "linear_probe")]
+    assert sorted(hico_le["train_percent"]) == [10, 50, 100]
+    assert (hico_le["n"] == 10).all()
+    conv = pd.read_csv(run["out"] / "convergence.csv")
+    hc = conv[(conv["method"] == "hico") & (conv["level"] == "frame") & (conv["protocol"] == "linear_probe")]
+    assert sorted(hc["encoder_epoch"]) == [10, 50, 100]
+    assert hc.set_index("encoder_epoch")["includes_final"].to_dict() == {10: False, 50: False, 100: True}
+    tr = pd.read_csv(run["out"] / "transfer.csv")
+    assert set(tr["pretrain_data"]) == {"us4"} and not tr["in_domain"].any()
+    pcl = pd.read_csv(run["out"] / "per_class.csv")
+    assert set(pcl["class"]) == set(CLASSES)
+
+
+def test_compute_cost_reads_logs_and_benchmarks(run):
+    cc = pd.read_csv(run["out"] / "compute_cost.csv")
+    row = cc.iloc[0]
+    assert row["method"] == "hico" and row["pretrain_data"] == "us4" and row["n_runs"] == 1
+    assert row["encoder_params"] == 30  # BatchNorm statistics are not parameters
+    assert row["wall_time_s"] == pytest.approx(5.0) and row["step_time_s"] == pytest.approx(0.25)
+    assert row["images_per_s"] == pytest.approx(110.0) and row["peak_mem_mb"] == pytest.approx(600.0)
+    assert row["bench_wall_s"] == pytest.approx(12.5) and row["bench_max_rss_mb"] == pytest.approx(850.1)
+
+
+@pytest.mark.parametrize("n,diff,p,expected", [
+    (10, 0.05, 0.01, stats.SUPPORTED),
+    (10, -0.05, 0.01, stats.NOT_SUPPORTED),
+    (10, 0.05, 0.2, stats.INCONCLUSIVE),
+    (3, 0.05, 0.25, stats.INCONCLUSIVE),
+    (0, float("nan"), float("nan"), stats.NO_EVIDENCE),
+])
+def test_verdict_rules(n, diff, p, expected):
+    assert stats.verdict(n, diff, p) == expected
+
+
+def test_claims_verdicts(run):
+    cl = pd.read_csv(run["out"] / "claims.csv", keep_default_na=False, na_values=[""])
+    assert set(cl["claim_id"]) == {c["id"] for c in agg.CLAIMS}
+
+    def one(claim, comparison, protocol="linear_probe"):
+        return cl[(cl["claim_id"] == claim) & (cl["comparison"] == comparison) & (cl["protocol"] == protocol)].iloc[0]
+
+    assert one("beats_baselines_on_pocus", "hico vs simclr")["verdict"] == stats.SUPPORTED
+    assert one("multi_level_alignment_helps", "hico vs hico_peer_only")["verdict"] == stats.SUPPORTED
+    conv = one("faster_convergence", "hico vs simclr")
+    assert conv["encoder_epoch"] == 10 and conv["verdict"] == stats.SUPPORTED
+    assert set(cl.loc[cl["claim_id"] == "favorable_over_sota", "comparison"]) == {"hico vs simclr", "hico vs uscl"}
+    for _, row in cl.iterrows():  # every verdict follows the rule from its own numbers
+        assert row["verdict"] == stats.verdict(row["n_pairs"], row["mean_diff"], row["wilcoxon_p"])
+
+
+def test_claims_without_evidence(tmp_path):
+    mdir = tmp_path / "eval"
+    for fold in range(3):
+        write(mdir, make_metrics("hico", dataset="synthetic", fold=fold, acc=0.9))
+        write(mdir, make_metrics("simclr", dataset="synthetic", fold=fold, acc=0.5))
+    records = agg.load_records(agg.find_metrics([mdir]))
+    cl = agg.claims(records)
+    by_id = cl.groupby("claim_id")["verdict"].apply(set).to_dict()
+    for claim in ("faster_convergence", "multi_level_alignment_helps", "soft_labels_help", "beats_baselines_on_pocus"):
+        assert by_id[claim] == {stats.NO_EVIDENCE}
+    assert by_id["favorable_over_sota"] == {stats.INCONCLUSIVE}  # 3 pairs can never reach p < 0.05
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert agg.main(["--metrics-dir", str(tmp_path), "--out-dir", str(tmp_path / "t")]) == 2
+    assert "no metrics.json found" in capsys.readouterr().err
+    bad = tmp_path / "x" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"method": "hico"}))
+    assert agg.main(["--metrics", str(bad), "--out-dir", str(tmp_path / "t")]) == 2
+    assert "lacks" in capsys.readouterr().err

@@ -1,0 +1,250 @@
+"""Evaluation protocols: metrics equal scikit-learn's, video-level aggregation by hand, label
+subsampling, no test-fold video in training or model selection, and a tiny fine-tune."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+import hico.evaluate as ev
+from hico.data.folds import read_folds, split_fold, write_folds
+from hico.data.standard import DatasetWriter, load_dataset
+from hico.models.backbone import Backbone, save_encoder
+
+CLASSES = ["covid", "pneumonia", "regular"]
+IMAGE = 32
+
+
+def write_tiny_dataset(root, name="tiny", per_class=8, frames=3, size=40, seed=0):
+    """3 classes x ``per_class`` patients (one video each); a bright band whose position is the class."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root, name, CLASSES, store_size=None) as w:
+        for c, cname in enumerate(CLASSES):
+            for p in range(per_class):
+                x = rng.integers(0, 80, (frames, size, size)).astype(np.uint8)
+                if c == 0:
+                    x[:, : size // 2] += 150
+                elif c == 1:
+                    x[:, :, : size // 2] += 150
+                else:
+                    x[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] += 150
+                w.add_video(f"{cname[:3]}{p}", patient_id=f"{cname[:3]}-p{p}", label_name=cname, frames=x)
+    ds = load_dataset(root / name)
+    write_folds(ds.manifest, root / name / "folds.csv", k=3, seed=0)
+    return root / name
+
+
+def write_tiny_encoder(path, method="hico", epoch=7, seed=0):
+    torch.manual_seed(seed)
+    save_encoder(Backbone("resnet18"), path, {"method": method, "epoch": epoch})
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions are many times slower with intra-op threads fighting on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    data = write_tiny_dataset(root)
+    enc = write_tiny_encoder(root / "run" / "encoder.pt")
+    return {"root": root, "data": data, "folds": data / "folds.csv", "encoder": enc}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _fixed_predictions(seed=0, n=90, k=3):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, proba
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_metrics_equal_sklearn(seed):
+    y, proba = _fixed_predictions(seed)
+    pred = proba.argmax(1)
+    m = ev.classification_metrics(y, proba, CLASSES)
+    assert m["n"] == len(y)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["macro_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+    assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
+    p, r, f, s = precision_recall_fscore_support(y, pred)
+    for i, c in enumerate(CLASSES):
+        assert m["per_class"][c] == pytest.approx({"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+
+
+def test_binary_auc_uses_positive_column():
+    y = np.array([0, 0, 1, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.1, 0.9]])
+    m = ev.classification_metrics(y, proba, ["neg", "pos"])
+    assert m["macro_auc"] == pytest.approx(roc_auc_score(y, proba[:, 1]))
+
+
+def test_video_level_by_hand():
+    vids = np.array(["a", "a", "b", "c", "c", "c"])
+    y = np.array([0, 0, 1, 2, 2, 2])
+    proba = np.array([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0],
+                      [0.45, 0.0, 0.55], [0.2, 0.0, 0.8], [0.45, 0.0, 0.55]])
+    yv, pv = ev.video_level(vids, y, proba)
+    assert yv.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(pv, [[0.4, 0.6, 0.0], [0.1, 0.9, 0.0], [1.1 / 3, 0.0, 1.9 / 3]])
+    m = ev.frame_and_video_metrics(vids, y, proba, CLASSES)
+    assert m["frame"]["accuracy"] == pytest.approx(5 / 6)  # only the second frame is wrong
+    assert m["video"]["accuracy"] == pytest.approx(2 / 3)  # ... but it flips video a once averaged
+
+
+# --------------------------------------------------------------------------------------------
+# Label efficiency
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
+def test_subsample_keeps_classes_and_is_subset(tiny, fraction):
+    ds = load_dataset(tiny["data"])
+    folds = read_folds(tiny["folds"], ds.manifest)
+    train, _, _ = split_fold(ds.manifest, folds, 0, 0.2, 0)
+    sub = ev.subsample_train_videos(ds.manifest, train, fraction, seed=3)
+    label = dict(zip(ds.manifest["video_id"], ds.manifest["label"]))
+    assert set(sub) <= set(train)
+    assert {label[v] for v in sub} == {label[v] for v in train}
+    assert sub == ev.subsample_train_videos(ds.manifest, train, fraction, seed=3)  # seeded
+    if fraction == 1.0:
+        assert sub == train
+    for c in {label[v] for v in train}:
+        n_c = sum(label[v] == c for v in train)
+        assert sum(label[v] == c for v in sub) == max(1, round(fraction * n_c))
+
+
+def test_subsample_is_nested_and_rejects_percent(tiny):
+    ds = load_dataset(tiny["data"])
+    ids = ds.manifest["video_id"].tolist()
+    small = ev.subsample_train_videos(ds.manifest, ids, 0.25, seed=1)
+    large = ev.subsample_train_videos(ds.manifest, ids, 0.5, seed=1)
+    assert set(small) <= set(large)
+    assert set(ev.subsample_train_videos(ds.manifest, ids, 0.5, seed=2)) != set(large)
+    with pytest.raises(ValueError, match="for 10 % pass 0.1"):
+        ev.subsample_train_videos(ds.manifest, ids, 10, seed=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Leakage: no test-fold video reaches training or model selection
+
+
+def _spy(monkeypatch, name):
+    seen = {}
+    original = ev.PROTOCOLS[name]
+
+    def spy(train, val, test, n_classes, seed=0, **kw):
+        seen.update(train=set(train.video_ids), val=set(val.video_ids), test=set(test.video_ids))
+        return original(train, val, test, n_classes, seed=seed, **kw)
+
+    spy.inputs = original.inputs
+    monkeypatch.setitem(ev.PROTOCOLS, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize("protocol,args", [
+    ("linear_probe", {"train_fraction": 0.5}),
+    ("finetune", {"epochs": 2, "batch_size": 16}),
+])
+def test_test_fold_never_reaches_training_or_selection(tiny, monkeypatch, tmp_path, protocol, args):
+    seen = _spy(monkeypatch, protocol)
+    out = tmp_path / "metrics.json"
+    m = ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 1, protocol, image_size=IMAGE, max_frames=2,
+                    out_path=out, device="auto", **args)
+    folds = read_folds(tiny["folds"])
+    fold_test = set(folds.loc[folds["fold"] == 1, "video_id"])
+    assert seen["test"] == fold_test
+    assert not seen["train"] & fold_test and not seen["val"] & fold_test and not seen["train"] & seen["val"]
+    assert set(m["split_video_ids"]["test"]) == fold_test
+    assert set(m["split_video_ids"]["train"]) == seen["train"]
+    written = json.loads(out.read_text())
+    for key in ("schema_version", "protocol_id", "train_fraction", "encoder_epoch", "encoder_kind",
+                "pretrain_datasets", "n_frames", "hyperparameters", "frame", "video"):
+        assert key in written
+    assert written["encoder_epoch"] == 7 and written["encoder_kind"] == "final"
+    assert written["train_fraction"] == args.get("train_fraction", 1.0)
+    if protocol == "finetune":
+        assert written["protocol_id"] == "finetune_released"
+        assert written["paper_protocol"]["optimistic"] is True
+        for block in ("paper_protocol", "last"):
+            assert {"epoch", "frame", "video"} <= set(written[block])
+            assert "confusion_matrix" in written[block]["frame"]
+        assert written["last"]["epoch"] == 2
+    else:
+        assert written["n_videos"]["train"] < written["n_videos"]["train_before_subsampling"]
+
+
+def _frameset(ds, ids, max_frames=2):
+    return ev.load_frames(ds, ids, IMAGE, max_frames)
+
+
+@pytest.fixture(scope="module")
+def frames(tiny):
+    ds = load_dataset(tiny["data"])
+    folds = read_folds(tiny["folds"], ds.manifest)
+    train, val, test = split_fold(ds.manifest, folds, 0, 0.2, 0)
+    return {"train": _frameset(ds, train), "val": _frameset(ds, val), "test": _frameset(ds, test)}
+
+
+def test_finetune_selects_on_validation_only(tiny, frames):
+    enc = ev.load_encoder(tiny["encoder"])
+    kw = dict(encoder=enc, device="cpu", epochs=3, batch_size=8, seed=0)
+    a = ev.finetune(frames["train"], frames["val"], frames["test"], 3, **kw)
+    hist = a["selection"]["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    val_only = [{k: v for k, v in h.items() if not k.startswith("test")} for h in hist]
+    assert a["selection"]["epoch"] == ev.select_epoch(val_only) + 1
+    test_acc = [h["test_accuracy"] for h in hist]
+    assert a["records"]["paper_protocol"]["epoch"] == int(np.argmax(test_acc)) + 1
+    assert a["records"]["last"]["epoch"] == 3
+    # Scrambled test labels: training and selection must not move.
+    t = frames["test"]
+    scrambled = ev.FrameSet(t.frames, (t.labels + 1) % 3, t.video_ids)
+    b = ev.finetune(frames["train"], frames["val"], scrambled, 3, **kw)
+    assert b["selection"]["epoch"] == a["selection"]["epoch"]
+    assert [h["val_accuracy"] for h in b["selection"]["history"]] == [h["val_accuracy"] for h in hist]
+    np.testing.assert_allclose(b["proba"], a["proba"], atol=1e-6)
+
+
+def test_finetune_released_trains_last_block_and_head_only(tiny, frames):
+    enc = ev.load_encoder(tiny["encoder"])
+    block = ev.last_block(enc)
+    assert block is enc.body.layer4[1]
+    r = ev.finetune(frames["train"], frames["val"], frames["test"], 3, encoder=enc, epochs=1, batch_size=16)
+    expected = sum(p.numel() for p in block.parameters()) + enc.num_features * 3 + 3
+    assert r["hyperparameters"]["n_trainable_params"] == expected
+    assert r["hyperparameters"]["trainable_modules"] == ["body.layer4.1"]
+    assert r["hyperparameters"]["lr"] == 0.01 and r["hyperparameters"]["batch_size"] == 16
+    full = ev.finetune(frames["train"], frames["val"], frames["test"], 3, encoder=enc, epochs=1, variant="full")
+    assert full["hyperparameters"]["lr"] == 1e-4
+    assert full["hyperparameters"]["n_trainable_params"] == sum(p.numel() for p in enc.parameters()) + 3 * enc.num_features + 3
+    with pytest.raises(ValueError, match="variant"):
+        ev.finetune(frames["train"], frames["val"], frames["test"], 3, encoder=enc, variant="nope")
+
+
+def test_registered_protocols():
+    assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full"} <= set(ev.PROTOCOLS)
+    assert ev.PROTOCOLS["finetune_full"].inputs == "frames" and ev.PROTOCOLS["knn"].inputs == "features"

@@ -1,0 +1,85 @@
+"""The standard dataset format: writer, reader, validator, atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hico.data.standard import DatasetError, DatasetWriter, load_dataset, resize_short_side
+
+
+def test_round_trip_and_resize(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (3, 100, 150), dtype=np.uint8)
+    with DatasetWriter(tmp_path, "ds", ["x", "y"], store_size=50) as w:
+        w.add_video("v1", "p1", "y", frames, source_file="a.mp4", source_sha256="abc", license="CC BY", fps=3.0)
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.classes == ["x", "y"]
+    row = ds.manifest.iloc[0]
+    assert (row["video_id"], row["patient_id"], row["label"], row["label_name"], row["n_frames"]) == ("v1", "p1", 1, "y", 3)
+    assert row["fps"] == 3.0
+    arr = ds.frames("v1")
+    assert arr.dtype == np.uint8 and arr.shape == (3, 50, 75)
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert info["n_frames"] == 3 and info["class_counts"] == {"x": 0, "y": 1}
+
+
+def test_resize_short_side_keeps_aspect():
+    out = resize_short_side(np.zeros((2, 64, 128), np.uint8), 32)
+    assert out.shape == (2, 32, 64)
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    w = DatasetWriter(tmp_path, "bad", ["x"])
+    with pytest.raises(DatasetError, match="not one of the classes"):
+        w.add_video("v", "p", "nope", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(DatasetError, match="expected uint8"):
+        w.add_video("v", "p", "x", np.zeros((1, 8, 8), np.float32))
+    w.add_video("v", "p", "x", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(DatasetError, match="added twice"):
+        w.add_video("v", "p", "x", np.zeros((1, 8, 8), np.uint8))
+    w.abort()
+    assert not (tmp_path / "bad").exists()
+
+
+def test_interrupted_write_leaves_nothing_that_looks_finished(tmp_path):
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(tmp_path, "ds", ["x"]) as w:
+            w.add_video("v", "p", "x", np.zeros((1, 8, 8), np.uint8))
+            raise RuntimeError("killed")
+    assert not (tmp_path / "ds").exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_frames_file_is_named(toy_dataset):
+    victim = next((toy_dataset / "frames").glob("*.npy"))
+    victim.unlink()
+    with pytest.raises(DatasetError, match=f"frames file .*{victim.name} is missing"):
+        load_dataset(toy_dataset)
+
+
+def test_label_outside_classes_is_named(toy_dataset):
+    m = pd.read_csv(toy_dataset / "manifest.csv")
+    m.loc[2, "label"] = 7
+    m.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=r"label 7 outside classes.json \(3 classes"):
+        load_dataset(toy_dataset)
+
+
+def test_wrong_frame_count_is_named(toy_dataset):
+    m = pd.read_csv(toy_dataset / "manifest.csv")
+    m.loc[0, "n_frames"] = 99
+    m.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=r"expected uint8 \[99, H, W\]"):
+        load_dataset(toy_dataset)
+
+
+def test_missing_column_and_folder(toy_dataset, tmp_path):
+    m = pd.read_csv(toy_dataset / "manifest.csv").drop(columns=["patient_id"])
+    m.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=r"lacks columns \['patient_id'\]"):
+        load_dataset(toy_dataset)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(tmp_path / "nowhere")

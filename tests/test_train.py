@@ -1,0 +1,123 @@
+"""The shared pretraining loop: outputs, exact resume, kill-and-rerun, LR schedule, controls."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from hico.config import ConfigError, resolve_pretrain_config
+from hico.models.backbone import load_encoder
+from hico.train import export_initial_encoder, lr_factor, pretrain
+
+TINY = {"image_size": 32, "batch_size": 4, "num_workers": 0, "pretrained": False, "val_fraction": 0.25}
+
+
+def test_pretrain_writes_outputs(toy_dataset, tmp_path):
+    out = tmp_path / "run"
+    enc = pretrain("simclr", [toy_dataset], out, [TINY, {"epochs": 2, "checkpoint_epochs": [1]}], device="cpu")
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2]
+    assert {"loss", "val_loss", "lr", "images_per_s", "epoch_time_s"} <= set(log.columns)
+    assert log["loss"].notna().all() and log["val_loss"].notna().all()
+    encoder = load_encoder(enc)
+    assert encoder.meta["method"] == "simclr" and encoder.meta["epoch"] >= 1
+    assert (out / "encoder_epoch1.pt").exists() and (out / "last.pt").exists()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and math.isfinite(state["best_val"])
+
+
+def _weights(path):
+    return load_encoder(path).state_dict()
+
+
+def test_resume_is_exact(toy_dataset, tmp_path):
+    overrides = [TINY, {"export": "last"}]
+    straight = pretrain("simclr", [toy_dataset], tmp_path / "a", overrides + [{"epochs": 3}], device="cpu")
+    pretrain("simclr", [toy_dataset], tmp_path / "b", overrides + [{"epochs": 2}], device="cpu")
+    resumed = pretrain("simclr", [toy_dataset], tmp_path / "b", overrides + [{"epochs": 3}], device="cpu")
+    a, b = _weights(straight), _weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+    log_a = pd.read_csv(tmp_path / "a" / "train_log.csv")
+    log_b = pd.read_csv(tmp_path / "b" / "train_log.csv")
+    assert list(log_b["epoch"]) == [1, 2, 3]
+    assert log_a["loss"].tolist() == pytest.approx(log_b["loss"].tolist(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hico", "pretrain", "simclr", "--data", str(toy_dataset), "--out", str(out),
+           "--set", "epochs=40", "--set", "image_size=64", "--set", "batch_size=2", "--set", "num_workers=0",
+           "--set", "val_fraction=0.25", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside a later epoch
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    assert not list(out.glob(".*.tmp")), "a half-written checkpoint was left behind"
+    rerun = subprocess.run(cmd[:-4] + ["--set", f"epochs={done + 2}", "--device", "cpu"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming from {out / 'last.pt'} at epoch {done + 1}" in rerun.stdout
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == list(range(1, done + 3))
+
+
+def test_released_lr_schedule():
+    """hold 10 epochs, then CosineAnnealingLR(T_max=300) stepped once per epoch (train_HiCo/simclr.py)."""
+    cfg = resolve_pretrain_config("simclr", {"epochs": 300, "schedule": {"name": "cosine", "hold_epochs": 10,
+                                                                          "t_max_epochs": 300}})
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optimizer.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
+    for epoch in range(300):
+        assert lr_factor(cfg, epoch, 3, 7) * cfg.optimizer.lr == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        if epoch >= 10:
+            sched.step()
+    assert lr_factor(cfg, 299, 0, 1) * 3e-4 == pytest.approx(9.87e-7, rel=0.01)
+
+
+def test_warmup_cosine_schedule():
+    cfg = resolve_pretrain_config("simclr", {"epochs": 10, "schedule": {"name": "cosine", "hold_epochs": 0,
+                                                                         "warmup_epochs": 2, "t_max_epochs": None}})
+    assert lr_factor(cfg, 0, 0, 10) == pytest.approx(0.05)
+    assert lr_factor(cfg, 1, 9, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 6, 0, 10) == pytest.approx(0.5)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ConfigError, match=r"unknown keys \['epoch'\]"):
+        resolve_pretrain_config("simclr", {"epoch": 3})
+    with pytest.raises(ConfigError, match=r"optimizer: unknown keys \['learning_rate'\]"):
+        resolve_pretrain_config("simclr", {"optimizer": {"learning_rate": 0.1}})
+    with pytest.raises(ConfigError, match="divisible by 32"):
+        resolve_pretrain_config("simclr", {"image_size": 50})
+
+
+def test_control_exports_seeded_init(tmp_path):
+    a = export_initial_encoder("random_init", tmp_path / "a", [{"seed": 3}])
+    b = export_initial_encoder("random_init", tmp_path / "b", [{"seed": 3}])
+    c = export_initial_encoder("random_init", tmp_path / "c", [{"seed": 4}])
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    key = next(k for k in wa if k.endswith("conv1.weight"))
+    assert torch.equal(wa[key], wb[key]) and not torch.equal(wa[key], wc[key])
+    assert load_encoder(a).meta["export"] == "init"
+
+
+def test_too_few_videos_for_a_batch(toy_dataset, tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch of 64"):
+        pretrain("simclr", [toy_dataset], tmp_path / "x", [TINY, {"batch_size": 64, "epochs": 1}], device="cpu")
