@@ -583,8 +583,7 @@ def test_leakage_guard_on_prepared_sources(tmp_path):
 # ---------------------------------------------------------------------------- the real POCUS videos
 
 
-@pytest.mark.slow
-@pytest.mark.shared
+@pytest.mark.shared  # ~15-30 s on 2 busy cores; mark slow if it grows past that
 @pytest.mark.skipif(not (SHARED_POCUS / "videos").exists(), reason="needs ../shared/data/pocus")
 def test_real_pocus_videos_end_to_end(tmp_path):
     with open(SHARED_POCUS / "manifest.tsv", newline="") as fh:
