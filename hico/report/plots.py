@@ -85,9 +85,10 @@ def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, pa
     colors = _colors(methods)
     ncols = len(panels)
     width_per = max(2.8, 0.55 * len(methods) + 1.2)
-    fig, axes = plt.subplots(len(levels), ncols, figsize=(width_per * ncols, 3.4 * len(levels)),
-                             squeeze=False, sharey=True)
-    metrics = [(value, "accuracy"), ("macro_f1_mean", "macro-F1")] if value == "accuracy_mean" else [(value, "accuracy")]
+    fig, axes = plt.subplots(len(levels), ncols, figsize=(max(7.0, width_per * ncols), 3.6 * len(levels) + 0.8),
+                             squeeze=False, sharey=True, layout="constrained")
+    metrics = ([(value, "accuracy"), ("macro_f1_mean", "macro-F1")] if value == "accuracy_mean"
+               else [(value, "accuracy (pooled over folds)")])
     bar_w = 0.8 / len(metrics)
     for r, level in enumerate(levels):
         for c, (dataset, protocol) in enumerate(panels):
@@ -95,18 +96,20 @@ def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, pa
             sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol) & (df["level"] == level)]
             sub = sub.set_index("method").reindex([m for m in methods if m in set(sub["method"])])
             x = np.arange(len(sub))
-            for j, (col, label) in enumerate(metrics):
+            for j, (col, _label) in enumerate(metrics):
                 std_col = col.replace("_mean", "_std")
                 err = sub[std_col].fillna(0).to_numpy() if std_col in sub and std_col != col else None
-                ax.bar(x + (j - (len(metrics) - 1) / 2) * bar_w, sub[col].to_numpy(), bar_w * 0.95,
-                       yerr=err, capsize=3, color=[colors[m] for m in sub.index],
-                       alpha=1.0 if j == 0 else 0.45, edgecolor="black", linewidth=0.5,
-                       label=label if (r == 0 and c == 0) else None)
+                xs, vals = x + (j - (len(metrics) - 1) / 2) * bar_w, sub[col].to_numpy(float)
+                ax.bar(xs, vals, bar_w * 0.95, yerr=err, capsize=3, color=[colors[m] for m in sub.index],
+                       alpha=1.0 if j == 0 else 0.45, edgecolor="black", linewidth=0.5)
+                for xi, v in zip(xs, vals):
+                    if np.isfinite(v) and v > 0.12:
+                        ax.text(xi, 0.03, f"{v:.3f}", rotation=90, ha="center", va="bottom", fontsize=7,
+                                color="white" if j == 0 else "black")
             if paper and "paper_accuracy" in sub:
                 has = sub["paper_accuracy"].notna().to_numpy()
                 if has.any():
-                    ax.scatter(x[has], sub["paper_accuracy"].to_numpy()[has], marker="D", color="black", zorder=5,
-                               label="published" if (r == 0 and c == 0) else None)
+                    ax.scatter(x[has], sub["paper_accuracy"].to_numpy()[has], marker="D", color="black", zorder=5)
             ax.set_xticks(x)
             ax.set_xticklabels(sub.index, rotation=35, ha="right")
             ax.set_ylim(0, 1.05)
@@ -115,14 +118,18 @@ def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, pa
             ax.set_title(f"{dataset} / {protocol}\n{level} level (n={n} folds x seeds)")
             if c == 0:
                 ax.set_ylabel("score")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="0.35", edgecolor="black", label=metrics[0][1])]
     if len(metrics) > 1:
-        handles, labels = handles, [lb + (" (solid)" if lb == "accuracy" else " (faded)" if lb == "macro-F1" else "")
-                                    for lb in labels]
-    if handles:
-        fig.legend(handles, labels, loc="upper right", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.suptitle(title, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        handles.append(Patch(facecolor="0.35", alpha=0.45, edgecolor="black", label=metrics[1][1]))
+    if value.endswith("_mean"):
+        handles.append(Line2D([], [], color="black", marker="_", markersize=10, linestyle="none", label="± std"))
+    if paper:
+        handles.append(Line2D([], [], color="black", marker="D", linestyle="none", label="published"))
+    fig.suptitle(title)
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     return _save(fig, out_dir, name)
 
 
@@ -140,8 +147,8 @@ def plot_main_comparison(tables: Path, out_dir: Path) -> list[Path]:
     pp = df[(df["selection"] == "paper_protocol") & (df["level"] == "frame")]
     if len(pp):
         out += _bars(pp, out_dir, "main_comparison_paper_protocol", "pooled_accuracy",
-                     "Released protocol (OPTIMISTIC: best test-fold epoch), accuracy pooled over folds; "
-                     "◆ = published number", paper=True)
+                     "Released protocol, OPTIMISTIC (epoch chosen on the test fold):\n"
+                     "accuracy of the confusion matrix summed over folds, next to published numbers", paper=True)
     return out
 
 
@@ -150,9 +157,14 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
     if df.empty:
         print(f"[plot] skipped {name}: no validation-selected frame-level rows")
         return []
-    panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
+    panels = sorted((d, p) for (d, p), g in df.groupby(["dataset", "protocol"]) if g[x].nunique() > 1)
+    if not panels:
+        print(f"[plot] skipped {name}: every dataset/protocol has a single {x} value")
+        return []
+    df = df[[(d, p) in panels for d, p in zip(df["dataset"], df["protocol"])]]
     colors = _colors(list(df["method"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.9), squeeze=False,
+                             layout="constrained")
     for c, (dataset, protocol) in enumerate(panels):
         ax = axes[0][c]
         sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol)]
@@ -176,9 +188,8 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
         if c == 0:
             ax.set_ylabel("accuracy (frame, mean ± std)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(title, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fig.suptitle(title)
     return _save(fig, out_dir, name)
 
 
@@ -213,7 +224,8 @@ def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
         ncols = min(4, len(group))
         nrows = int(np.ceil(len(group) / ncols))
         size = max(2.6, 0.55 * k + 1.4)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.6, (size + 0.6) * nrows + 0.4), squeeze=False,
+                                 layout="constrained")
         for ax in axes.ravel()[len(group):]:
             ax.axis("off")
         for ax, e in zip(axes.ravel(), group):
@@ -233,9 +245,8 @@ def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
             ax.set_ylabel("true")
             acc = np.trace(cm) / max(cm.sum(), 1)
             ax.set_title(f"{e['method']}\npooled acc {acc:.3f} ({e['n_folds']} folds × {e['n_seeds']} seeds)", fontsize=9)
-        fig.suptitle(f"{dataset} / {protocol}: confusion matrices summed over folds (row-normalised colour, counts)",
-                     x=0.02, ha="left", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.94))
+        fig.suptitle(f"{dataset} / {protocol}: confusion matrices summed over folds\n"
+                     "(colour: share of the true class; numbers: counts)", fontsize=10)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol}")
         out += _save(fig, out_dir, safe)
     return out
@@ -257,7 +268,8 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
     df = pd.DataFrame(rows).groupby(["method", "dataset", "protocol", "epoch"]).mean().reset_index()
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
     colors = _colors(list(df["method"]))
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 6.4), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 1.6, 6.4), squeeze=False, sharex="col",
+                             layout="constrained")
     for c, (dataset, protocol) in enumerate(panels):
         sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol)]
         for method in _method_order(sub["method"]):
@@ -271,8 +283,7 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
         for ax in axes[:, c]:
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="outside right center", frameon=False)
     return _save(fig, out_dir, "finetune_curves")
 
 
@@ -291,7 +302,8 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
     n = len(encoders)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.4, 4.0 * nrows + 0.4), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     class_colors = plt.get_cmap("tab10")
@@ -313,9 +325,8 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
         ax.set_xticks([])
         ax.set_yticks([])
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="class")
-    fig.suptitle(f"t-SNE of frozen pooled features on {ds.name}", x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.legend(handles, labels, loc="outside right center", frameon=False, title="class")
+    fig.suptitle(f"t-SNE of frozen pooled features on {ds.name}")
     return _save(fig, out_dir, "tsne")
 
 

@@ -54,8 +54,35 @@ def dataset_manifest(name):
     return f"{DATA}/{name}/manifest.csv"
 
 
+def _derive_pools():
+    """Named pools from the config, plus a leave-one-out pool for each evaluation dataset that
+    names none: the default pool without that dataset, so no test video is pretrained on."""
+    pools = dict(config["pretrain"].get("pools", {}))
+    default = config["pretrain"].get("default_pool")
+    for name, spec in config["datasets"].items():
+        if not spec.get("evaluate") or spec.get("pool"):
+            continue
+        if default is None:
+            raise ValueError(f"datasets.{name}: evaluate is true but it names no pool and pretrain.default_pool is unset")
+        members = pools[default]
+        if name in members:
+            derived = f"{default}-without-{name}"
+            pools[derived] = [m for m in members if m != name]
+            spec["pool"] = derived
+        else:
+            spec["pool"] = default
+    for pool, members in pools.items():
+        unknown = [m for m in members if m not in config["datasets"]]
+        if unknown:
+            raise ValueError(f"pretrain.pools.{pool}: {unknown} are not in datasets")
+    return pools
+
+
+POOLS = _derive_pools()
+
+
 def pool_members(pool):
-    return config["pretrain"]["pools"][pool]
+    return POOLS[pool]
 
 
 def method_overrides(name, seed):
@@ -151,8 +178,9 @@ def raw_dir(wildcards):
 
 def source_options(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    opts = {k: v for k, v in spec.items() if k not in ("source", "path", "pool", "evaluate", "params")}
-    opts.update(spec.get("params", {}))
+    opts = dict(spec.get("params", {}))
+    if spec.get("base_url"):
+        opts["base_url"] = spec["base_url"]
     return json.dumps(opts)
 
 

@@ -1,0 +1,454 @@
+"""One HiCo training step: ours (``hico/methods/hico.py``) vs the released loop, side by side.
+
+The reference-equivalent step is written here after ``train_HiCo/simclr.py``,
+``models/resnet_simclr.py``, ``models/fpn.py`` and ``loss/nt_xent.py`` (983632847/HiCo @
+1eeacee): torchvision ResNet-18 + FPN, flattened level heads, and per step
+
+  - four forward passes: ``model(x_i)``, ``model(x_j)`` for the classifier, then again in ``_step``;
+  - in each forward the dead ``relu(l2/l3/l4/l5(.))`` (p2 802,816 -> 256 twice per forward, the
+    p4 head ``l4`` never used);
+  - NT-Xent built as released (numpy mask, ``CosineSimilarity`` broadcast, 7 calls per step);
+  - the softened CE with its per-element Python loop (``soft_label_CrossEntropyLoss``) and the
+    ``FindNotX`` label filter;
+  - Adam as PyTorch 1.4 ran it (one parameter at a time, ``zero_grad`` to zeros, not None).
+
+Both networks hold the same weights (ours copied into the reference's module names) and see the
+same batch. The losses must agree: in train mode BatchNorm normalises with the batch statistics,
+so the release's extra running-stat updates (two per view and step instead of one) do not enter
+the loss; at the first step the weights are identical, the gradients are the same sum, so the
+loss *and* every gradient agree to float rounding, and the two runs stay in lock step after the
+optimiser steps. The check runs in fp32 before timing and the script exits 1 if it fails.
+
+Timing: steps of the two alternate (so load on a shared machine hits both alike); the median of
+``--steps`` after ``--warmup``. Memory: the variant's persistent state (weights + optimiser
+state) plus the peak above it during a step (activations, gradients, temporaries): CUDA
+``max_memory_allocated``; CPU peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``,
+process-wide ``ru_maxrss`` where that is unavailable). For scale also ours with ``heads:
+pooled`` and a bare ResNet-18 forward+backward of both views. On CUDA ours runs as
+``hico.train`` does (bf16 autocast, channels_last, TF32) and the reference with fp16 autocast
+(apex O2's stand-in; ``--ref-amp none`` for fp32).
+
+    python bench/hico_step.py                      # batch 32, 224 px, CPU here (a few minutes)
+    python bench/hico_step.py --device cuda --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hico.config import resolve_pretrain_config  # noqa: E402
+from hico.data.pairs import build_sampler  # noqa: E402
+from hico.data.transforms import AugmentConfig, FrameAugment  # noqa: E402
+from hico.methods.base import build_method  # noqa: E402
+from hico.models.backbone import Backbone  # noqa: E402
+from hico.train import build_optimizer  # noqa: E402
+
+NUM_CLASSES = 12  # US-4's joint class map, as released
+LAM, ALPHA, TEMPERATURE = 0.2, 0.2, 0.5
+
+
+# ---------------------------------------------------------------- the released network and loss
+
+
+class ReleasedFPN(nn.Module):
+    """``FPNresnet18``: torchvision ResNet-18 (``ResNetNew.forward``) + the top-down pyramid."""
+
+    def __init__(self):
+        super().__init__()
+        self.R18 = torchvision.models.resnet18(weights=None)
+        self.toplayer = nn.Conv2d(512, 256, 1)
+        self.smooth1 = nn.Conv2d(256, 256, 3, padding=1)
+        self.smooth2 = nn.Conv2d(256, 256, 3, padding=1)
+        self.smooth3 = nn.Conv2d(256, 256, 3, padding=1)
+        self.latlayer1 = nn.Conv2d(256, 256, 1)
+        self.latlayer2 = nn.Conv2d(128, 256, 1)
+        self.latlayer3 = nn.Conv2d(64, 256, 1)
+
+    @staticmethod
+    def _upsample_add(x, y):  # F.upsample(x, size=(H, W), mode='bilinear') + y
+        return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False) + y
+
+    def forward(self, x):
+        r = self.R18
+        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        c2 = r.layer1(x)
+        c3 = r.layer2(c2)
+        c4 = r.layer3(c3)
+        c5 = r.layer4(c4)
+        f = r.avgpool(c5)
+        p5 = self.toplayer(c5)
+        p4 = self._upsample_add(p5, self.latlayer1(c4))
+        p3 = self._upsample_add(p4, self.latlayer2(c3))
+        p2 = self._upsample_add(p3, self.latlayer3(c2))
+        return self.smooth3(p2), self.smooth2(p3), self.smooth1(p4), p5, f
+
+
+class ReleasedHiCoNet(nn.Module):
+    """``ResNetSimCLR`` of the release, forward line for line (dead branches included)."""
+
+    def __init__(self, size: int = 224, out_dim: int = 256, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        s2, s3, s4, s5 = size // 4, size // 8, size // 16, size // 32
+        self.features = ReleasedFPN()
+        self.l2 = nn.Linear(256 * s2 * s2, out_dim)
+        self.l3 = nn.Linear(256 * s3 * s3, out_dim)
+        self.l4 = nn.Linear(256 * s4 * s4, out_dim)
+        self.l5 = nn.Linear(256 * s5 * s5, out_dim)
+        self.lf = nn.Linear(512, out_dim)
+        self.l22 = nn.Linear(out_dim, out_dim)
+        self.l33 = nn.Linear(out_dim, out_dim)
+        self.l55 = nn.Linear(out_dim, out_dim)
+        self.fc = nn.Linear(out_dim, num_classes)
+
+    def forward(self, x):
+        p2, p3, p4, p5, h = self.features(x)
+        f2, f3, f4, f5, fp = (torch.flatten(t, start_dim=1) for t in (p2, p3, p4, p5, h))
+        x2 = F.relu(self.l2(f2))  # noqa: F841  (dead, as released)
+        x3 = F.relu(self.l3(f3))  # noqa: F841
+        x4 = F.relu(self.l4(f4))  # noqa: F841  (the p4 head: never in a loss)
+        x5 = F.relu(self.l5(f5))  # noqa: F841
+        c = self.fc(F.relu(self.lf(fp)))
+        xx2 = self.l22(F.relu(self.l2(f2)))
+        xx3 = self.l33(F.relu(self.l3(f3)))
+        xx5 = self.l55(F.relu(self.l5(f5)))
+        return xx2, xx3, xx5, c
+
+
+def released_nt_xent(zis, zjs, temperature=TEMPERATURE):
+    """``NTXentLoss.forward`` with ``use_cosine_similarity: True``."""
+    n, device = zis.shape[0], zis.device
+    diag = np.eye(2 * n)
+    lower = np.eye(2 * n, 2 * n, k=-n)
+    upper = np.eye(2 * n, 2 * n, k=n)
+    mask = (1 - torch.from_numpy(diag + lower + upper)).type(torch.bool).to(device)
+    representations = torch.cat([zjs, zis], dim=0)
+    similarity = torch.nn.CosineSimilarity(dim=-1)(representations.unsqueeze(1), representations.unsqueeze(0))
+    positives = torch.cat([torch.diag(similarity, n), torch.diag(similarity, -n)]).view(2 * n, 1)
+    negatives = similarity[mask].view(2 * n, -1)
+    logits = torch.cat((positives, negatives), dim=1) / temperature
+    labels = torch.zeros(2 * n, device=device).long()
+    return torch.nn.CrossEntropyLoss(reduction="sum")(logits, labels) / (2 * n)
+
+
+def released_step_loss(model, xis, xjs):
+    """``SimCLR._step``: two more forward passes, seven NT-Xent terms."""
+    ris, kis, zis, _ = model(xis)
+    rjs, kjs, zjs, _ = model(xjs)
+    zis, zjs, kis, kjs, ris, rjs = (F.normalize(t, dim=1) for t in (zis, zjs, kis, kjs, ris, rjs))
+    lumbda_ = 0.5
+    peer = released_nt_xent(ris, rjs) + released_nt_xent(kis, kjs) + released_nt_xent(zis, zjs)
+    cross = (released_nt_xent(zis, kis) + released_nt_xent(zjs, kjs)
+             + released_nt_xent(zis, ris) + released_nt_xent(zjs, rjs))
+    return lumbda_ * peer + (1 - lumbda_) * cross
+
+
+def released_soft_ce(labels, outputs, alpha=ALPHA):
+    """``soft_label_CrossEntropyLoss``: the target built one element at a time."""
+    batch_size, num_class = len(labels), outputs.shape[1]
+    soft_labels_a = F.one_hot(labels, num_class)
+    soft_labels = torch.zeros((batch_size, num_class)).to(outputs.device)
+    for i in range(batch_size):
+        for j in range(num_class):
+            if soft_labels_a[i][j] == 1:
+                soft_labels[i][j] = (1 - alpha) * 1 + alpha / (batch_size - 1)
+            else:
+                soft_labels[i][j] = (1 - alpha) * 0 + alpha / (batch_size - 1)
+    return -torch.sum(soft_labels * F.log_softmax(outputs, dim=1)) / batch_size
+
+
+def find_not(values, x):
+    return [i for i, item in enumerate(values) if item != x]
+
+
+def released_loss(model, xis, xjs, labels):
+    """The body of ``SimCLR.train``'s loop (semi-supervised branch); labels -1 = the release's 9999."""
+    _, _, _, out_i = model(xis)
+    _, _, _, out_j = model(xjs)
+    idx_i, idx_j = find_not(labels.tolist(), -1), find_not(labels.tolist(), -1)
+    loss_i = released_soft_ce(labels[idx_i], out_i[idx_i])
+    loss_j = released_soft_ce(labels[idx_j], out_j[idx_j])
+    return released_step_loss(model, xis, xjs) + LAM * loss_i + LAM * loss_j
+
+
+def ours_to_released_names(ours) -> dict[str, str]:
+    """Our parameter/buffer names -> the release's (``heads.local.fc1`` -> ``l2`` ...)."""
+    heads = {"local": ("l2", "l22"), "medium": ("l3", "l33"), "global": ("l5", "l55")}
+    out = {}
+    for name in ours.state_dict():
+        if name.startswith("backbone.body."):
+            out[name] = "features.R18." + name[len("backbone.body."):]
+        elif name.startswith("fpn."):
+            out[name] = "features." + name[len("fpn."):]
+        elif name.startswith("heads."):
+            _, level, layer, leaf = name.split(".")
+            out[name] = f"{heads[level][layer == 'fc2']}.{leaf}"
+        elif name.startswith("classifier."):
+            out[name] = name[len("classifier."):]
+    return out
+
+
+def copy_weights(ours, released) -> dict[str, str]:
+    names = ours_to_released_names(ours)
+    state = ours.state_dict()
+    missing, unexpected = released.load_state_dict({names[k]: v for k, v in state.items()}, strict=False)
+    dead = {k for k in missing if k.split(".")[0] in ("l4",) or ".smooth1." in k or k.startswith("features.R18.fc.")}
+    if unexpected or set(missing) != dead:
+        raise RuntimeError(f"weight copy: unexpected {unexpected}, missing {sorted(set(missing) - dead)}")
+    return names
+
+
+# ---------------------------------------------------------------- measurement
+
+
+class Memory:
+    """Bytes in use now and the peak since ``reset``, for CUDA or this process's RSS."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.resettable = False
+        if device.type == "cpu":
+            with contextlib.suppress(OSError):  # big frees go back to the OS, so RSS tracks tensors
+                ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: fixed 1 MiB
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.resettable = True
+            except OSError:
+                pass
+
+    def _status_kb(self, key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    def now(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        return self._status_kb("VmRSS") * 1024 if self.resettable else 0
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.resettable:
+            Path("/proc/self/clear_refs").write_text("5")
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.resettable:
+            return self._status_kb("VmHWM") * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if optimizer is not None:
+        for s in optimizer.state.values():
+            n += sum(v.numel() * v.element_size() for v in s.values() if torch.is_tensor(v))
+        n += sum(p.grad.numel() * p.grad.element_size() for g in optimizer.param_groups
+                 for p in g["params"] if p.grad is not None)  # zeroed, not freed (the release)
+    return n
+
+
+class Variant:
+    def __init__(self, name, step, model, optimizer, mem):
+        self.name, self.step, self.model, self.optimizer, self.mem = name, step, model, optimizer, mem
+        self.times, self.losses, self.transient = [], [], 0
+
+    def run(self, device) -> None:
+        _sync(device)
+        base = self.mem.now()
+        self.mem.reset()
+        t0 = time.perf_counter()
+        loss = self.step()
+        _sync(device)
+        self.times.append(time.perf_counter() - t0)
+        self.losses.append(float(loss))
+        self.transient = max(self.transient, self.mem.peak() - base)
+
+    def summary(self, warmup: int) -> dict:
+        times = self.times[warmup:] or self.times
+        persistent = state_bytes(self.model, self.optimizer)
+        measured = self.mem.resettable or self.mem.device.type == "cuda"
+        return {"name": self.name, "ms": 1e3 * statistics.median(times), "loss": self.losses[0],
+                "state_mb": persistent / 2**20,
+                "mem_mb": (persistent + self.transient) / 2**20 if measured else float("nan")}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict:
+    """Three random frames per 'video', the released mixup, augmentation and labels."""
+    rng = np.random.default_rng(seed)
+    sampler = build_sampler({"name": "three_frame_mixup", "beta": 0.5})
+    augment = FrameAugment(AugmentConfig.from_dict({}, size))
+    lams = [sampler.choose(22, rng)[1]["lam"] for _ in range(batch)]
+    frames = torch.from_numpy(rng.integers(0, 256, (batch, 3, size, size), dtype=np.uint8)).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    views, _ = sampler.make_views(frames, {"lam": torch.tensor(lams, device=device)}, augment, gen)
+    labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, batch)).to(device)
+    return {"views": views, "labels": labels, "video_idx": torch.arange(batch, device=device),
+            "weights": torch.ones(batch, device=device)}
+
+
+def check_equal(ours, released, names, batch) -> tuple[float, float, float]:
+    """fp32 loss of both on the same batch and weights; the worst relative gradient difference."""
+    ours.zero_grad(set_to_none=True)
+    released.zero_grad(set_to_none=True)
+    loss_ours = ours.training_step(batch)["loss"]
+    loss_ours.backward()
+    loss_ref = released_loss(released, *batch["views"], batch["labels"])
+    loss_ref.backward()
+    ref_params = dict(released.named_parameters())
+    worst = 0.0
+    for name, p in ours.named_parameters():
+        g, g_ref = p.grad, ref_params[names[name]].grad
+        if g is None or g_ref is None:
+            raise RuntimeError(f"no gradient for {name} (ours) or {names[name]} (reference)")
+        scale = float(g_ref.abs().max()) or 1.0
+        worst = max(worst, float((g - g_ref).abs().max()) / scale)
+    ours.zero_grad(set_to_none=True)
+    released.zero_grad(set_to_none=True)
+    return float(loss_ours), float(loss_ref), worst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--ref-amp", choices=["fp16", "none"], default="fp16", help="reference precision on CUDA")
+    ap.add_argument("--rtol", type=float, default=1e-4, help="loss agreement required (relative)")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if args.size % 32:
+        ap.error("--size must be divisible by 32")
+    mem = Memory(dev)
+    print(f"device {dev} ({torch.cuda.get_device_name(dev) if cuda else f'{torch.get_num_threads()} threads'}), "
+          f"torch {torch.__version__}, batch {args.batch}, {args.size} px, resnet18, {NUM_CLASSES} classes")
+
+    cfg = resolve_pretrain_config("hico", {"image_size": args.size, "batch_size": args.batch, "pretrained": False})
+    torch.manual_seed(0)
+    ours = build_method("hico", {**cfg.params, "heads": "flatten"}, backbone=cfg.backbone, pretrained=False,
+                        num_classes=NUM_CLASSES, image_size=args.size).to(dev).train()
+    released = ReleasedHiCoNet(args.size).to(dev).train()
+    names = copy_weights(ours, released)
+    batch = make_batch(args.batch, args.size, dev)
+
+    # 1. equal loss and gradients (fp32, identical weights, train-mode BN)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    t0 = time.perf_counter()
+    loss_ours, loss_ref, grad_diff = check_equal(ours, released, names, batch)
+    rel = abs(loss_ours - loss_ref) / abs(loss_ref)
+    equal = rel <= args.rtol
+    print(f"equality (fp32, first step, same weights): loss ours {loss_ours:.7f}  reference {loss_ref:.7f}  "
+          f"rel diff {rel:.1e}; worst gradient diff / max |grad| {grad_diff:.1e}  "
+          f"[{'equal' if equal else 'NOT EQUAL'}] ({time.perf_counter() - t0:.0f} s)")
+
+    # 2. timing, alternating ours and reference steps
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        ours = ours.to(memory_format=torch.channels_last)
+    views_ours = dict(batch, views=[v.contiguous(memory_format=torch.channels_last) for v in batch["views"]]) if cuda else batch
+    opt_ours = build_optimizer(ours, cfg, dev)
+    opt_ref = torch.optim.Adam(released.parameters(), cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                               foreach=False)
+
+    def autocast(dtype):
+        return torch.autocast(dev.type, dtype=dtype, enabled=cuda)
+
+    def ours_step(model, opt):
+        def step():
+            with autocast(torch.bfloat16):
+                out = model(views_ours)  # forward() is training_step, as hico.train calls it
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            return out["loss"].detach()
+        return step
+
+    def ref_step(model, opt):
+        def step():
+            if cuda:
+                torch.cuda.empty_cache()  # as released, every iteration
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=cuda and args.ref_amp == "fp16"):
+                loss = released_loss(model, *batch["views"], batch["labels"])
+            opt.zero_grad(set_to_none=False)  # PyTorch 1.4: gradients zeroed in place
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        return step
+
+    pair = [Variant("ours, heads: flatten", ours_step(ours, opt_ours), ours, opt_ours, mem),
+            Variant("reference-equivalent (released loop)", ref_step(released, opt_ref), released, opt_ref, mem)]
+    for _ in range(args.warmup + args.steps):
+        for v in pair:
+            v.run(dev)
+    rows = [v.summary(args.warmup) for v in pair]
+    drift = max(abs(a - b) / abs(b) for a, b in zip(pair[0].losses, pair[1].losses))
+    del pair, opt_ref, released, opt_ours, ours  # free ~9 GB before the next variants
+
+    # 3. for scale: pooled heads; a bare ResNet-18 forward+backward of both views
+    torch.manual_seed(0)
+    pooled = build_method("hico", {**cfg.params, "heads": "pooled"}, backbone=cfg.backbone, pretrained=False,
+                          num_classes=NUM_CLASSES, image_size=args.size).to(dev).train()
+    plain = Backbone("resnet18").to(dev).train()
+    if cuda:
+        pooled = pooled.to(memory_format=torch.channels_last)
+        plain = plain.to(memory_format=torch.channels_last)
+    opt_pooled = build_optimizer(pooled, cfg, dev)
+
+    def step_plain():
+        plain.zero_grad(set_to_none=True)
+        with autocast(torch.bfloat16):
+            loss = sum(plain(v).float().pow(2).mean() for v in views_ours["views"])
+        loss.backward()
+        return loss.detach()
+
+    extra = [Variant("ours, heads: pooled", ours_step(pooled, opt_pooled), pooled, opt_pooled, mem),
+             Variant("plain resnet18 fwd+bwd, both views (no heads, no optimiser)", step_plain, plain, None, mem)]
+    for v in extra:
+        for _ in range(args.warmup + args.steps):
+            v.run(dev)
+    rows += [v.summary(args.warmup) for v in extra]
+
+    ours_ms, ref_ms = rows[0]["ms"], rows[1]["ms"]
+    print(f"\n{'variant':<62} {'ms/step':>10} {'vs ours':>8} {'state MB':>9} {'peak MB':>9}  first loss")
+    for r in rows:
+        print(f"{r['name']:<62} {r['ms']:>10.0f} {r['ms'] / ours_ms:>7.2f}x {r['state_mb']:>9.0f} "
+              f"{r['mem_mb']:>9.0f}  {r['loss']:.6f}")
+    print(f"\nspeed-up of ours over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
+          f"(median of {args.steps} steps after {args.warmup} warm-up)")
+    print(f"loss agreement over the timed steps (weights in lock step): max rel diff {drift:.1e}"
+          + (" (ours bf16, reference fp16 on CUDA)" if cuda else ""))
+    print("state MB = weights + optimiser state (+ the reference's zeroed gradients); "
+          "peak MB = state + the peak above it during a step"
+          + ("" if cuda or mem.resettable else " (unavailable: no /proc/self/clear_refs)"))
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
