@@ -362,7 +362,7 @@ def train_epoch(model: FinetuneModel, data: FrameSet, optimizer: torch.optim.Opt
         idx = order[start : start + batch_size]
         if len(idx) < 2 and len(data) > 1:
             continue
-        x = augment(data.frames[idx].to(device), generator=aug_gen)
+        x = augment(data.frames[idx.to(data.frames.device)].to(device), generator=aug_gen)
         y = torch.as_tensor(data.labels[idx.numpy()], device=device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)
@@ -415,6 +415,8 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
     amp = device.type == "cuda"
     image_size = int(train.frames.shape[-1])
 
+    if device.type == "cuda":  # uint8 frames live on the GPU once (POCUS at 224 px: ~0.1 GB)
+        train, val, test = (FrameSet(d.frames.to(device), d.labels, d.video_ids) for d in (train, val, test))
     torch.manual_seed(seed)
     model = FinetuneModel(copy.deepcopy(encoder), n_classes).to(device)
     if hp["trainable"] == "all":
@@ -482,7 +484,8 @@ _CHECKPOINT_RE = re.compile(r"encoder_epoch(\d+)\.pt$")
 
 
 def _encoder_facts(encoder_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Epoch, kind (``final`` or ``checkpoint``) and pretraining datasets of an encoder file."""
+    """Epoch, kind (``final`` or ``checkpoint``) and pretraining datasets of an encoder file
+    (from the run's ``config.json``: ``[]`` for a control, ``None`` when unknown)."""
     m = _CHECKPOINT_RE.search(encoder_path.name)
     epoch = meta.get("epoch")
     if epoch is None and m:
@@ -491,7 +494,10 @@ def _encoder_facts(encoder_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     cfg_path = encoder_path.parent / "config.json"
     if cfg_path.exists():
         try:
-            datasets = [Path(d).name for d in json.loads(cfg_path.read_text()).get("datasets", [])] or None
+            run = json.loads(cfg_path.read_text())
+            datasets = [Path(d).name for d in run.get("datasets", [])] or None
+            if datasets is None and (run.get("config") or {}).get("requires_pretraining") is False:
+                datasets = []  # a control (random_init, imagenet): no pretraining data at all
         except (json.JSONDecodeError, AttributeError):
             datasets = None
     return {"encoder_epoch": int(epoch) if epoch is not None else None,

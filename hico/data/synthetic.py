@@ -204,7 +204,7 @@ def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
         ribs=ribs,
         b_lines=tuple(b_lines),
         consolidation=cons,
-        decorrelation=float(rng.uniform(0.03, 0.1)),
+        decorrelation=float(rng.uniform(0.05, 0.2)),
     )
 
 
@@ -407,7 +407,8 @@ def render_polar(scene: Scene, n_frames: int, size: int, rng: np.random.Generato
     lung_sc = _fourier_shift(_cgauss(rng, (n_r, n_a + 2 * pad)), slide_px, axis=1)
     wall_sc = _cgauss(rng, (1, n_r, n_a))  # the chest wall stays fixed to the probe
     sc = wall_sc + below * (lung_sc[:, :, pad:pad + n_a].astype(np.complex64) - wall_sc)
-    eps = scene.decorrelation  # a fraction of the scatterers is re-drawn every frame
+    # a fraction of the scatterers is re-drawn every frame: much more in the lung than the wall
+    eps = F32(scene.decorrelation) * (F32(0.05) + F32(0.95) * below)
     sc = np.sqrt(1 - eps) * sc + np.sqrt(eps) * _cgauss(rng, u.shape)
     z = F32(np.sqrt(4 * np.pi * sig[1] * sig[2])) * sc * np.sqrt(E) + S  # unit-RMS speckle
     z = ndimage.gaussian_filter(z.real, sig) + 1j * ndimage.gaussian_filter(z.imag, sig)

@@ -193,7 +193,8 @@ def load_records(paths: Iterable[Path]) -> pd.DataFrame:
             "encoder_epoch": m.get("encoder_epoch", (m.get("encoder_meta") or {}).get("epoch")),
             "encoder_kind": m.get("encoder_kind") or (
                 "checkpoint" if re.search(r"encoder_epoch\d+\.pt$", str(m.get("encoder", ""))) else "final"),
-            "pretrain_data": ";".join(m.get("pretrain_datasets") or []) or "unknown",
+            "pretrain_data": ("unknown" if m.get("pretrain_datasets") is None
+                              else ";".join(m["pretrain_datasets"]) or "none"),
             "classes": json.dumps(m["classes"]),
             "git_sha": (m.get("provenance") or {}).get("git_sha", ""),
             "source": str(path),

@@ -47,9 +47,13 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+#: every method of the run (set by :func:`main` from main_comparison.csv) so colours agree across figures
+ALL_METHODS: set[str] = set()
+
+
 def _colors(methods: list[str]) -> dict[str, tuple]:
     """A stable colour per method; the reference method (hico) always gets the first colour."""
-    ordered = sorted(set(methods), key=lambda m: (not m.startswith("hico"), m))
+    ordered = sorted(set(methods) | ALL_METHODS, key=lambda m: (not m.startswith("hico"), m))
     cmap = plt.get_cmap("tab10" if len(ordered) <= 10 else "tab20")
     return {m: cmap(i % cmap.N) for i, m in enumerate(ordered)}
 
@@ -277,13 +281,14 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
             axes[0][c].plot(s["epoch"], s["val_accuracy"], color=colors[method], label=method)
             axes[1][c].plot(s["epoch"], s["train_loss"], color=colors[method], label=method)
         axes[0][c].set_title(f"{dataset} / {protocol}")
-        axes[0][c].set_ylabel("validation accuracy (mean over folds × seeds)")
+        axes[0][c].set_ylabel("validation accuracy")
         axes[1][c].set_ylabel("training loss")
         axes[1][c].set_xlabel("fine-tuning epoch")
         for ax in axes[:, c]:
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fig.suptitle("Fine-tuning: mean over folds × seeds per epoch (the epoch is selected on validation accuracy)")
     return _save(fig, out_dir, "finetune_curves")
 
 
@@ -353,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")
     a = p.parse_args(argv)
     tables, out_dir = Path(a.tables), Path(a.out_dir)
+    if (tables / "main_comparison.csv").exists():
+        ALL_METHODS.update(pd.read_csv(tables / "main_comparison.csv", usecols=["method"])["method"].astype(str))
     written = plot_main_comparison(tables, out_dir)
     written += plot_convergence(tables, out_dir)
     written += plot_label_efficiency(tables, out_dir)
