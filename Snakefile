@@ -6,7 +6,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "workflows/config/config.yaml"
+# The paper config is the default; a --configfile replaces it rather than merging into it
+# (a merge would add the paper's datasets to the demo).
+if not config:
+
+    configfile: "workflows/config/config.yaml"
 
 
 validate(config, "workflows/schemas/config.schema.yaml")

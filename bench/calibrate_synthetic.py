@@ -62,7 +62,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
-def supervised_accuracy(x, y, train, test, epochs, seed, batch=32, lr=2e-3) -> float:
+def supervised_predictions(x, y, train, test, epochs, seed, batch=32, lr=2e-3) -> np.ndarray:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = timm.create_model("resnet18", pretrained=False, num_classes=3, in_chans=3)
@@ -81,7 +81,7 @@ def supervised_accuracy(x, y, train, test, epochs, seed, batch=32, lr=2e-3) -> f
             loss.backward()
             opt.step()
             sched.step()
-    return float((predict(model, x[test]) == y[test]).mean())
+    return predict(model, x[test])
 
 
 @torch.no_grad()
@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-folds", type=int, default=None, help="train on the first N folds only")
     ap.add_argument("--probe-only", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -146,13 +147,16 @@ def main(argv=None) -> int:
           f"(folds {', '.join(f'{a:.3f}' for a in probe)}; {time.perf_counter() - t0:.0f} s)")
     if args.probe_only:
         return 0
-    sup = []
-    for f, (tr, te) in enumerate(splits):
+    sup, conf = [], np.zeros((3, 3), int)
+    for f, (tr, te) in enumerate(splits[:args.max_folds]):
         t0 = time.perf_counter()
-        sup.append(supervised_accuracy(x, y, tr, te, args.epochs, args.seed + f))
+        pred = supervised_predictions(x, y, tr, te, args.epochs, args.seed + f)
+        sup.append(float((pred == y[te]).mean()))
+        np.add.at(conf, (y[te], pred), 1)
         print(f"  fold {f}: supervised {sup[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"supervised resnet18 ({args.epochs} epochs): {np.mean(sup):.3f} "
           f"(folds {', '.join(f'{a:.3f}' for a in sup)})")
+    print(f"supervised confusion (rows true, cols predicted; {', '.join(ds.classes)}):\n{conf}")
     return 0
 
 

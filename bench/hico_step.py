@@ -216,21 +216,18 @@ def copy_weights(ours, released) -> dict[str, str]:
 
 
 class Memory:
-    """Bytes in use now and the peak since ``reset``, for CUDA or this process's RSS."""
+    """Bytes in use now and the peak since ``reset``: CUDA allocator, or this process's RSS."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.resettable = False
+        self.resettable = device.type == "cuda"
         if device.type == "cpu":
-            with contextlib.suppress(OSError):  # big frees go back to the OS, so RSS tracks tensors
-                ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: fixed 1 MiB
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
                 self.resettable = True
-            except OSError:
-                pass
 
-    def _status_kb(self, key: str) -> int:
+    @staticmethod
+    def _status_kb(key: str) -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
@@ -240,6 +237,12 @@ class Memory:
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device)
         return self._status_kb("VmRSS") * 1024 if self.resettable else 0
+
+    def trim(self) -> None:
+        """Give freed heap pages back to the OS, so that RSS is what is live (CPU)."""
+        if self.device.type == "cpu":
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
 
     def reset(self) -> None:
         if self.device.type == "cuda":
@@ -252,51 +255,66 @@ class Memory:
             return torch.cuda.max_memory_allocated(self.device)
         if self.resettable:
             return self._status_kb("VmHWM") * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # whole run, not per variant
 
 
 def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """Weights, buffers, gradients held between steps and optimiser state."""
     n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    n += sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
     if optimizer is not None:
         for s in optimizer.state.values():
             n += sum(v.numel() * v.element_size() for v in s.values() if torch.is_tensor(v))
-        n += sum(p.grad.numel() * p.grad.element_size() for g in optimizer.param_groups
-                 for p in g["params"] if p.grad is not None)  # zeroed, not freed (the release)
     return n
 
 
-class Variant:
-    def __init__(self, name, step, model, optimizer, mem):
-        self.name, self.step, self.model, self.optimizer, self.mem = name, step, model, optimizer, mem
-        self.times, self.losses, self.transient = [], [], 0
-
-    def run(self, device) -> None:
-        _sync(device)
-        base = self.mem.now()
-        self.mem.reset()
-        t0 = time.perf_counter()
-        loss = self.step()
-        _sync(device)
-        self.times.append(time.perf_counter() - t0)
-        self.losses.append(float(loss))
-        self.transient = max(self.transient, self.mem.peak() - base)
-
-    def summary(self, warmup: int) -> dict:
-        times = self.times[warmup:] or self.times
-        persistent = state_bytes(self.model, self.optimizer)
-        measured = self.mem.resettable or self.mem.device.type == "cuda"
-        return {"name": self.name, "ms": 1e3 * statistics.median(times), "loss": self.losses[0],
-                "state_mb": persistent / 2**20,
-                "mem_mb": (persistent + self.transient) / 2**20 if measured else float("nan")}
-
-
-def _sync(device):
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+class Variant:
+    """A step split in ``forward_backward() -> loss`` and ``update()``, timed and measured."""
+
+    def __init__(self, name, forward_backward, update, model, optimizer, mem):
+        self.name, self.forward_backward, self.update = name, forward_backward, update
+        self.model, self.optimizer, self.mem = model, optimizer, mem
+        self.fb_s, self.update_s, self.losses, self.transient = [], [], [], 0
+
+    def timed(self, fn, record: list) -> torch.Tensor | None:
+        _sync(self.mem.device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(self.mem.device)
+        record.append(time.perf_counter() - t0)
+        return out
+
+    def run(self) -> None:
+        """One timed step."""
+        self.losses.append(float(self.timed(self.forward_backward, self.fb_s)))
+        self.timed(self.update, self.update_s)
+
+    def measure(self) -> None:
+        """One untimed step for memory: the rise of the footprint above its pre-step level."""
+        self.mem.trim()
+        base = self.mem.now()
+        self.mem.reset()
+        self.losses.append(float(self.forward_backward()))
+        self.update()
+        _sync(self.mem.device)
+        self.transient = self.mem.peak() - base
+
+    def summary(self, warmup: int) -> dict:
+        fb, up = self.fb_s[warmup:] or self.fb_s, self.update_s[warmup:] or self.update_s
+        persistent = state_bytes(self.model, self.optimizer)
+        return {"name": self.name, "ms": 1e3 * statistics.median(a + b for a, b in zip(fb, up)),
+                "fb_ms": 1e3 * statistics.median(fb), "update_ms": 1e3 * statistics.median(up),
+                "loss": self.losses[0], "state_mb": persistent / 2**20,
+                "peak_mb": (persistent + self.transient) / 2**20 if self.mem.resettable else float("nan")}
+
+
 def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict:
-    """Three random frames per 'video', the released mixup, augmentation and labels."""
+    """Three random frames per 'video', the released mixup and augmentation, random labels."""
     rng = np.random.default_rng(seed)
     sampler = build_sampler({"name": "three_frame_mixup", "beta": 0.5})
     augment = FrameAugment(AugmentConfig.from_dict({}, size))
@@ -309,44 +327,38 @@ def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> di
             "weights": torch.ones(batch, device=device)}
 
 
-def check_equal(ours, released, names, batch) -> tuple[float, float, float]:
-    """fp32 loss of both on the same batch and weights; the worst relative gradient difference."""
-    ours.zero_grad(set_to_none=True)
-    released.zero_grad(set_to_none=True)
-    loss_ours = ours.training_step(batch)["loss"]
-    loss_ours.backward()
-    loss_ref = released_loss(released, *batch["views"], batch["labels"])
-    loss_ref.backward()
+def gradient_difference(ours, released, names) -> float:
+    """max over parameters of max|g_ours - g_ref| / max|g_ref| (after one backward of each)."""
     ref_params = dict(released.named_parameters())
     worst = 0.0
     for name, p in ours.named_parameters():
         g, g_ref = p.grad, ref_params[names[name]].grad
         if g is None or g_ref is None:
             raise RuntimeError(f"no gradient for {name} (ours) or {names[name]} (reference)")
-        scale = float(g_ref.abs().max()) or 1.0
-        worst = max(worst, float((g - g_ref).abs().max()) / scale)
-    ours.zero_grad(set_to_none=True)
-    released.zero_grad(set_to_none=True)
-    return float(loss_ours), float(loss_ref), worst
+        worst = max(worst, float((g.float() - g_ref.float()).abs().max()) / (float(g_ref.abs().max()) or 1.0))
+    return worst
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant, median (CPU 2, CUDA 10)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (CPU 1, CUDA 3)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--ref-amp", choices=["fp16", "none"], default="fp16", help="reference precision on CUDA")
     ap.add_argument("--rtol", type=float, default=1e-4, help="loss agreement required (relative)")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
+    steps = args.steps or (10 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     if args.size % 32:
         ap.error("--size must be divisible by 32")
     mem = Memory(dev)
-    print(f"device {dev} ({torch.cuda.get_device_name(dev) if cuda else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}, batch {args.batch}, {args.size} px, resnet18, {NUM_CLASSES} classes")
+    where = torch.cuda.get_device_name(dev) if cuda else f"{torch.get_num_threads()} threads"
+    print(f"device {dev} ({where}), torch {torch.__version__}, batch {args.batch}, {args.size} px, "
+          f"resnet18, {NUM_CLASSES} classes, {steps} timed steps after {warmup} warm-up", flush=True)
 
     cfg = resolve_pretrain_config("hico", {"image_size": args.size, "batch_size": args.batch, "pretrained": False})
     torch.manual_seed(0)
@@ -355,59 +367,71 @@ def main(argv=None) -> int:
     released = ReleasedHiCoNet(args.size).to(dev).train()
     names = copy_weights(ours, released)
     batch = make_batch(args.batch, args.size, dev)
-
-    # 1. equal loss and gradients (fp32, identical weights, train-mode BN)
-    if cuda:
+    if cuda:  # exact fp32 for the check; timing below as hico.train runs (TF32, bf16, channels_last)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    t0 = time.perf_counter()
-    loss_ours, loss_ref, grad_diff = check_equal(ours, released, names, batch)
-    rel = abs(loss_ours - loss_ref) / abs(loss_ref)
-    equal = rel <= args.rtol
-    print(f"equality (fp32, first step, same weights): loss ours {loss_ours:.7f}  reference {loss_ref:.7f}  "
-          f"rel diff {rel:.1e}; worst gradient diff / max |grad| {grad_diff:.1e}  "
-          f"[{'equal' if equal else 'NOT EQUAL'}] ({time.perf_counter() - t0:.0f} s)")
 
-    # 2. timing, alternating ours and reference steps
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-        ours = ours.to(memory_format=torch.channels_last)
-    views_ours = dict(batch, views=[v.contiguous(memory_format=torch.channels_last) for v in batch["views"]]) if cuda else batch
-    opt_ours = build_optimizer(ours, cfg, dev)
-    opt_ref = torch.optim.Adam(released.parameters(), cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
-                               foreach=False)
+    def autocast(dtype, enabled):
+        return torch.autocast(dev.type, dtype=dtype, enabled=enabled)
 
-    def autocast(dtype):
-        return torch.autocast(dev.type, dtype=dtype, enabled=cuda)
+    amp = {"ours": cuda, "ref": cuda and args.ref_amp == "fp16"}
+    views_ours = batch
 
-    def ours_step(model, opt):
-        def step():
-            with autocast(torch.bfloat16):
+    def ours_variant(name, model, opt):
+        def forward_backward():
+            with autocast(torch.bfloat16, amp["ours"]):
                 out = model(views_ours)  # forward() is training_step, as hico.train calls it
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
-            opt.step()
             return out["loss"].detach()
-        return step
+        return Variant(name, forward_backward, opt.step, model, opt, mem)
 
-    def ref_step(model, opt):
-        def step():
+    def ref_variant(name, model, opt):
+        def forward_backward():
             if cuda:
                 torch.cuda.empty_cache()  # as released, every iteration
-            with torch.autocast(dev.type, dtype=torch.float16, enabled=cuda and args.ref_amp == "fp16"):
+            with autocast(torch.float16, amp["ref"]):
                 loss = released_loss(model, *batch["views"], batch["labels"])
-            opt.zero_grad(set_to_none=False)  # PyTorch 1.4: gradients zeroed in place
+            opt.zero_grad(set_to_none=False)  # PyTorch 1.4: gradients zeroed in place, kept
             loss.backward()
-            opt.step()
             return loss.detach()
-        return step
+        return Variant(name, forward_backward, opt.step, model, opt, mem)
 
-    pair = [Variant("ours, heads: flatten", ours_step(ours, opt_ours), ours, opt_ours, mem),
-            Variant("reference-equivalent (released loop)", ref_step(released, opt_ref), released, opt_ref, mem)]
-    for _ in range(args.warmup + args.steps):
+    opt_ours = build_optimizer(ours, cfg, dev)  # Adam; fused on CUDA
+    opt_ref = torch.optim.Adam(released.parameters(), cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                               foreach=False)  # one parameter at a time, as PyTorch 1.4
+    pair = [ours_variant("ours, heads: flatten", ours, opt_ours),
+            ref_variant("reference-equivalent (released loop)", released, opt_ref)]
+
+    # 1. equality: first step, identical weights, fp32, train-mode BN (on CPU: the warm-up step)
+    t0 = time.perf_counter()
+    if cuda:
+        amp.update(ours=False, ref=False)
+    losses = [float(v.forward_backward()) for v in pair]
+    for v, loss in zip(pair, losses):
+        v.losses.append(loss)
+    grad_diff = gradient_difference(ours, released, names)
+    rel = abs(losses[0] - losses[1]) / abs(losses[1])
+    equal = rel <= args.rtol
+    print(f"equality (fp32, first step, same weights and batch): loss ours {losses[0]:.7f}  reference "
+          f"{losses[1]:.7f}  rel diff {rel:.1e}; worst gradient diff / max|grad| {grad_diff:.1e}  "
+          f"[{'equal' if equal else 'NOT EQUAL'}] ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for v in pair:
+        v.update()
+    if cuda:
+        amp.update(ours=True, ref=args.ref_amp == "fp16")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        ours.to(memory_format=torch.channels_last)
+        views_ours = dict(batch, views=[v.contiguous(memory_format=torch.channels_last) for v in batch["views"]])
+    warmup = max(0, warmup - 1) if not cuda else warmup  # the check was the CPU warm-up
+
+    # 2. timing, ours and reference alternating (load on a shared machine hits both alike)
+    for _ in range(warmup + steps):
         for v in pair:
-            v.run(dev)
-    rows = [v.summary(args.warmup) for v in pair]
+            v.run()
+    for v in pair:
+        v.measure()
+    rows = [v.summary(warmup) for v in pair]
     drift = max(abs(a - b) / abs(b) for a, b in zip(pair[0].losses, pair[1].losses))
     del pair, opt_ref, released, opt_ours, ours  # free ~9 GB before the next variants
 
@@ -417,36 +441,38 @@ def main(argv=None) -> int:
                           num_classes=NUM_CLASSES, image_size=args.size).to(dev).train()
     plain = Backbone("resnet18").to(dev).train()
     if cuda:
-        pooled = pooled.to(memory_format=torch.channels_last)
-        plain = plain.to(memory_format=torch.channels_last)
-    opt_pooled = build_optimizer(pooled, cfg, dev)
+        pooled.to(memory_format=torch.channels_last)
+        plain.to(memory_format=torch.channels_last)
 
-    def step_plain():
+    def plain_forward_backward():
         plain.zero_grad(set_to_none=True)
-        with autocast(torch.bfloat16):
+        with autocast(torch.bfloat16, amp["ours"]):
             loss = sum(plain(v).float().pow(2).mean() for v in views_ours["views"])
         loss.backward()
         return loss.detach()
 
-    extra = [Variant("ours, heads: pooled", ours_step(pooled, opt_pooled), pooled, opt_pooled, mem),
-             Variant("plain resnet18 fwd+bwd, both views (no heads, no optimiser)", step_plain, plain, None, mem)]
+    extra = [ours_variant("ours, heads: pooled", pooled, build_optimizer(pooled, cfg, dev)),
+             Variant("plain resnet18 fwd+bwd, both views, no heads/optimiser", plain_forward_backward,
+                     lambda: None, plain, None, mem)]
     for v in extra:
-        for _ in range(args.warmup + args.steps):
-            v.run(dev)
-    rows += [v.summary(args.warmup) for v in extra]
+        for _ in range(max(1, warmup) + steps):
+            v.run()
+        v.measure()
+    rows += [v.summary(max(1, warmup)) for v in extra]
 
     ours_ms, ref_ms = rows[0]["ms"], rows[1]["ms"]
-    print(f"\n{'variant':<62} {'ms/step':>10} {'vs ours':>8} {'state MB':>9} {'peak MB':>9}  first loss")
+    print(f"\n{'variant':<55} {'ms/step':>9} {'fwd+bwd':>9} {'optim':>7} {'vs ours':>8} "
+          f"{'state MB':>9} {'peak MB':>8}  first loss")
     for r in rows:
-        print(f"{r['name']:<62} {r['ms']:>10.0f} {r['ms'] / ours_ms:>7.2f}x {r['state_mb']:>9.0f} "
-              f"{r['mem_mb']:>9.0f}  {r['loss']:.6f}")
+        print(f"{r['name']:<55} {r['ms']:>9.0f} {r['fb_ms']:>9.0f} {r['update_ms']:>7.0f} "
+              f"{r['ms'] / ours_ms:>7.2f}x {r['state_mb']:>9.0f} {r['peak_mb']:>8.0f}  {r['loss']:.6f}")
     print(f"\nspeed-up of ours over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
-          f"(median of {args.steps} steps after {args.warmup} warm-up)")
-    print(f"loss agreement over the timed steps (weights in lock step): max rel diff {drift:.1e}"
-          + (" (ours bf16, reference fp16 on CUDA)" if cuda else ""))
-    print("state MB = weights + optimiser state (+ the reference's zeroed gradients); "
-          "peak MB = state + the peak above it during a step"
-          + ("" if cuda or mem.resettable else " (unavailable: no /proc/self/clear_refs)"))
+          f"(median of {steps} steps)")
+    print(f"loss agreement over all steps (weights in lock step): max rel diff {drift:.1e}"
+          + (" (timed steps: ours bf16, reference " + ("fp16" if amp["ref"] else "fp32") + ")" if cuda else ""))
+    print("state MB = weights + gradients kept between steps + optimiser state; peak MB = state + "
+          "the rise above the pre-step footprint during one more (untimed) step"
+          + ("" if mem.resettable else " (n/a: /proc/self/clear_refs not writable)"))
     return 0 if equal else 1
 
 

@@ -166,23 +166,23 @@ def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
     a_strength = float(rng.uniform(0.2, 0.5))
     if label == "regular":
         a_strength *= 1.0 - 0.5 * sev
-        if rng.random() < 0.25 + 0.35 * sev:  # an isolated faint B-line is normal
-            b_lines.append((float(rng.uniform(lo, hi)), float(rng.uniform(0.08, 0.15)),
-                            float(rng.uniform(0.15, 0.35))))
+        if rng.random() < 0.15 + 0.25 * sev:  # an isolated faint B-line is normal
+            b_lines.append((float(rng.uniform(lo, hi)), float(rng.uniform(0.06, 0.12)),
+                            float(rng.uniform(0.06, 0.15))))
     elif label == "b_lines":
         a_strength *= 1.0 - 0.7 * sev
-        n = 1 + int(np.floor(sev * 6.99 * rng.uniform(0.7, 1.0)))
-        width = 0.12 + 0.35 * sev
+        n = 2 + int(np.floor(sev * 5.99 * rng.uniform(0.7, 1.0)))
+        width = 0.15 + 0.35 * sev
         # spread along the window, jittered; many lines merge (confluent B-lines / white lung)
         slots = np.sort(rng.uniform(lo, hi, size=n))
         for x in slots:
             b_lines.append((float(x), float(width * rng.uniform(0.7, 1.3)),
-                            float(rng.uniform(0.55, 1.0) * (0.55 + 0.45 * sev))))
+                            float(rng.uniform(0.7, 1.0) * (0.6 + 0.4 * sev))))
     else:  # consolidation
         a_strength *= 1.0 - 0.4 * sev
-        half = float(np.clip(0.5 + 2.0 * sev * rng.uniform(0.8, 1.2), 0.4, 0.45 * (hi - lo)))
+        half = float(np.clip(0.8 + 1.7 * sev * rng.uniform(0.8, 1.2), 0.6, 0.45 * (hi - lo)))
         x = float(rng.uniform(lo + half, hi - half)) if hi - lo > 2 * half else (lo + hi) / 2
-        cons = (x, half, float(0.6 + 3.4 * sev * rng.uniform(0.8, 1.2)))
+        cons = (x, half, float(1.0 + 3.0 * sev * rng.uniform(0.8, 1.2)))
         if rng.random() < 0.4:  # B-lines often flank a consolidation
             side = x + (half + 0.4) * rng.choice([-1.0, 1.0])
             if lo < side < hi:

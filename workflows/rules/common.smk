@@ -85,8 +85,11 @@ def pool_members(pool):
     return POOLS[pool]
 
 
+RESERVED_METHOD_KEYS = ("method", "evaluate_on")
+
+
 def method_overrides(name, seed):
-    spec = {k: v for k, v in method_spec(name).items() if k != "method"}
+    spec = {k: v for k, v in method_spec(name).items() if k not in RESERVED_METHOD_KEYS}
     return json.dumps([config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}])
 
 
@@ -107,6 +110,10 @@ def encoder_for(wildcards):
     return f"{run}/encoder.pt"
 
 
+def methods_evaluated_on(dataset):
+    return [m for m in config["methods"] if dataset in method_spec(m).get("evaluate_on", [dataset])]
+
+
 def eval_datasets():
     return [d for d, spec in config["datasets"].items() if spec.get("evaluate", False)]
 
@@ -116,7 +123,7 @@ def metrics_targets():
     out = []
     for dataset in eval_datasets():
         for protocol in ev["protocols"]:
-            for method in config["methods"]:
+            for method in methods_evaluated_on(dataset):
                 for seed in ev["seeds"]:
                     for fold in range(ev["folds"]):
                         for variant in eval_variants():
@@ -134,7 +141,7 @@ def pretrain_targets():
     out = []
     for dataset in eval_datasets():
         pool = dataset_spec(dataset)["pool"]
-        for method in config["methods"]:
+        for method in methods_evaluated_on(dataset):
             for seed in config["evaluation"]["seeds"]:
                 out.append(f"{RUNS}/pretrain/{pool}/{method}/seed{seed}/encoder.pt")
     return sorted(set(out))
@@ -149,8 +156,18 @@ TABLES = [
     "per_class",
     "compute_cost",
     "claims",
+    "paper_comparison",
+    "records",
 ]
 FIGURES = ["main_comparison"]
+
+
+def tsne_encoders():
+    """name=path of seed-0 encoders of the first evaluation dataset's pool (t-SNE figure)."""
+    dataset = eval_datasets()[0]
+    pool = dataset_spec(dataset)["pool"]
+    seed = config["evaluation"]["seeds"][0]
+    return {m: f"{RUNS}/pretrain/{pool}/{m}/seed{seed}/encoder.pt" for m in methods_evaluated_on(dataset)}
 
 
 def all_targets():

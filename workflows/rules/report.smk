@@ -23,7 +23,9 @@ rule aggregate:
 
 rule plot:
     input:
-        [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        tables=[f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        encoders=tsne_encoders().values(),
+        data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
     output:
         report(
             [f"{RESULTS}/figures/{f}.png" for f in FIGURES],
@@ -33,11 +35,14 @@ rule plot:
     log:
         f"{LOGS}/report/plot.log",
     params:
-        tables=lambda wc, input: Path(input[0]).parent,
+        tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
         metrics_dir=lambda wc: f"{RUNS}/eval",
+        encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
+        data=lambda wc, input: Path(input.data).parent,
+        image_size=config["evaluation"]["image_size"],
     conda:
         "../envs/report.yaml"
     shell:
         "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "> {log} 2>&1"
+        "--encoders {params.encoders} --data {params.data} --image-size {params.image_size} > {log} 2>&1"
