@@ -10,8 +10,8 @@ rule aggregate:
     log:
         f"{LOGS}/report/aggregate.log",
     params:
-        metrics_dir=lambda wc, input: os.path.commonpath(input.metrics),
-        compute_dir=lambda wc, input: os.path.commonpath(input.encoders),
+        metrics_dir=lambda wc: f"{RUNS}/eval",
+        compute_dir=lambda wc: f"{RUNS}/pretrain",
         bench_dir=lambda wc: f"{BENCH}/pretrain",
         out_dir=lambda wc, output: Path(output[0]).parent,
     conda:
