@@ -22,31 +22,13 @@ from hico.data.standard import load_dataset
 from hico.data.video import select_times
 
 try:
-    from fixtures_http import (  # noqa: F401
-        git_sha,
-        http_server,
-        level,
-        make_frame_folder,
-        make_image,
-        make_video,
-        md5,
-        sha256,
-        zip_bytes,
-        zip_tree,
-    )
+    import fixtures_http as fx
 except ImportError:  # tests/ imported as a package
-    from tests.fixtures_http import (  # noqa: F401
-        git_sha,
-        http_server,
-        level,
-        make_frame_folder,
-        make_image,
-        make_video,
-        md5,
-        sha256,
-        zip_bytes,
-        zip_tree,
-    )
+    from tests import fixtures_http as fx
+
+http_server = fx.http_server  # a fixture: pytest finds it by its name in this module
+git_sha, level, md5, sha256, zip_bytes, zip_tree = fx.git_sha, fx.level, fx.md5, fx.sha256, fx.zip_bytes, fx.zip_tree
+make_frame_folder, make_image, make_video = fx.make_frame_folder, fx.make_image, fx.make_video
 
 SHARED_POCUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pocus"
 SECTIONS = ("Source", "Licence", "Citation", "Label map", "Sampling", "Grouping")

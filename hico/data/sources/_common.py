@@ -1,8 +1,10 @@
-"""What every source module shares: config, lock files, GitHub file lists, and the prepare loop.
+"""What every source module shares: config, lock files, downloads, and the prepare loop.
 
-A source module describes *what* to read (its files, labels, groups); :func:`write_dataset`
-does the rest the same way for all of them: decode each item in a thread pool, quarantine the
-ones that fail, refuse when more than ``max_failure_share`` fail, and write the standard format
+A source module describes *what* to read (its files, labels, groups); :func:`fetch_remote_files`
+(public) or :func:`user_folder` (restricted) is its ``download``, :func:`file_item` turns a file
+or frame folder into an :class:`Item`, and :func:`write_dataset` does the rest the same way for
+all of them: decode each item in a thread pool, quarantine the ones that fail, refuse when more
+than ``max_failure_share`` fail, and write the standard format
 (:class:`hico.data.standard.DatasetWriter`) with ``prepare_report.json`` inside.
 """
 
@@ -26,9 +28,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from hico.data.download import LockFile, RemoteFile, file_sha256, github_tree
+from hico.data.download import LockFile, RemoteFile, fetch_all, file_sha256, github_tree
 from hico.data.standard import DatasetWriter, atomic_write_json
-from hico.data.video import frame_files, is_image
+from hico.data.video import frame_files, is_image, read_any
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,26 @@ def url_join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + quote(rel, safe="/")
 
 
+def mirror_url(cfg: Mapping[str, Any], rel: str, url: str) -> str:
+    """``url``, or ``rel`` under the ``base_url`` option when that is set (mirrors, tests)."""
+    return url_join(cfg["base_url"], rel) if cfg["base_url"] else url
+
+
+def fetch_remote_files(
+    module: ModuleType, raw_dir: str | Path, config: Mapping[str, Any] | None, parallel: bool = False
+) -> Path:
+    """``download`` of a public source: fetch ``module.remote_files`` into ``raw_dir``, each
+    checked against the source's lock file; ``parallel``: ``workers`` files at a time (for
+    sources of many small files; a single file keeps its own progress bar)."""
+    cfg = resolve_config(module, config)
+    workers = cfg["workers"] if parallel else 1
+    fetch_all(
+        module.remote_files(cfg), raw_dir, lock_for(module.NAME, cfg), cfg["retries"], cfg["progress"],
+        cfg["timeout"], workers=workers,
+    )
+    return Path(raw_dir)
+
+
 def github_files(
     name: str,
     cfg: Mapping[str, Any],
@@ -132,6 +154,14 @@ def github_remote(path: str, entry: Mapping[str, Any], base_url: str) -> RemoteF
     return RemoteFile(url=url_join(base_url, path), path=path, checksum=checksum, size=entry.get("size"))
 
 
+def github_remote_files(name: str, cfg: Mapping[str, Any], prefixes: Sequence[str]) -> list[RemoteFile]:
+    """The files under ``prefixes`` of the ``repo`` option at ``ref`` (:func:`github_files`),
+    sorted by path, fetched from ``base_url`` or raw.githubusercontent.com."""
+    base = cfg["base_url"] or f"https://raw.githubusercontent.com/{cfg['repo']}/{cfg['ref']}"
+    entries = github_files(name, cfg, cfg["repo"], cfg["ref"], prefixes, lock_for(name, cfg))
+    return [github_remote(path, entries[path], base) for path in sorted(entries)]
+
+
 def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> Path:
     """``path`` if it exists and is not empty; else :class:`DataNotFoundError` with directions."""
     p = Path(path)
@@ -143,6 +173,15 @@ def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> P
             f"Then run `python -m hico prepare {name} --raw {p} --out <data_root>`."
         )
     return p
+
+
+def user_folder(
+    module: ModuleType, raw_dir: str | Path, config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], Path]:
+    """``(options, raw folder)`` of a restricted source: :func:`resolve_config`, then
+    :func:`require_data` with the module's ``HOW_TO_GET`` and ``EXPECT``."""
+    cfg = resolve_config(module, config)
+    return cfg, require_data(raw_dir, module.NAME, module.HOW_TO_GET, module.EXPECT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +251,41 @@ class Item:
     sha256: str | None = None
     license: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form; the full path when it lies elsewhere."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def file_item(
+    video_id: str,
+    label_name: str,
+    path: Path,
+    root: Path,
+    cfg: Mapping[str, Any],
+    load: Callable[[], np.ndarray] | None = None,
+    **fields: Any,
+) -> Item:
+    """The :class:`Item` of a video file, image (T = 1) or frame folder ``path``.
+
+    Decoded by :func:`~hico.data.video.read_any` at the ``cfg`` sampling (``fps``,
+    ``max_frames``, ``store_size``, ``source_fps``) unless ``load`` is given; ``source_file`` is
+    relative to ``root``; ``patient_id`` is the video id unless given in ``fields``.
+    """
+    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg.get("source_fps")
+    fields.setdefault("patient_id", video_id)
+    return Item(
+        video_id=video_id,
+        label_name=label_name,
+        load=load or (lambda: read_any(path, fps, max_frames, size, src_fps)),
+        source_file=relative_name(path, root),
+        source=path if path.exists() else None,
+        **fields,
+    )
 
 
 def _now() -> str:

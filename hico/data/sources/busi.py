@@ -30,17 +30,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, fetch_all, iter_files, macos_junk, safe_extract
+from hico.data.download import RemoteFile, iter_files, macos_junk, safe_extract
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
-    lock_for,
+    fetch_remote_files,
+    file_item,
+    mirror_url,
     resolve_config,
     unique_ids,
-    url_join,
     write_dataset,
 )
-from hico.data.video import read_image
 
 NAME = "busi"
 CLASSES = ["benign", "malignant", "normal"]
@@ -65,14 +64,11 @@ def _self():
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    url = url_join(cfg["base_url"], ARCHIVE) if cfg["base_url"] else URL
-    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock")]
+    return [RemoteFile(url=mirror_url(cfg, ARCHIVE, URL), path=ARCHIVE, checksum="lock")]
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    cfg = resolve_config(_self(), config)
-    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
-    return Path(raw_dir)
+    return fetch_remote_files(_self(), raw_dir, config)
 
 
 def _video_id(path: Path) -> str:
@@ -97,20 +93,8 @@ def prepare(
             f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
             "Dataset_BUSI_with_GT/ there."
         )
-    size = cfg["store_size"]
     ids = unique_ids(_video_id(p) for p in images)
-    items = [
-        Item(
-            video_id=vid,
-            patient_id=vid,
-            label_name=p.parent.name.lower(),
-            load=(lambda p=p: read_image(p, size)),
-            source_file=p.relative_to(raw).as_posix(),
-            source=p,
-            license=LICENSE,
-        )
-        for vid, p in zip(ids, images)
-    ]
+    items = [file_item(vid, p.parent.name.lower(), p, raw, cfg, license=LICENSE) for vid, p in zip(ids, images)]
     return write_dataset(
         _self(), items, out_root, cfg, info={"version": URL}, name=name,
         expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},

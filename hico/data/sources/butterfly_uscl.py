@@ -32,18 +32,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, archive_kind, fetch_all, macos_junk, safe_extract
+from hico.data.download import RemoteFile, archive_kind, macos_junk, safe_extract
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
+    fetch_remote_files,
+    file_item,
     find_frame_folders,
-    lock_for,
+    mirror_url,
     resolve_config,
     unique_ids,
-    url_join,
     write_dataset,
 )
-from hico.data.video import read_frame_folder
 
 NAME = "butterfly_uscl"
 CLASSES = ["regular", "covid"]
@@ -69,19 +68,13 @@ def _self():
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    if cfg["base_url"]:
-        return [RemoteFile(url=url_join(cfg["base_url"], ARCHIVE), path=ARCHIVE, checksum="lock")]
-    return [
-        RemoteFile(
-            url=f"https://drive.google.com/uc?id={GDRIVE_ID}", path=ARCHIVE, checksum="lock", gdrive_id=GDRIVE_ID
-        )
-    ]
+    url = mirror_url(cfg, ARCHIVE, f"https://drive.google.com/uc?id={GDRIVE_ID}")
+    gdrive_id = None if cfg["base_url"] else GDRIVE_ID  # a mirror is plain HTTP
+    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id)]
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    cfg = resolve_config(_self(), config)
-    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
-    return Path(raw_dir)
+    return fetch_remote_files(_self(), raw_dir, config)
 
 
 def _extract(raw: Path) -> None:
@@ -116,19 +109,8 @@ def prepare(
             skipped.append({"source_file": rel, "reason": f"folder prefix {f.name[:3]!r} is not Reg/Cov"})
         else:
             keep.append((f, label))
-    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["source_fps"]
-    items = [
-        Item(
-            video_id=vid,
-            patient_id=vid,
-            label_name=label,
-            load=(lambda f=f: read_frame_folder(f, fps, max_frames, src_fps, size).frames),
-            source_file=f.relative_to(raw).as_posix(),
-            source=f,
-            license=LICENSE,
-        )
-        for vid, (f, label) in zip(unique_ids(f.name for f, _ in keep), keep)
-    ]
+    ids = unique_ids(f.name for f, _ in keep)
+    items = [file_item(vid, label, f, raw, cfg, license=LICENSE) for vid, (f, label) in zip(ids, keep)]
     return write_dataset(
         _self(), items, out_root, cfg, info={"version": f"gdrive:{GDRIVE_ID}"}, skipped=skipped, name=name,
         expected={"videos": 22, "frames": 1533},

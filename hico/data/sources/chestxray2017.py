@@ -34,17 +34,16 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hico.data.download import RemoteFile, fetch_all, iter_files, macos_junk, safe_extract
+from hico.data.download import RemoteFile, iter_files, macos_junk, safe_extract
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
-    lock_for,
+    fetch_remote_files,
+    file_item,
+    mirror_url,
     resolve_config,
     unique_ids,
-    url_join,
     write_dataset,
 )
-from hico.data.video import read_image
 
 NAME = "chestxray2017"
 CLASSES = ["normal", "pneumonia"]
@@ -73,14 +72,11 @@ def _self():
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    url = url_join(cfg["base_url"], ARCHIVE) if cfg["base_url"] else URL
-    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock")]
+    return [RemoteFile(url=mirror_url(cfg, ARCHIVE, URL), path=ARCHIVE, checksum="lock")]
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    cfg = resolve_config(_self(), config)
-    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
-    return Path(raw_dir)
+    return fetch_remote_files(_self(), raw_dir, config)
 
 
 def patient_of(filename: str) -> str:
@@ -114,22 +110,12 @@ def prepare(
             f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
             f"(about 1.2 GB from {HOMEPAGE})."
         )
-    size = cfg["store_size"]
     ids = unique_ids(f"{p.parent.parent.name.lower()}_{p.stem}" for p in images)
     items = []
     for vid, p in zip(ids, images):
         low = p.name.lower()
         subtype = "bacteria" if "bacteria" in low else "virus" if "virus" in low else ""
-        items.append(
-            Item(
-                video_id=vid,
-                patient_id=patient_of(p.name),
-                label_name=p.parent.name.lower(),
-                load=(lambda p=p: read_image(p, size)),
-                source_file=p.relative_to(raw).as_posix(),
-                source=p,
-                license=LICENSE,
-                extra={"split": p.parent.parent.name.lower(), "subtype": subtype},
-            )
-        )
+        extra = {"split": p.parent.parent.name.lower(), "subtype": subtype}
+        label = p.parent.name.lower()
+        items.append(file_item(vid, label, p, raw, cfg, patient_id=patient_of(p.name), license=LICENSE, extra=extra))
     return write_dataset(_self(), items, out_root, cfg, info={"version": "mendeley:rscbjbr9sj.2"}, name=name)

@@ -34,14 +34,12 @@ from typing import Any
 from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
+    file_item,
     find_frame_folders,
-    require_data,
-    resolve_config,
     unique_ids,
+    user_folder,
     write_dataset,
 )
-from hico.data.video import read_frame_folder
 
 NAME = "clust"
 CLASSES = ["CIL", "ETH", "ICR", "MED", "SMT"]
@@ -72,38 +70,27 @@ def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Nothing to fetch: check that the user's folder is there."""
-    resolve_config(_self(), config)
-    return require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    return user_folder(_self(), raw_dir, config)[1]
 
 
 def prepare(
     raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
 ) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    cfg, raw = user_folder(_self(), raw_dir, config)
     keep, skipped = [], []
     for folder in find_frame_folders(raw):
         seq = folder.parent if folder.name.lower() == "data" else folder
         m = _SEQ.match(seq.name)
-        rel = folder.relative_to(raw).as_posix()
         if not m:
+            rel = folder.relative_to(raw).as_posix()
             skipped.append({"source_file": rel, "reason": "not a <CENTER>-<nn> sequence folder"})
             continue
         keep.append((folder, seq.name, m.group(1).upper(), f"{m.group(1).upper()}-{m.group(2)}"))
     if not keep:
         raise DataNotFoundError(f"dataset 'clust': no sequence folder under {raw}. Expected {EXPECT}.")
-    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["source_fps"]
     ids = unique_ids(seq for _, seq, _, _ in keep)
     items = [
-        Item(
-            video_id=vid,
-            patient_id=patient,
-            label_name=center,
-            load=(lambda f=folder: read_frame_folder(f, fps, max_frames, src_fps, size).frames),
-            source_file=folder.relative_to(raw).as_posix(),
-            source=folder,
-            license=LICENSE,
-        )
+        file_item(vid, center, folder, raw, cfg, patient_id=patient, license=LICENSE)
         for vid, (folder, _, center, patient) in zip(ids, keep)
     ]
     return write_dataset(_self(), items, out_root, cfg, skipped=skipped, name=name, info={"version": f"local folder {raw}"})

@@ -33,17 +33,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, fetch_all
+from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
-    github_files,
-    github_remote,
-    lock_for,
+    fetch_remote_files,
+    file_item,
+    github_remote_files,
     resolve_config,
     write_dataset,
 )
-from hico.data.video import read_video
 
 NAME = "covid_blues"
 CLASSES = ["pcr_negative", "pcr_positive"]
@@ -75,16 +74,12 @@ def _self():
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    base = cfg["base_url"] or f"https://raw.githubusercontent.com/{cfg['repo']}/{cfg['ref']}"
-    lock = lock_for(NAME, cfg)
-    entries = github_files(NAME, cfg, cfg["repo"], cfg["ref"], [VIDEO_DIR, CLINICAL, SEVERITY, LICENSE_FILE], lock)
-    return [github_remote(p, entries[p], base) for p in sorted(entries) if not p.endswith(".gif")]
+    files = github_remote_files(NAME, cfg, [VIDEO_DIR, CLINICAL, SEVERITY, LICENSE_FILE])
+    return [r for r in files if not r.path.endswith(".gif")]
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    cfg = resolve_config(_self(), config)
-    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"], workers=cfg["workers"])
-    return Path(raw_dir)
+    return fetch_remote_files(_self(), raw_dir, config, parallel=True)
 
 
 def _find(raw: Path, name: str) -> Path | None:
@@ -126,7 +121,6 @@ def prepare(
                     "b_lines": (r.get("B-lines") or "").strip().lower(),
                 }
     license_text = LICENSE
-    fps, max_frames, size = cfg["fps"], cfg["max_frames"], cfg["store_size"]
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
     for path in sorted(videos_dir.glob("*.mp4")):
@@ -141,15 +135,9 @@ def prepare(
             continue
         sev = severity.get(path.stem, {"severity": None, "a_lines": "", "b_lines": ""})
         items.append(
-            Item(
-                video_id=path.stem,
-                patient_id=f"patient_{pid}",
-                label_name=CLASSES[pcr[pid]],
-                load=(lambda p=path: read_video(p, fps, max_frames, size).frames),
-                source_file=rel,
-                source=path,
-                license=license_text,
-                extra={"zone": zone, **sev},
+            file_item(
+                path.stem, CLASSES[pcr[pid]], path, raw, cfg,
+                patient_id=f"patient_{pid}", license=license_text, extra={"zone": zone, **sev},
             )
         )
     info = {"version": f"{cfg['repo']}@{cfg['ref']}"}

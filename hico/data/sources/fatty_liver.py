@@ -33,14 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from hico.data.download import RemoteFile, fetch_all
+from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
     array_sha256,
+    fetch_remote_files,
     lock_for,
+    mirror_url,
     resolve_config,
-    url_join,
     write_dataset,
 )
 from hico.data.standard import resize_short_side
@@ -68,16 +69,12 @@ def _self():
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    url = url_join(cfg["base_url"], MAT) if cfg["base_url"] else URL
-    lock = lock_for(NAME, cfg)
-    md5 = (lock.entry(MAT) or {}).get("md5", MD5)
-    return [RemoteFile(url=url, path=MAT, checksum=f"md5:{md5}")]
+    md5 = (lock_for(NAME, cfg).entry(MAT) or {}).get("md5", MD5)
+    return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}")]
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    cfg = resolve_config(_self(), config)
-    fetch_all(remote_files(cfg), raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"])
-    return Path(raw_dir)
+    return fetch_remote_files(_self(), raw_dir, config)
 
 
 def _scalar(x: Any) -> float:

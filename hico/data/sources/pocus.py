@@ -37,16 +37,17 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, fetch_all, file_sha256
+from hico.data.download import RemoteFile, file_sha256
 from hico.data.sources._common import (
-    Item,
-    github_files,
-    github_remote,
-    lock_for,
+    DataNotFoundError,
+    fetch_remote_files,
+    file_item,
+    github_remote_files,
     resolve_config,
     unique_ids,
     write_dataset,
@@ -84,6 +85,10 @@ MANIFEST_LABELS = {
 }
 
 
+def _self():
+    return sys.modules[__name__]
+
+
 def label_of(filename: str) -> str | None:
     low = filename.lower()
     for prefix, label in PREFIX_LABELS:
@@ -94,25 +99,13 @@ def label_of(filename: str) -> str | None:
 
 def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
     cfg = resolve_config(_self(), config)
-    base = cfg["base_url"] or f"https://raw.githubusercontent.com/{cfg['repo']}/{cfg['ref']}"
-    lock = lock_for(NAME, cfg)
     prefixes = [VIDEO_DIR, METADATA] + ([IMAGE_DIR] if cfg["include_images"] else [])
-    entries = github_files(NAME, cfg, cfg["repo"], cfg["ref"], prefixes, lock)
-    return [github_remote(path, entries[path], base) for path in sorted(entries)]
+    return github_remote_files(NAME, cfg, prefixes)
 
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Fetch every POCUS convex file into ``raw_dir`` (upstream paths kept), verified."""
-    cfg = resolve_config(_self(), config)
-    files = remote_files(cfg)
-    fetch_all(files, raw_dir, lock_for(NAME, cfg), cfg["retries"], cfg["progress"], cfg["timeout"], workers=cfg["workers"])
-    return Path(raw_dir)
-
-
-def _self():
-    import sys
-
-    return sys.modules[__name__]
+    return fetch_remote_files(_self(), raw_dir, config, parallel=True)
 
 
 def _norm_license(s: str) -> str:
@@ -164,8 +157,6 @@ def prepare(
     raw = Path(raw_dir)
     media = _media_files(raw, cfg["include_images"])
     if not media:
-        from hico.data.sources._common import DataNotFoundError
-
         raise DataNotFoundError(
             f"dataset 'pocus': no videos under {raw} (looked for {VIDEO_DIR}, videos/). "
             f"Run `python -m hico download pocus --raw {raw}` first, or point --raw at a checkout "
@@ -208,18 +199,11 @@ def prepare(
     ids = unique_ids(p.stem for p, _, _, _ in keep)
     items = []
     for vid, (path, still, label, lic) in zip(ids, keep):
-        row = manifest.get(path.name, {})
+        sha = manifest.get(path.name, {}).get("sha256")
         items.append(
-            Item(
-                video_id=vid,
-                patient_id=vid,
-                label_name=label,
-                load=loader(path, still, row.get("sha256")),
-                source_file=path.relative_to(raw).as_posix(),
-                source=path,
-                sha256=row.get("sha256") or None,
-                license=lic,
-                extra={"kind": "image" if still else "video"},
+            file_item(
+                vid, label, path, raw, cfg, load=loader(path, still, sha),
+                sha256=sha or None, license=lic, extra={"kind": "image" if still else "video"},
             )
         )
     expected = None

@@ -35,13 +35,12 @@ import pandas as pd
 from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
-    require_data,
-    resolve_config,
+    file_item,
     unique_ids,
+    user_folder,
     write_dataset,
 )
-from hico.data.video import is_image, read_image
+from hico.data.video import is_image
 
 NAME = "udiat_b"
 CLASSES = ["benign", "malignant"]
@@ -72,8 +71,7 @@ def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Nothing to fetch: check that the user's folder is there."""
-    resolve_config(_self(), config)
-    return require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    return user_folder(_self(), raw_dir, config)[1]
 
 
 def _norm_label(value: Any) -> str | None:
@@ -128,8 +126,7 @@ def read_labels(sheet: Path, image_keys: set[str]) -> dict[str, str]:
 def prepare(
     raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
 ) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    cfg, raw = user_folder(_self(), raw_dir, config)
     img_dir = next((d for d in (raw / "original", raw / "Original", raw) if d.is_dir()), raw)
     images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
     if not images:
@@ -149,20 +146,8 @@ def prepare(
             skipped.append({"source_file": p.relative_to(raw).as_posix(), "reason": f"no label in {sheet.name}"})
         else:
             keep.append((p, lab))
-    size = cfg["store_size"]
     ids = unique_ids(f"udiat_{p.stem}" for p, _ in keep)
-    items = [
-        Item(
-            video_id=vid,
-            patient_id=vid,
-            label_name=lab,
-            load=(lambda p=p: read_image(p, size)),
-            source_file=p.relative_to(raw).as_posix(),
-            source=p,
-            license=LICENSE,
-        )
-        for vid, (p, lab) in zip(ids, keep)
-    ]
+    items = [file_item(vid, lab, p, raw, cfg, license=LICENSE) for vid, (p, lab) in zip(ids, keep)]
     return write_dataset(
         _self(), items, out_root, cfg, skipped=skipped, name=name,
         info={"version": f"local folder {raw}", "labels": sheet.name}, expected={"images": 163},

@@ -37,14 +37,13 @@ from typing import Any
 from hico.data.download import RemoteFile, iter_files
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
+    file_item,
     find_frame_folders,
-    require_data,
-    resolve_config,
     unique_ids,
+    user_folder,
     write_dataset,
 )
-from hico.data.video import is_video, read_any
+from hico.data.video import is_video
 
 NAME = "us4"
 ACCESS = "restricted"
@@ -86,15 +85,13 @@ def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Nothing to fetch: check that the user's folder is there."""
-    resolve_config(_self(), config)
-    return require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    return user_folder(_self(), raw_dir, config)[1]
 
 
 def prepare(
     raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
 ) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    cfg, raw = user_folder(_self(), raw_dir, config)
     if cfg["label_map"] not in LABEL_MAPS:
         raise ValueError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
     classes, mapping = LABEL_MAPS[cfg["label_map"]]
@@ -112,19 +109,9 @@ def prepare(
             f"dataset 'us4': no video folder under {raw} starts with a known prefix "
             f"({', '.join(mapping)}). Expected {EXPECT}."
         )
-    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["source_fps"]
     ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in keep)
     items = [
-        Item(
-            video_id=vid,
-            patient_id=vid,
-            label_name=label,
-            load=(lambda p=p: read_any(p, fps, max_frames, size, src_fps)),
-            source_file=p.relative_to(raw).as_posix(),
-            source=p,
-            license=LICENSE,
-            extra={"prefix": prefix},
-        )
+        file_item(vid, label, p, raw, cfg, license=LICENSE, extra={"prefix": prefix})
         for vid, (p, label, prefix) in zip(ids, keep)
     ]
     return write_dataset(

@@ -35,13 +35,12 @@ import pandas as pd
 from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
-    Item,
-    require_data,
-    resolve_config,
+    file_item,
     unique_ids,
+    user_folder,
     write_dataset,
 )
-from hico.data.video import frame_files, is_image, is_video, read_any
+from hico.data.video import frame_files, is_image, is_video
 
 NAME = "video_folder"
 CLASSES: list[str] = []  # from the data
@@ -69,8 +68,7 @@ def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
 
 def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
     """Nothing to fetch: check that the folder is there."""
-    resolve_config(_self(), config)
-    return require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    return user_folder(_self(), raw_dir, config)[1]
 
 
 def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str, str | None]]:
@@ -101,8 +99,7 @@ def _entries_from_folders(raw: Path) -> list[tuple[Path, str, str | None]]:
 def prepare(
     raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
 ) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = require_data(raw_dir, NAME, HOW_TO_GET, EXPECT)
+    cfg, raw = user_folder(_self(), raw_dir, config)
     if cfg["csv"]:
         csv_path = Path(cfg["csv"])
         if not csv_path.is_absolute() and not csv_path.exists():
@@ -124,25 +121,11 @@ def prepare(
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise ValueError(f"dataset {name or NAME!r}: labels {unknown} are not in the classes option {classes}")
-    fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["source_fps"]
     ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in entries)
-    items = []
-    for vid, (p, label, patient) in zip(ids, entries):
-        try:
-            rel = p.relative_to(root).as_posix()
-        except ValueError:
-            rel = str(p)
-        items.append(
-            Item(
-                video_id=vid,
-                patient_id=patient or vid,
-                label_name=label,
-                load=(lambda p=p: read_any(p, fps, max_frames, size, src_fps)),
-                source_file=rel,
-                source=p if p.exists() else None,
-                license=cfg["license"],
-            )
-        )
+    items = [
+        file_item(vid, label, p, root, cfg, patient_id=patient or vid, license=cfg["license"])
+        for vid, (p, label, patient) in zip(ids, entries)
+    ]
     return write_dataset(
         _self(), items, out_root, cfg, classes=classes, name=name,
         info={"version": f"local folder {raw}", "citation": cfg["citation"], "license": cfg["license"]},
