@@ -112,26 +112,29 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_evaluate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hico evaluate", description="one protocol on one fold -> metrics.json")
+    p = argparse.ArgumentParser(prog="hico evaluate", description="one protocol on folds of a dataset -> metrics.json each")
     p.add_argument("--encoder", required=True)
     p.add_argument("--data", required=True, help="downstream standard dataset folder")
     p.add_argument("--folds", required=True, help="folds.csv")
-    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--fold", type=int, nargs="+", required=True, help="one or more folds (features are shared)")
     p.add_argument("--protocol", default="linear_probe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--max-frames", type=int, default=30)
     p.add_argument("--method")
-    p.add_argument("--args", default="{}", help="JSON dict of protocol arguments")
-    p.add_argument("--device")
-    p.add_argument("--out", required=True)
+    p.add_argument("--args", default="{}", help="JSON dict of protocol arguments (train_fraction, epochs, ...)")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", required=True, nargs="+", help="metrics.json path per fold, in the order of --fold")
     a = p.parse_args(argv)
-    from hico.evaluate import evaluate
+    if len(a.out) != len(a.fold):
+        raise SystemExit(f"hico evaluate: {len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
+    from hico.evaluate import evaluate_folds
 
-    m = evaluate(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                 out_path=a.out, method=a.method, device=_device(a.device), **json.loads(a.args))
-    print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {a.fold} seed {a.seed}: "
-          f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
+    results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
+                             out_paths=a.out, method=a.method, device=_device(a.device), **json.loads(a.args))
+    for m in results:
+        print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
+              f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
     return 0
 
 

@@ -505,6 +505,17 @@ def _encoder_facts(encoder_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "pretrain_datasets": datasets}
 
 
+def select_videos(data: FrameFeatures | FrameSet, video_ids: list[str]) -> FrameFeatures | FrameSet:
+    """The frames of ``video_ids`` (in that order) out of a set computed for more videos."""
+    rows_of: dict[str, list[int]] = {}
+    for i, v in enumerate(data.video_ids.tolist()):
+        rows_of.setdefault(v, []).append(i)
+    idx = np.asarray([i for v in video_ids for i in rows_of.get(v, [])], dtype=int)
+    if isinstance(data, FrameSet):
+        return FrameSet(data.frames[torch.from_numpy(idx)], data.labels[idx], data.video_ids[idx])
+    return FrameFeatures(data.features[idx], data.labels[idx], data.video_ids[idx])
+
+
 def evaluate(
     encoder_path: str | Path,
     dataset_dir: str | Path,
@@ -521,63 +532,102 @@ def evaluate(
     train_fraction: float = 1.0,
     **protocol_args: Any,
 ) -> dict[str, Any]:
-    """Run one protocol on one fold and write ``metrics.json`` (when ``out_path`` is given).
+    """Run one protocol on one fold and write ``metrics.json`` (when ``out_path`` is given)."""
+    return evaluate_folds(encoder_path, dataset_dir, folds_path, [fold], protocol, seed, image_size, max_frames,
+                          val_fraction, [out_path], method, device, train_fraction, **protocol_args)[0]
 
+
+def evaluate_folds(
+    encoder_path: str | Path,
+    dataset_dir: str | Path,
+    folds_path: str | Path,
+    folds: list[int],
+    protocol: str = "linear_probe",
+    seed: int = 0,
+    image_size: int = 224,
+    max_frames: int | None = 30,
+    val_fraction: float = 0.2,
+    out_paths: list[str | Path | None] | None = None,
+    method: str | None = None,
+    device: str | None = None,
+    train_fraction: float = 1.0,
+    **protocol_args: Any,
+) -> list[dict[str, Any]]:
+    """Run one protocol on several folds of one dataset; one ``metrics.json`` per fold.
+
+    Frozen-feature protocols extract each frame's features once for all folds (the encoder is
+    frozen, so they are the same in every fold); fine-tuning reloads the encoder for each fold.
     ``train_fraction`` in (0, 1] keeps that share of the fold's training videos
     (:func:`subsample_train_videos`); ``device`` ``None``/``"auto"`` picks CUDA when present.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; available: {sorted(PROTOCOLS)}")
+    out_paths = list(out_paths) if out_paths is not None else [None] * len(folds)
+    if len(out_paths) != len(folds):
+        raise ValueError(f"{len(folds)} folds but {len(out_paths)} output paths")
     fn = PROTOCOLS[protocol]
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     ds = load_dataset(dataset_dir)
-    folds = read_folds(folds_path, ds.manifest)
-    train_all, val_ids, test_ids = split_fold(ds.manifest, folds, fold, val_fraction, seed)
-    train_ids = subsample_train_videos(ds.manifest, train_all, train_fraction, seed)
+    fold_table = read_folds(folds_path, ds.manifest)
+    splits_of = {}
+    for fold in folds:
+        train_all, val_ids, test_ids = split_fold(ds.manifest, fold_table, fold, val_fraction, seed)
+        splits_of[fold] = (train_all, subsample_train_videos(ds.manifest, train_all, train_fraction, seed),
+                           val_ids, test_ids)
+    used = sorted({v for (_, train, val, test) in splits_of.values() for v in (*train, *val, *test)})
     torch.manual_seed(seed)
     encoder = load_encoder(encoder_path)
-    splits = (("train", train_ids), ("val", val_ids), ("test", test_ids))
-    if fn.inputs == "features":
-        data = {name: extract_features(encoder, ds, ids, image_size, max_frames, device=device) for name, ids in splits}
-        result = fn(data["train"], data["val"], data["test"], len(ds.classes), seed=seed, **protocol_args)
-    else:
-        data = {name: load_frames(ds, ids, image_size, max_frames) for name, ids in splits}
-        result = fn(data["train"], data["val"], data["test"], len(ds.classes), seed=seed,
-                    encoder=encoder, device=device, **protocol_args)
-    test = data["test"]
     facts = _encoder_facts(Path(encoder_path), getattr(encoder, "meta", {}) or {})
-    metrics: dict[str, Any] = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "method": method or encoder.meta.get("method", Path(encoder_path).parent.name),
-        "dataset": ds.name,
-        "protocol": protocol,
-        "protocol_id": result.get("protocol_id", protocol),
-        "variant": result.get("variant"),
-        "fold": int(fold),
-        "seed": int(seed),
-        "train_fraction": float(train_fraction),
-        "encoder": str(encoder_path),
-        "encoder_meta": encoder.meta,
-        **facts,
-        "classes": ds.classes,
-        "n_videos": {"train": len(train_ids), "val": len(val_ids), "test": len(test_ids),
-                     "train_before_subsampling": len(train_all)},
-        "n_frames": {name: int(len(d.labels)) for name, d in data.items()},
-        "split_video_ids": {"train": sorted(train_ids), "val": sorted(val_ids), "test": sorted(test_ids)},
-        "hyperparameters": result.get("hyperparameters", dict(protocol_args)),
-        "selection": result.get("selection", {}),
-        **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
-    }
-    for name, rec in (result.get("records") or {}).items():
-        metrics[name] = {k: v for k, v in rec.items() if k != "proba"}
-        metrics[name].update(frame_and_video_metrics(test.video_ids, test.labels, rec["proba"], ds.classes))
-    metrics["provenance"] = provenance({"protocol": protocol, "args": protocol_args, "image_size": image_size,
-                                        "max_frames": max_frames, "val_fraction": val_fraction,
-                                        "train_fraction": train_fraction}, seed, device)
-    if out_path is not None:
-        atomic_write_json(Path(out_path), metrics)
-    return metrics
+    if fn.inputs == "features":
+        everything = extract_features(encoder, ds, used, image_size, max_frames, device=device)
+    else:
+        everything = load_frames(ds, used, image_size, max_frames)
+    results = []
+    for fold, out_path in zip(folds, out_paths):
+        train_all, train_ids, val_ids, test_ids = splits_of[fold]
+        data = {name: select_videos(everything, ids)
+                for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
+        torch.manual_seed(seed)
+        if fn.inputs == "features":
+            result = fn(data["train"], data["val"], data["test"], len(ds.classes), seed=seed, **protocol_args)
+        else:
+            fresh = load_encoder(encoder_path)  # fine-tuning changes the encoder: start each fold anew
+            result = fn(data["train"], data["val"], data["test"], len(ds.classes), seed=seed,
+                        encoder=fresh, device=device, **protocol_args)
+        test = data["test"]
+        metrics: dict[str, Any] = {
+            "schema_version": METRICS_SCHEMA_VERSION,
+            "method": method or encoder.meta.get("method", Path(encoder_path).parent.name),
+            "dataset": ds.name,
+            "protocol": protocol,
+            "protocol_id": result.get("protocol_id", protocol),
+            "variant": result.get("variant"),
+            "fold": int(fold),
+            "seed": int(seed),
+            "train_fraction": float(train_fraction),
+            "encoder": str(encoder_path),
+            "encoder_meta": encoder.meta,
+            **facts,
+            "classes": ds.classes,
+            "n_videos": {"train": len(train_ids), "val": len(val_ids), "test": len(test_ids),
+                         "train_before_subsampling": len(train_all)},
+            "n_frames": {name: int(len(d.labels)) for name, d in data.items()},
+            "split_video_ids": {"train": sorted(train_ids), "val": sorted(val_ids), "test": sorted(test_ids)},
+            "hyperparameters": result.get("hyperparameters", dict(protocol_args)),
+            "selection": result.get("selection", {}),
+            **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
+        }
+        for name, rec in (result.get("records") or {}).items():
+            metrics[name] = {k: v for k, v in rec.items() if k != "proba"}
+            metrics[name].update(frame_and_video_metrics(test.video_ids, test.labels, rec["proba"], ds.classes))
+        metrics["provenance"] = provenance({"protocol": protocol, "args": protocol_args, "image_size": image_size,
+                                            "max_frames": max_frames, "val_fraction": val_fraction,
+                                            "train_fraction": train_fraction}, seed, device)
+        if out_path is not None:
+            atomic_write_json(Path(out_path), metrics)
+        results.append(metrics)
+    return results
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:

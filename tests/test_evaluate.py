@@ -248,3 +248,17 @@ def test_finetune_released_trains_last_block_and_head_only(tiny, frames):
 def test_registered_protocols():
     assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full"} <= set(ev.PROTOCOLS)
     assert ev.PROTOCOLS["finetune_full"].inputs == "frames" and ev.PROTOCOLS["knn"].inputs == "features"
+
+
+@pytest.mark.parametrize("protocol,args", [("linear_probe", {}), ("finetune", {"epochs": 1, "batch_size": 16})])
+def test_several_folds_in_one_call_equal_separate_calls(tiny, tmp_path, protocol, args):
+    """Features are extracted once for all folds; fine-tuning restarts from the file each fold."""
+    together = ev.evaluate_folds(tiny["encoder"], tiny["data"], tiny["folds"], [0, 1], protocol, image_size=IMAGE,
+                                 max_frames=2, out_paths=[tmp_path / "a.json", tmp_path / "b.json"], **args)
+    for fold, joint in zip([0, 1], together):
+        alone = ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], fold, protocol, image_size=IMAGE,
+                            max_frames=2, **args)
+        assert joint["fold"] == fold and joint["split_video_ids"] == alone["split_video_ids"]
+        assert joint["frame"]["confusion_matrix"] == alone["frame"]["confusion_matrix"]
+        assert joint["frame"]["accuracy"] == pytest.approx(alone["frame"]["accuracy"])
+    assert json.loads((tmp_path / "b.json").read_text())["fold"] == 1

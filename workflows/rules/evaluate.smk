@@ -1,4 +1,5 @@
-# Evaluation: one job per (dataset, protocol, method, seed, fold, variant) -> metrics.json.
+# Evaluation: one job per (dataset, protocol, method, seed, variant) -> one metrics.json per
+# fold (frozen features are extracted once for all folds).
 # Variants: `full` (all training videos of the fold), `frac<p>` (p % of them, label
 # efficiency), `epoch<k>` (the encoder saved after k pretraining epochs, convergence).
 
@@ -9,12 +10,16 @@ rule evaluate:
         folds=f"{DATA}/{{dataset}}/folds.csv",
         check=leakage_check,
     output:
-        f"{RUNS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}/metrics.json",
+        [
+            f"{RUNS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{fold}/{{variant}}/metrics.json"
+            for fold in range(config["evaluation"]["folds"])
+        ],
     log:
-        f"{LOGS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}.log",
+        f"{LOGS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/{{variant}}.log",
     benchmark:
-        f"{BENCH}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{{fold}}/{{variant}}.tsv"
+        f"{BENCH}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/{{variant}}.tsv"
     params:
+        folds=" ".join(str(f) for f in range(config["evaluation"]["folds"])),
         data=lambda wc: f"{DATA}/{wc.dataset}",
         args=protocol_args,
         image_size=config["evaluation"]["image_size"],
@@ -29,6 +34,6 @@ rule evaluate:
         "../envs/torch.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m hico evaluate --encoder {input.encoder} --data {params.data} "
-        "--folds {input.folds} --fold {wildcards.fold} --protocol {wildcards.protocol} --seed {wildcards.seed} "
+        "--folds {input.folds} --fold {params.folds} --protocol {wildcards.protocol} --seed {wildcards.seed} "
         "--image-size {params.image_size} --max-frames {params.max_frames} --method {wildcards.method} "
         "--args '{params.args}' --device {params.device} --out {output} > {log} 2>&1"
