@@ -72,3 +72,31 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert len(metrics) == 10  # 2 methods x 2 folds x {full, frac50} + simclr x 2 folds x epoch1
     again = snakemake("-n", "--configfile", str(cfg))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
+    """`snakemake -n` on the paper config: download -> prepare -> folds for the five public sets,
+    and pretraining on the public lung+liver pool with the evaluation set held out of it."""
+    cfg = yaml.safe_load((REPO / "workflows/config/config.yaml").read_text())
+    five = ["pocus", "covid_blues", "butterfly_uscl", "busi", "fatty_liver"]
+    assert set(five) <= set(cfg["datasets"])
+    runs = cfg["runs_root"]
+    targets = [f"data/{d}/folds.csv" for d in five] + [
+        f"{runs}/pretrain/public_lung_liver-without-pocus/hico/seed0/encoder.pt",
+        f"{runs}/checks/public_lung_liver-without-pocus__pocus.ok",
+        f"{runs}/pretrain/public_lung_liver/simclr/seed0/encoder.pt",
+        f"{runs}/checks/public_lung_liver__busi.ok",
+    ]
+    r = snakemake("-n", *targets)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for d in five:
+        for step in (f"data/raw/{d}/.complete", f"data/{d}/manifest.csv", f"data/{d}/folds.csv"):
+            assert step in out, f"{step} missing from the paper plan"
+    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    hico_job = next(j for j in jobs if j.startswith("rule pretrain:") and "without-pocus/hico" in j)
+    inputs = next(line for line in hico_job.splitlines() if line.strip().startswith("input:"))
+    assert "data/pocus/manifest.csv" not in inputs
+    assert all(f"data/{d}/manifest.csv" in inputs for d in ("covid_blues", "butterfly_uscl", "fatty_liver"))
+    busi_pool = next(j for j in jobs if j.startswith("rule pretrain:") and "public_lung_liver/simclr" in j)
+    assert "data/pocus/manifest.csv" in busi_pool
