@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="simulated image size")
     ap.add_argument("--px", type=int, default=64, help="network input size")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-folds", type=int, default=None, help="train on the first N folds only")

@@ -327,6 +327,16 @@ def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> di
             "weights": torch.ones(batch, device=device)}
 
 
+def gflop_per_sample(loss_fn, n: int) -> float:
+    """Forward+backward GFLOP (matmuls and convolutions) of ``loss_fn()`` on an ``n``-sample batch,
+    per sample (the step is linear in the batch apart from the tiny similarity matrices)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss_fn().backward()
+    return counter.get_total_flops() / n / 1e9
+
+
 def gradient_difference(ours, released, names) -> float:
     """max over parameters of max|g_ours - g_ref| / max|g_ref| (after one backward of each)."""
     ref_params = dict(released.named_parameters())
@@ -367,6 +377,11 @@ def main(argv=None) -> int:
     released = ReleasedHiCoNet(args.size).to(dev).train()
     names = copy_weights(ours, released)
     batch = make_batch(args.batch, args.size, dev)
+    small = make_batch(2, args.size, dev, seed=1)  # FLOP counts on 2 samples, scaled to the batch
+    gflop = {"ours": gflop_per_sample(lambda m=ours: m.training_step(small)["loss"], 2),
+             "ref": gflop_per_sample(lambda m=released: released_loss(m, *small["views"], small["labels"]), 2)}
+    ours.zero_grad(set_to_none=True)
+    released.zero_grad(set_to_none=True)
     if cuda:  # exact fp32 for the check; timing below as hico.train runs (TF32, bf16, channels_last)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 
@@ -431,7 +446,7 @@ def main(argv=None) -> int:
             v.run()
     for v in pair:
         v.measure()
-    rows = [v.summary(warmup) for v in pair]
+    rows = [dict(v.summary(warmup), gflop=gflop[k] * args.batch) for k, v in zip(("ours", "ref"), pair)]
     drift = max(abs(a - b) / abs(b) for a, b in zip(pair[0].losses, pair[1].losses))
     del pair, opt_ref, released, opt_ours, ours  # free ~9 GB before the next variants
 
@@ -444,12 +459,20 @@ def main(argv=None) -> int:
         pooled.to(memory_format=torch.channels_last)
         plain.to(memory_format=torch.channels_last)
 
+    def plain_loss(views):
+        return sum(plain(v).float().pow(2).mean() for v in views)
+
     def plain_forward_backward():
         plain.zero_grad(set_to_none=True)
         with autocast(torch.bfloat16, amp["ours"]):
-            loss = sum(plain(v).float().pow(2).mean() for v in views_ours["views"])
+            loss = plain_loss(views_ours["views"])
         loss.backward()
         return loss.detach()
+
+    gflop["pooled"] = gflop_per_sample(lambda: pooled.training_step(small)["loss"], 2)
+    gflop["plain"] = gflop_per_sample(lambda: plain_loss(small["views"]), 2)
+    pooled.zero_grad(set_to_none=True)
+    plain.zero_grad(set_to_none=True)
 
     extra = [ours_variant("ours, heads: pooled", pooled, build_optimizer(pooled, cfg, dev)),
              Variant("plain resnet18 fwd+bwd, both views, no heads/optimiser", plain_forward_backward,
@@ -458,18 +481,20 @@ def main(argv=None) -> int:
         for _ in range(max(1, warmup) + steps):
             v.run()
         v.measure()
-    rows += [v.summary(max(1, warmup)) for v in extra]
+    rows += [dict(v.summary(max(1, warmup)), gflop=gflop[k] * args.batch) for k, v in zip(("pooled", "plain"), extra)]
 
     ours_ms, ref_ms = rows[0]["ms"], rows[1]["ms"]
     print(f"\n{'variant':<55} {'ms/step':>9} {'fwd+bwd':>9} {'optim':>7} {'vs ours':>8} "
-          f"{'state MB':>9} {'peak MB':>8}  first loss")
+          f"{'GFLOP':>7} {'state MB':>9} {'peak MB':>8}  first loss")
     for r in rows:
         print(f"{r['name']:<55} {r['ms']:>9.0f} {r['fb_ms']:>9.0f} {r['update_ms']:>7.0f} "
-              f"{r['ms'] / ours_ms:>7.2f}x {r['state_mb']:>9.0f} {r['peak_mb']:>8.0f}  {r['loss']:.6f}")
+              f"{r['ms'] / ours_ms:>7.2f}x {r['gflop']:>7.0f} {r['state_mb']:>9.0f} {r['peak_mb']:>8.0f}  "
+              f"{r['loss']:.6f}")
     print(f"\nspeed-up of ours over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
-          f"(median of {steps} steps)")
+          f"(median of {steps} steps); FLOP ratio {rows[1]['gflop'] / rows[0]['gflop']:.2f}x")
     print(f"loss agreement over all steps (weights in lock step): max rel diff {drift:.1e}"
           + (" (timed steps: ours bf16, reference " + ("fp16" if amp["ref"] else "fp32") + ")" if cuda else ""))
+    print("GFLOP = matmul+conv FLOPs of forward+backward (torch.utils.flop_counter, counted on 2 samples)")
     print("state MB = weights + gradients kept between steps + optimiser state; peak MB = state + "
           "the rise above the pre-step footprint during one more (untimed) step"
           + ("" if mem.resettable else " (n/a: /proc/self/clear_refs not writable)"))
