@@ -56,7 +56,7 @@ from hico.data.pairs import build_sampler  # noqa: E402
 from hico.data.transforms import AugmentConfig, FrameAugment  # noqa: E402
 from hico.methods.base import build_method  # noqa: E402
 from hico.models.backbone import Backbone  # noqa: E402
-from hico.train import build_optimizer  # noqa: E402
+from hico.train import build_optimizer, cpu_has_native_bf16  # noqa: E402
 
 NUM_CLASSES = 12  # US-4's joint class map, as released
 LAM, ALPHA, TEMPERATURE = 0.2, 0.2, 0.5
@@ -358,6 +358,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--ref-amp", choices=["fp16", "none"], default="fp16", help="reference precision on CUDA")
     ap.add_argument("--rtol", type=float, default=1e-4, help="loss agreement required (relative)")
+    ap.add_argument("--cpu-amp", choices=["auto", "on", "off"], default="auto",
+                    help="also time ours with bf16 autocast + channels_last on CPU (cpu_amp: true); auto = "
+                         "when the CPU has native bf16")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -411,11 +414,17 @@ def main(argv=None) -> int:
             return loss.detach()
         return Variant(name, forward_backward, opt.step, model, opt, mem)
 
-    opt_ours = build_optimizer(ours, cfg, dev)  # Adam; fused on CUDA
+    opt_ours = build_optimizer(ours, cfg, dev)  # Adam, fused (CUDA, and CPU from torch 2.4)
     opt_ref = torch.optim.Adam(released.parameters(), cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
                                foreach=False)  # one parameter at a time, as PyTorch 1.4
     pair = [ours_variant("ours, heads: flatten", ours, opt_ours),
             ref_variant("reference-equivalent (released loop)", released, opt_ref)]
+
+    cpu_amp = not cuda and (args.cpu_amp == "on" or (args.cpu_amp == "auto" and cpu_has_native_bf16()))
+    bf16_loss = None
+    if cpu_amp:  # the bf16 loss at the same weights and batch, before anything moves
+        with torch.no_grad(), autocast(torch.bfloat16, True):
+            bf16_loss = float(ours.training_step(batch)["loss"])
 
     # 1. equality: first step, identical weights, fp32, train-mode BN (on CPU: the warm-up step)
     t0 = time.perf_counter()
@@ -448,6 +457,17 @@ def main(argv=None) -> int:
         v.measure()
     rows = [dict(v.summary(warmup), gflop=gflop[k] * args.batch) for k, v in zip(("ours", "ref"), pair)]
     drift = max(abs(a - b) / abs(b) for a, b in zip(pair[0].losses, pair[1].losses))
+    if cpu_amp:  # the same model and optimiser, as hico.train runs it with cpu_amp: true
+        amp["ours"] = True
+        ours.to(memory_format=torch.channels_last)
+        views_ours = dict(batch, views=[v.contiguous(memory_format=torch.channels_last) for v in batch["views"]])
+        fast = ours_variant("ours, heads: flatten, CPU bf16 autocast + channels_last", ours, opt_ours)
+        for _ in range(max(1, warmup) + steps):
+            fast.run()
+        fast.measure()
+        rows.append(dict(fast.summary(max(1, warmup)), gflop=gflop["ours"] * args.batch))
+        amp["ours"] = False
+        views_ours = batch
     del pair, opt_ref, released, opt_ours, ours  # free ~9 GB before the next variants
 
     # 3. for scale: pooled heads; a bare ResNet-18 forward+backward of both views
@@ -492,6 +512,10 @@ def main(argv=None) -> int:
               f"{r['loss']:.6f}")
     print(f"\nspeed-up of ours over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
           f"(median of {steps} steps); FLOP ratio {rows[1]['gflop'] / rows[0]['gflop']:.2f}x")
+    if cpu_amp:
+        print(f"speed-up of ours with CPU bf16 autocast (cpu_amp: true) over the fp32 reference-equivalent: "
+              f"{ref_ms / rows[2]['ms']:.2f}x; at the first step's weights its loss is {bf16_loss:.6f} vs fp32 "
+              f"{losses[0]:.6f} (rel diff {abs(bf16_loss - losses[0]) / abs(losses[0]):.1e})")
     print(f"loss agreement over all steps (weights in lock step): max rel diff {drift:.1e}"
           + (" (timed steps: ours bf16, reference " + ("fp16" if amp["ref"] else "fp32") + ")" if cuda else ""))
     print("GFLOP = matmul+conv FLOPs of forward+backward (torch.utils.flop_counter, counted on 2 samples)")

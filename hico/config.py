@@ -58,7 +58,8 @@ class PretrainConfig:
     val_fraction: float = 0.2  # held-out videos for the validation loss (released: 0.2)
     export: str = "best"  # best (lowest validation loss, released) | last
     checkpoint_epochs: list[int] = field(default_factory=list)  # also keep encoder_epoch<k>.pt (convergence)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast + channels_last on CPUs with native bf16 (AVX512-BF16/AMX)
     channels_last: bool = True
     compile: bool = False
     num_workers: int = 2

@@ -115,6 +115,20 @@ class VideoSampleDataset(Dataset):
         }
 
 
+def cpu_has_native_bf16() -> bool:
+    """oneDNN runs bf16 natively here (AVX512-BF16 or AMX); elsewhere CPU bf16 is emulated, slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_amp(cfg: PretrainConfig, dev: torch.device) -> bool:
+    if dev.type == "cuda":
+        return cfg.amp
+    return cfg.cpu_amp and cpu_has_native_bf16()
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, world_size, local_rank); initialises the process group under torchrun."""
     if "WORLD_SIZE" not in os.environ:
@@ -243,7 +257,8 @@ def pretrain(
     # after build_method: a method's module may register its own sampler when imported
     sampler = build_sampler(cfg.sampler)
     augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
-    channels_last = cfg.channels_last and dev.type == "cuda"
+    amp = use_amp(cfg, dev)
+    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg, dev)
@@ -280,7 +295,6 @@ def pretrain(
         )
     steps_per_epoch = n_train // world // per_rank_batch
     total_steps = steps_per_epoch * cfg.epochs
-    amp = cfg.amp and dev.type == "cuda"
     generator = torch.Generator(device=dev)
     workers = cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1)
     run_info = {"config": cfg.to_dict(), "datasets": [str(d) for d in dataset_dirs], "world_size": world,
