@@ -72,6 +72,9 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert len(metrics) == 10  # 2 methods x 2 folds x {full, frac50} + simclr x 2 folds x epoch1
     again = snakemake("-n", "--configfile", str(cfg))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake("--configfile", str(cfg), "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stdout[-2000:]
+    assert "main_comparison.png" in (report.stdout + report.stderr) and (tmp_path / "report.html").stat().st_size > 10_000
 
 
 def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
