@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="simulated image size")
     ap.add_argument("--px", type=int, default=64, help="network input size")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-folds", type=int, default=None, help="train on the first N folds only")
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         root = simulate(tmp, n_patients=args.n_patients, videos_per_patient=args.videos_per_patient,
                         n_frames=args.frames, size=args.size, seed=args.seed)
         t_sim = time.perf_counter() - t0
-        x, y, groups, _, ds = load_frames(root, args.px)
+        x, y, groups, vids, ds = load_frames(root, args.px)
     print(f"simulated {len(ds)} videos / {len(x)} frames ({args.n_patients} patients, "
           f"{args.size}px, seed {args.seed}) in {t_sim:.1f} s; network input {args.px}px")
 
@@ -147,16 +147,23 @@ def main(argv=None) -> int:
           f"(folds {', '.join(f'{a:.3f}' for a in probe)}; {time.perf_counter() - t0:.0f} s)")
     if args.probe_only:
         return 0
-    sup, conf = [], np.zeros((3, 3), int)
+    sup, conf, wrong = [], np.zeros((3, 3), int), []
     for f, (tr, te) in enumerate(splits[:args.max_folds]):
         t0 = time.perf_counter()
         pred = supervised_predictions(x, y, tr, te, args.epochs, args.seed + f)
         sup.append(float((pred == y[te]).mean()))
         np.add.at(conf, (y[te], pred), 1)
+        for v in np.unique(vids[te]):
+            p_v = pred[vids[te] == v]
+            if (p_v != y[te][vids[te] == v]).mean() > 0.5:
+                wrong.append(f"{ds.manifest.loc[v, 'video_id']} ({ds.manifest.loc[v, 'label_name']}, "
+                             f"severity {ds.manifest.loc[v, 'severity']:.2f}) -> "
+                             f"{ds.classes[np.bincount(p_v, minlength=3).argmax()]}")
         print(f"  fold {f}: supervised {sup[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"supervised resnet18 ({args.epochs} epochs): {np.mean(sup):.3f} "
           f"(folds {', '.join(f'{a:.3f}' for a in sup)})")
     print(f"supervised confusion (rows true, cols predicted; {', '.join(ds.classes)}):\n{conf}")
+    print("videos with most frames wrong:", "; ".join(wrong) or "none")
     return 0
 
 

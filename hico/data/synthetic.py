@@ -127,15 +127,15 @@ def sample_patient(rng: np.random.Generator, label: str) -> Patient:
         probe_radius_cm=float(rng.uniform(3.0, 6.0)),
         half_angle_deg=float(rng.uniform(26.0, 38.0)),
         depth_cm=float(rng.uniform(7.5, 12.0)),
-        gain_db=float(rng.normal(0.0, 3.0)),
+        gain_db=float(rng.normal(0.0, 3.5)),
         dynamic_range_db=float(rng.uniform(45.0, 60.0)),
-        attenuation_db_cm=float(rng.uniform(0.2, 1.5)),
+        attenuation_db_cm=float(rng.uniform(-0.3, 1.5)),
         noise=float(rng.uniform(0.01, 0.04)),
         axial_res_cm=float(rng.uniform(0.04, 0.07)),
         lateral_res_deg=float(rng.uniform(0.5, 0.9)),
         breath_hz=float(rng.uniform(0.2, 0.4)),
         slide_cm=float(rng.uniform(0.2, 0.9)),
-        muscle_echo=float(rng.uniform(0.3, 0.6)),
+        muscle_echo=float(rng.uniform(0.2, 0.8)),
         pleura_amp=float(rng.uniform(5.0, 9.0)),
     )
 
@@ -152,7 +152,7 @@ def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
     half_angle = float(np.clip(patient.half_angle_deg + rng.normal(0.0, 2.0), 24.0, 40.0))
     half_w = _pleura_half_width_cm(patient, depth, half_angle)
     ribs = None
-    window = (-0.85 * half_w, 0.85 * half_w)  # lateral range where signs are placed
+    window = (-0.7 * half_w, 0.7 * half_w)  # lateral range where signs are placed
     if rng.random() < 0.5:
         gap = rng.uniform(1.1, 1.6) * half_w  # intercostal space, centred near the middle
         centre = rng.uniform(-0.15, 0.15) * half_w
@@ -168,39 +168,39 @@ def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
         a_strength *= 1.0 - 0.5 * sev
         if rng.random() < 0.15 + 0.25 * sev:  # an isolated faint B-line is normal
             b_lines.append((float(rng.uniform(lo, hi)), float(rng.uniform(0.06, 0.12)),
-                            float(rng.uniform(0.06, 0.15))))
+                            float(rng.uniform(0.04, 0.1))))
     elif label == "b_lines":
         a_strength *= 1.0 - 0.7 * sev
         n = 2 + int(np.floor(sev * 5.99 * rng.uniform(0.7, 1.0)))
-        width = 0.15 + 0.35 * sev
-        # spread along the window, jittered; many lines merge (confluent B-lines / white lung)
-        slots = np.sort(rng.uniform(lo, hi, size=n))
+        width = 0.2 + 0.3 * sev
+        # spread along the window (one per slot, jittered); many lines merge into white lung
+        slots = lo + (hi - lo) * (np.arange(n) + rng.uniform(0.15, 0.85, size=n)) / n
         for x in slots:
             b_lines.append((float(x), float(width * rng.uniform(0.7, 1.3)),
                             float(rng.uniform(0.7, 1.0) * (0.6 + 0.4 * sev))))
     else:  # consolidation
         a_strength *= 1.0 - 0.4 * sev
-        half = float(np.clip(0.8 + 1.7 * sev * rng.uniform(0.8, 1.2), 0.6, 0.45 * (hi - lo)))
+        half = float(np.clip(1.2 + 1.3 * sev * rng.uniform(0.8, 1.2), 1.0, 0.45 * (hi - lo)))
         x = float(rng.uniform(lo + half, hi - half)) if hi - lo > 2 * half else (lo + hi) / 2
-        cons = (x, half, float(1.0 + 3.0 * sev * rng.uniform(0.8, 1.2)))
-        if rng.random() < 0.4:  # B-lines often flank a consolidation
+        cons = (x, half, float(1.5 + 2.5 * sev * rng.uniform(0.8, 1.2)))
+        if rng.random() < 0.25:  # B-lines often flank a consolidation
             side = x + (half + 0.4) * rng.choice([-1.0, 1.0])
             if lo < side < hi:
                 b_lines.append((float(side), float(rng.uniform(0.1, 0.2)),
-                                float(rng.uniform(0.3, 0.6))))
+                                float(rng.uniform(0.2, 0.4))))
     return Scene(
         patient=patient,
         severity=sev,
         depth_cm=depth,
         half_angle_deg=half_angle,
-        gain_db=float(patient.gain_db + rng.normal(0.0, 1.5)),
+        gain_db=float(np.clip(patient.gain_db + rng.normal(0.0, 2.0), -8.0, 8.0)),
         fps=float(rng.choice([8.0, 10.0, 12.0, 15.0])),
         breath_phase=float(rng.uniform(0.0, 2 * np.pi)),
         breath_amp=float(rng.uniform(0.01, 0.03)),
         pleura_tilt_cm=float(rng.normal(0.0, 0.15)),
         a_line_strength=a_strength,
         a_line_decay=float(rng.uniform(0.4, 0.65)),
-        lung_haze=float(rng.uniform(0.003, 0.012)),
+        lung_haze=float(np.exp(rng.uniform(np.log(0.003), np.log(0.025)))),
         ribs=ribs,
         b_lines=tuple(b_lines),
         consolidation=cons,
