@@ -11,9 +11,13 @@ Two numbers, both on held-out *patients* (StratifiedGroupKFold over ``patient_id
    the signs are spatial (vertical comet tails vs horizontal reverberations vs a textured
    region under the pleura), so a representation has to be learned to read them.
 
-    python bench/calibrate_synthetic.py                # defaults: the numbers in the docstring of
-                                                       # hico/data/synthetic.py
-    python bench/calibrate_synthetic.py --folds 3 --epochs 8 --px 64
+    python bench/calibrate_synthetic.py              # the setting behind the numbers in the
+    python bench/calibrate_synthetic.py --seed 1     # docstring of hico/data/synthetic.py
+    python bench/calibrate_synthetic.py --probe-only # seconds: the random-init probe alone
+    python bench/calibrate_synthetic.py --max-folds 1 --epochs 10   # a quicker check
+
+Defaults: 60 patients x 2 videos x 8 frames at 128 px, network input 64 px, 3 folds, 15 epochs;
+about 4 min on an idle 2-core CPU. Also prints the confusion matrix and the videos it got wrong.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def load_frames(root, px: int):
     ds = load_dataset(root)
     xs, ys, groups, vids = [], [], [], []
     for i, row in ds.manifest.iterrows():
-        f = torch.from_numpy(np.asarray(ds.frames(row["video_id"]))).float()[:, None] / 255.0
+        f = torch.from_numpy(ds.frames(row["video_id"], mmap=False)).float()[:, None] / 255.0
         xs.append(F.interpolate(f, size=(px, px), mode="area"))
         ys += [int(row["label"])] * len(f)
         groups += [row["patient_id"]] * len(f)
@@ -116,7 +120,7 @@ def probe_accuracy(feats, y, groups, train, test, seed) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--n-patients", type=int, default=60)
     ap.add_argument("--videos-per-patient", type=int, default=2)
     ap.add_argument("--frames", type=int, default=8)
@@ -128,7 +132,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-folds", type=int, default=None, help="train on the first N folds only")
     ap.add_argument("--probe-only", action="store_true")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -1,9 +1,9 @@
 """Example frames of the synthetic LUS dataset, one row per class (``synthetic_examples.png``).
 
 Each row shows the first frame of a few videos of that class (mild to severe, left to right),
-then, for the last of them, the difference between two frames half a second apart: lung
-sliding shows as a red/blue pair along the pleura and the comet tails, the chest wall above
-stays still.
+then the motion of the last of them: the difference between two frames half a second apart.
+Lung sliding shows as red/blue pairs along the comet tails and as changing texture below the
+pleura, while the chest wall above it, fixed to the probe, stays white (still).
 
     python -m hico.report.synthetic_figure data/synthetic_lus results/figures/synthetic_examples.png
 """
@@ -19,7 +19,7 @@ from hico.data.standard import load_dataset
 
 
 def plot_examples(dataset_dir: str | Path, out_png: str | Path, per_class: int = 4,
-                  dpi: int = 110) -> Path:
+                  dpi: int = 100) -> Path:
     """Draw ``per_class`` videos per class (sorted by severity) plus a motion column; save PNG."""
     import matplotlib
 
@@ -30,7 +30,7 @@ def plot_examples(dataset_dir: str | Path, out_png: str | Path, per_class: int =
     m = ds.manifest
     has_sev = "severity" in m.columns
     n_cols = per_class + 1
-    fig, axes = plt.subplots(len(ds.classes), n_cols, figsize=(1.9 * n_cols, 2.05 * len(ds.classes)),
+    fig, axes = plt.subplots(len(ds.classes), n_cols, figsize=(1.9 * n_cols, 2.15 * len(ds.classes)),
                              squeeze=False)
     for row, cls in enumerate(ds.classes):
         sub = m[m["label_name"] == cls]
@@ -44,7 +44,7 @@ def plot_examples(dataset_dir: str | Path, out_png: str | Path, per_class: int =
         for col, (_, vid) in enumerate(picks.iterrows()):
             frames = ds.frames(vid["video_id"])
             ax = axes[row, col]
-            ax.imshow(frames[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(frames[0], cmap="gray", vmin=0, vmax=255)
             title = f"severity {vid['severity']:.2f}" if has_sev else vid["video_id"]
             ax.set_title(title, fontsize=7)
             if col == 0:
@@ -55,11 +55,11 @@ def plot_examples(dataset_dir: str | Path, out_png: str | Path, per_class: int =
         lag = int(min(len(frames) - 1, max(1, round(0.5 * fps))))
         diff = frames[lag] - frames[0]
         ax = axes[row, n_cols - 1]
-        ax.imshow(diff, cmap="bwr", vmin=-120, vmax=120, interpolation="nearest")
-        ax.set_title(f"frame {lag} - frame 0", fontsize=7)
-    fig.suptitle(f"{ds.name}: first frame per video; last column: motion over {lag} frames",
+        ax.imshow(diff, cmap="bwr", vmin=-120, vmax=120)
+        ax.set_title(f"motion: frame {lag} - frame 0", fontsize=7)
+    fig.suptitle(f"{ds.name}: first frame of videos, mild to severe; last column: motion",
                  fontsize=9)
-    fig.tight_layout(rect=(0.02, 0, 1, 0.97), pad=0.4)
+    fig.tight_layout(rect=(0.02, 0, 1, 0.96), pad=0.4, h_pad=0.9)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=dpi)
