@@ -182,11 +182,6 @@ class LockFile:
             self.files.setdefault(rel, {}).update({k: v for k, v in fields.items() if v is not None})
             self.save()
 
-    def set_meta(self, key: str, value: Any) -> None:
-        with self._mutex:
-            self.data[key] = value
-            self.save()
-
     def save(self) -> None:
         self.data["files"] = dict(sorted(self.files.items()))
         atomic_write_json(self.path, self.data)

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,11 +223,6 @@ class StandardDataset:
 
     def frames(self, video_id: str, mmap: bool = True) -> np.ndarray:
         return np.load(self.frames_path(video_id), mmap_mode="r" if mmap else None, allow_pickle=False)
-
-    def subset(self, video_ids: Iterable[str]) -> StandardDataset:
-        ids = list(video_ids)
-        m = self.manifest.set_index("video_id").loc[ids].reset_index()
-        return StandardDataset(self.root, m, self.classes, self.info)
 
 
 def _fail(root: Path, what: str, fix: str) -> DatasetError:

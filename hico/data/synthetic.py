@@ -268,12 +268,6 @@ class Fan:
         depth, theta = self.polar_of_pixels()
         return (depth >= 0) & (depth <= self.depth_cm) & (np.abs(theta) <= self.half_angle)
 
-    def pixel_of(self, depth_cm, theta) -> tuple[np.ndarray, np.ndarray]:
-        """(row, col) float pixel coordinates of polar points."""
-        rho = self.probe_radius_cm + np.asarray(depth_cm, float)
-        x, y = rho * np.sin(theta), rho * np.cos(theta)
-        return (y - self.y0_cm) / self.cm_per_px - 0.5, (x - self.x0_cm) / self.cm_per_px - 0.5
-
 
 # --------------------------------------------------------------------------- rendering
 def _smooth_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:

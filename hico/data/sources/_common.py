@@ -11,7 +11,6 @@ than ``max_failure_share`` fail, and write the standard format
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -410,7 +409,3 @@ def write_dataset(
     except BaseException:
         writer.abort()
         raise
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
