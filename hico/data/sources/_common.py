@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -181,6 +182,20 @@ def user_folder(
     :func:`require_data` with the module's ``HOW_TO_GET`` and ``EXPECT``."""
     cfg = resolve_config(module, config)
     return cfg, require_data(raw_dir, module.NAME, module.HOW_TO_GET, module.EXPECT)
+
+
+def restricted_source_functions(module_name: str):
+    """``(remote_files, download)`` of a restricted source: nothing to fetch, and ``download``
+    only checks that the user's folder is there (saying where to get the data if not)."""
+
+    def remote_files(config: Mapping[str, Any] | None = None) -> list:
+        return []
+
+    def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+        """Nothing to fetch: check that the user's folder is there."""
+        return user_folder(sys.modules[module_name], raw_dir, config)[1]
+
+    return remote_files, download
 
 
 # --------------------------------------------------------------------------------------------

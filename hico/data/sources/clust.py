@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     file_item,
     find_frame_folders,
+    restricted_source_functions,
     unique_ids,
     user_folder,
     write_dataset,
@@ -64,13 +64,7 @@ def _self():
     return sys.modules[__name__]
 
 
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    return []
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    """Nothing to fetch: check that the user's folder is there."""
-    return user_folder(_self(), raw_dir, config)[1]
+remote_files, download = restricted_source_functions(__name__)
 
 
 def prepare(

@@ -32,10 +32,10 @@ from typing import Any
 
 import pandas as pd
 
-from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     file_item,
+    restricted_source_functions,
     unique_ids,
     user_folder,
     write_dataset,
@@ -65,13 +65,7 @@ def _self():
     return sys.modules[__name__]
 
 
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    return []
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    """Nothing to fetch: check that the user's folder is there."""
-    return user_folder(_self(), raw_dir, config)[1]
+remote_files, download = restricted_source_functions(__name__)
 
 
 def _norm_label(value: Any) -> str | None:
