@@ -184,6 +184,20 @@ def user_folder(
     return cfg, require_data(raw_dir, module.NAME, module.HOW_TO_GET, module.EXPECT)
 
 
+def single_archive_source_functions(module_name: str, url: str, archive: str):
+    """``(remote_files, download)`` of a public source that is one file with no published
+    checksum: its sha256 is recorded in the lock at first download and checked ever after."""
+
+    def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = resolve_config(sys.modules[module_name], config)
+        return [RemoteFile(url=mirror_url(cfg, archive, url), path=archive, checksum="lock")]
+
+    def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+        return fetch_remote_files(sys.modules[module_name], raw_dir, config)
+
+    return remote_files, download
+
+
 def restricted_source_functions(module_name: str):
     """``(remote_files, download)`` of a restricted source: nothing to fetch, and ``download``
     only checks that the user's folder is there (saying where to get the data if not)."""

@@ -30,13 +30,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, iter_files, macos_junk, safe_extract
+from hico.data.download import iter_files, macos_junk, safe_extract
 from hico.data.sources._common import (
     DataNotFoundError,
-    fetch_remote_files,
     file_item,
-    mirror_url,
     resolve_config,
+    single_archive_source_functions,
     unique_ids,
     write_dataset,
 )
@@ -62,13 +61,7 @@ def _self():
     return sys.modules[__name__]
 
 
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    cfg = resolve_config(_self(), config)
-    return [RemoteFile(url=mirror_url(cfg, ARCHIVE, URL), path=ARCHIVE, checksum="lock")]
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    return fetch_remote_files(_self(), raw_dir, config)
+remote_files, download = single_archive_source_functions(__name__, URL, ARCHIVE)
 
 
 def _video_id(path: Path) -> str:
