@@ -60,19 +60,15 @@ def test_missing_frames_file_is_named(toy_dataset):
         load_dataset(toy_dataset)
 
 
-def test_label_outside_classes_is_named(toy_dataset):
+@pytest.mark.parametrize("row,column,value,message", [
+    (2, "label", 7, r"label 7 outside classes.json \(3 classes"),
+    (0, "n_frames", 99, r"expected uint8 \[99, H, W\]"),
+])
+def test_corrupt_manifest_row_is_named(toy_dataset, row, column, value, message):
     m = pd.read_csv(toy_dataset / "manifest.csv")
-    m.loc[2, "label"] = 7
+    m.loc[row, column] = value
     m.to_csv(toy_dataset / "manifest.csv", index=False)
-    with pytest.raises(DatasetError, match=r"label 7 outside classes.json \(3 classes"):
-        load_dataset(toy_dataset)
-
-
-def test_wrong_frame_count_is_named(toy_dataset):
-    m = pd.read_csv(toy_dataset / "manifest.csv")
-    m.loc[0, "n_frames"] = 99
-    m.to_csv(toy_dataset / "manifest.csv", index=False)
-    with pytest.raises(DatasetError, match=r"expected uint8 \[99, H, W\]"):
+    with pytest.raises(DatasetError, match=message):
         load_dataset(toy_dataset)
 
 
