@@ -93,6 +93,7 @@ def _typed(cls, data: dict[str, Any], where: str):
 def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
+        # a sampler override replaces the recipe's: another sampler does not take its arguments
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "sampler":
             out[k] = deep_merge(out[k], v)
         else:
