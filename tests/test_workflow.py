@@ -39,7 +39,9 @@ def test_lint(config):
 
 
 def test_demo_dry_run_lists_every_step():
-    r = snakemake("-n", "--quiet", "rules", "--configfile", "workflows/config/demo.yaml", "--directory", str(REPO))
+    # --forceall: the whole DAG, also in a clone where `make demo` has already run
+    r = snakemake("-n", "--forceall", "--quiet", "rules", "--configfile", "workflows/config/demo.yaml",
+                  "--directory", str(REPO))
     assert r.returncode == 0, r.stderr
     for rule in ("simulate", "folds", "check_leakage", "pretrain", "export_control", "evaluate", "aggregate", "plot"):
         assert rule in r.stdout, f"rule {rule} missing from the demo DAG:\n{r.stdout}"
