@@ -24,9 +24,13 @@ Timing: steps of the two alternate (so load on a shared machine hits both alike)
 state) plus the peak above it during a step (activations, gradients, temporaries): CUDA
 ``max_memory_allocated``; CPU peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``,
 process-wide ``ru_maxrss`` where that is unavailable). For scale also ours with ``heads:
-pooled`` and a bare ResNet-18 forward+backward of both views. On CUDA ours runs as
-``hico.train`` does (bf16 autocast, channels_last, TF32) and the reference with fp16 autocast
-(apex O2's stand-in; ``--ref-amp none`` for fp32).
+pooled`` and a bare ResNet-18 forward+backward of both views. Ours runs as ``hico.train`` does
+by default: on CUDA bf16 autocast, channels_last and TF32, the reference with fp16 autocast (apex
+O2's stand-in; ``--ref-amp none`` for fp32); on a CPU with native bf16 (AVX512-BF16/AMX) bf16
+autocast and channels_last (``cpu_amp``), the reference in fp32 (apex is CUDA-only, so the
+release runs fp32 there). Ours is also timed in fp32 (``cpu_amp: false``), so the fp32-against-
+fp32 ratio is printed too, and the bf16 loss is compared with the fp32 one at the same weights
+(``--bf16-rtol``).
 
     python bench/hico_step.py                      # batch 32, 224 px, CPU here (a few minutes)
     python bench/hico_step.py --device cuda --steps 10
@@ -56,7 +60,8 @@ from hico.data.pairs import build_sampler  # noqa: E402
 from hico.data.transforms import AugmentConfig, FrameAugment  # noqa: E402
 from hico.methods.base import build_method  # noqa: E402
 from hico.models.backbone import Backbone  # noqa: E402
-from hico.train import build_optimizer, cpu_has_native_bf16  # noqa: E402
+from hico.precision import cpu_has_native_bf16  # noqa: E402
+from hico.train import build_optimizer  # noqa: E402
 
 NUM_CLASSES = 12  # US-4's joint class map, as released
 LAM, ALPHA, TEMPERATURE = 0.2, 0.2, 0.5
@@ -359,8 +364,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-amp", choices=["fp16", "none"], default="fp16", help="reference precision on CUDA")
     ap.add_argument("--rtol", type=float, default=1e-4, help="loss agreement required (relative)")
     ap.add_argument("--cpu-amp", choices=["auto", "on", "off"], default="auto",
-                    help="also time ours with bf16 autocast + channels_last on CPU (cpu_amp: true); auto = "
-                         "when the CPU has native bf16")
+                    help="also time ours with bf16 autocast + channels_last on CPU (hico.train's default, "
+                         "cpu_amp: true); auto = when the CPU has native bf16, as hico.train decides")
+    ap.add_argument("--bf16-rtol", type=float, default=2e-3,
+                    help="agreement required between ours in bf16 and in fp32 at the same weights (relative)")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -417,7 +424,7 @@ def main(argv=None) -> int:
     opt_ours = build_optimizer(ours, cfg, dev)  # Adam, fused (CUDA, and CPU from torch 2.4)
     opt_ref = torch.optim.Adam(released.parameters(), cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
                                foreach=False)  # one parameter at a time, as PyTorch 1.4
-    pair = [ours_variant("ours, heads: flatten", ours, opt_ours),
+    pair = [ours_variant("ours, heads: flatten" + ("" if cuda else ", fp32 (cpu_amp: false)"), ours, opt_ours),
             ref_variant("reference-equivalent (released loop)", released, opt_ref)]
 
     cpu_amp = not cuda and (args.cpu_amp == "on" or (args.cpu_amp == "auto" and cpu_has_native_bf16()))
@@ -461,7 +468,7 @@ def main(argv=None) -> int:
         amp["ours"] = True
         ours.to(memory_format=torch.channels_last)
         views_ours = dict(batch, views=[v.contiguous(memory_format=torch.channels_last) for v in batch["views"]])
-        fast = ours_variant("ours, heads: flatten, CPU bf16 autocast + channels_last", ours, opt_ours)
+        fast = ours_variant("ours, heads: flatten, bf16 + channels_last (default)", ours, opt_ours)
         for _ in range(max(1, warmup) + steps):
             fast.run()
         fast.measure()
@@ -494,8 +501,9 @@ def main(argv=None) -> int:
     pooled.zero_grad(set_to_none=True)
     plain.zero_grad(set_to_none=True)
 
-    extra = [ours_variant("ours, heads: pooled", pooled, build_optimizer(pooled, cfg, dev)),
-             Variant("plain resnet18 fwd+bwd, both views, no heads/optimiser", plain_forward_backward,
+    precision = "" if cuda else ", fp32"
+    extra = [ours_variant("ours, heads: pooled" + precision, pooled, build_optimizer(pooled, cfg, dev)),
+             Variant("plain resnet18 fwd+bwd, both views" + precision, plain_forward_backward,
                      lambda: None, plain, None, mem)]
     for v in extra:
         for _ in range(max(1, warmup) + steps):
@@ -510,12 +518,17 @@ def main(argv=None) -> int:
         print(f"{r['name']:<55} {r['ms']:>9.0f} {r['fb_ms']:>9.0f} {r['update_ms']:>7.0f} "
               f"{r['ms'] / ours_ms:>7.2f}x {r['gflop']:>7.0f} {r['state_mb']:>9.0f} {r['peak_mb']:>8.0f}  "
               f"{r['loss']:.6f}")
-    print(f"\nspeed-up of ours over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
+    print(f"\nspeed-up of ours{'' if cuda else ' in fp32'} over the reference-equivalent: {ref_ms / ours_ms:.2f}x "
           f"(median of {steps} steps); FLOP ratio {rows[1]['gflop'] / rows[0]['gflop']:.2f}x")
     if cpu_amp:
-        print(f"speed-up of ours with CPU bf16 autocast (cpu_amp: true) over the fp32 reference-equivalent: "
-              f"{ref_ms / rows[2]['ms']:.2f}x; at the first step's weights its loss is {bf16_loss:.6f} vs fp32 "
-              f"{losses[0]:.6f} (rel diff {abs(bf16_loss - losses[0]) / abs(losses[0]):.1e})")
+        bf16_rel = abs(bf16_loss - losses[0]) / abs(losses[0])
+        equal = equal and bf16_rel <= args.bf16_rtol
+        print(f"speed-up of ours as hico.train runs it on this CPU (bf16 autocast + channels_last, cpu_amp "
+              f"default) over the reference-equivalent (fp32, as the release runs on CPU): "
+              f"{ref_ms / rows[2]['ms']:.2f}x; at the first step's weights its loss is {bf16_loss:.6f} vs "
+              f"{losses[0]:.6f} in fp32 (= the reference's), rel diff {bf16_rel:.1e} "
+              f"[{'equal at bf16 precision' if bf16_rel <= args.bf16_rtol else 'NOT EQUAL'}, "
+              f"--bf16-rtol {args.bf16_rtol:g}]")
     print(f"loss agreement over all steps (weights in lock step): max rel diff {drift:.1e}"
           + (" (timed steps: ours bf16, reference " + ("fp16" if amp["ref"] else "fp32") + ")" if cuda else ""))
     print("GFLOP = matmul+conv FLOPs of forward+backward (torch.utils.flop_counter, counted on 2 samples)")

@@ -59,7 +59,9 @@ class PretrainConfig:
     export: str = "best"  # best (lowest validation loss, released) | last
     checkpoint_epochs: list[int] = field(default_factory=list)  # also keep encoder_epoch<k>.pt (convergence)
     amp: bool = True  # bf16 autocast on CUDA
-    cpu_amp: bool = False  # bf16 autocast + channels_last on CPUs with native bf16 (AVX512-BF16/AMX)
+    # bf16 autocast + channels_last on CPUs whose oneDNN runs bf16 natively (AVX512-BF16/AMX), as on
+    # CUDA; other CPUs stay in fp32 (emulated bf16 would be slower). `false`: fp32 everywhere on CPU.
+    cpu_amp: bool = True
     channels_last: bool = True
     compile: bool = False
     num_workers: int = 2

@@ -55,6 +55,7 @@ from hico.data.folds import read_folds, split_fold
 from hico.data.standard import StandardDataset, atomic_write_json, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, normalize, resize_square
 from hico.models.backbone import Backbone, load_encoder
+from hico.precision import bf16_autocast_enabled
 from hico.provenance import provenance
 
 METRICS_SCHEMA_VERSION = 2
@@ -412,7 +413,7 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"finetune: empty training ({len(train)}) or validation ({len(val)}) set")
     device = torch.device(device)
-    amp = device.type == "cuda"
+    amp = bf16_autocast_enabled(device)
     image_size = int(train.frames.shape[-1])
 
     if device.type == "cuda":  # uint8 frames live on the GPU once (POCUS at 224 px: ~0.1 GB)

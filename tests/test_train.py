@@ -121,3 +121,17 @@ def test_control_exports_seeded_init(tmp_path):
 def test_too_few_videos_for_a_batch(toy_dataset, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch of 64"):
         pretrain("simclr", [toy_dataset], tmp_path / "x", [TINY, {"batch_size": 64, "epochs": 1}], device="cpu")
+
+
+def test_bf16_autocast_follows_the_device_and_the_switches(monkeypatch):
+    from hico import precision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert precision.bf16_autocast_enabled(cuda, cuda_amp=True)
+    assert not precision.bf16_autocast_enabled(cuda, cuda_amp=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # emulated bf16: stay in fp32
+    assert not precision.bf16_autocast_enabled(cpu, cpu_amp=True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.bf16_autocast_enabled(cpu, cpu_amp=True)
+    assert not precision.bf16_autocast_enabled(cpu, cpu_amp=False)
+    assert not precision.bf16_autocast_enabled(torch.device("meta"))
