@@ -80,3 +80,36 @@ def test_confusion_json_drives_one_figure_per_dataset_protocol(figures):
     pairs = {(e["dataset"], e["protocol"]) for e in entries if e["selection"] == "selected"}
     for dataset, protocol in pairs:
         _check(figures / "fig" / f"confusion_{dataset}_{protocol}.png")
+
+
+def test_figures_flag_draws_only_those(figures, tmp_path):
+    data = next(p for p in figures.iterdir() if (p / "manifest.csv").exists())
+    enc = {name: figures / name / "encoder.pt" for name in ("hico", "simclr")}
+    rc = plots.main(["--figures", "tsne", "--out-dir", str(tmp_path), "--data", str(data), "--image-size", "32",
+                     "--max-frames", "2", "--encoders", *(f"{k}={v}" for k, v in enc.items())])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tsne.png", "tsne.svg"]
+    with pytest.raises(SystemExit):  # every figure but the t-SNE reads the tables
+        plots.main(["--figures", "convergence", "--out-dir", str(tmp_path)])
+
+
+def test_curves_keep_methods_with_several_points_and_draw_controls_flat(monkeypatch, tmp_path):
+    import pandas as pd
+
+    rows = [("hico", 4, 0.6), ("hico", 8, 0.7), ("hico", 12, 0.8),  # a curve
+            ("random_init", 0, 0.65),                                 # a control: a dashed level
+            ("byol", 12, 0.75)]                                       # one point, no variants: left out
+    df = pd.DataFrame([{"method": m, "dataset": "d", "protocol": "linear_probe", "selection": "selected",
+                        "level": "frame", "encoder_epoch": e, "accuracy_mean": a, "accuracy_std": 0.01}
+                       for m, e, a in rows])
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
+    plots._lines(df, "encoder_epoch", tmp_path, "convergence", "t", "epoch", flat_at=0)
+    fig = drawn["convergence"]
+    (ax,) = fig.axes
+    curves = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert [ln.get_label() for ln in curves] == ["hico"]
+    assert list(curves[0].get_xdata()) == [4, 8, 12]
+    flat = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(flat) == 1 and list(flat[0].get_ydata()) == [0.65, 0.65]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["hico", "random_init (no pretraining)"]

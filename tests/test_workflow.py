@@ -43,7 +43,8 @@ def test_demo_dry_run_lists_every_step():
     r = snakemake("-n", "--forceall", "--quiet", "rules", "--configfile", "workflows/config/demo.yaml",
                   "--directory", str(REPO))
     assert r.returncode == 0, r.stderr
-    for rule in ("simulate", "folds", "check_leakage", "pretrain", "export_control", "evaluate", "aggregate", "plot"):
+    for rule in ("simulate", "folds", "check_leakage", "pretrain", "export_control", "evaluate", "aggregate", "plot",
+                 "tsne"):
         assert rule in r.stdout, f"rule {rule} missing from the demo DAG:\n{r.stdout}"
 
 
@@ -64,6 +65,39 @@ def test_unknown_method_is_rejected(tmp_path):
     assert r.returncode != 0 and "config methods.no_such_method: no recipe no_such_method.yaml" in r.stdout + r.stderr
 
 
+def _planned(out: str, rule: str) -> list[str]:
+    """The output lines of every planned job of ``rule`` in a `snakemake -n` printout."""
+    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    return [line.strip() for j in jobs if j.startswith(f"rule {rule}:")
+            for line in j.splitlines() if line.strip().startswith("output:")]
+
+
+def test_protocol_and_variant_method_restrictions(tmp_path):
+    evaluation = yaml.safe_load(TINY.read_text())["evaluation"]
+    evaluation["protocols"] = {"linear_probe": {}, "knn": {"k": 5, "methods": ["simclr"]}}
+    evaluation["variant_methods"] = ["simclr"]
+    cfg = tiny_config(tmp_path, evaluation=evaluation)
+    r = snakemake("-n", "--forceall", "--configfile", str(cfg))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    planned = sorted(line.split("/eval/tiny_eval/")[1].split("/fold0/")[0] + "/" + line.split("/fold0/")[1].split("/")[0]
+                     for line in _planned(out, "evaluate"))
+    # random_init: the full linear probe only; simclr: its variants (frac50, epoch1) and knn
+    assert planned == ["knn/simclr/seed0/full", "linear_probe/random_init/seed0/full",
+                       "linear_probe/simclr/seed0/epoch1", "linear_probe/simclr/seed0/frac50",
+                       "linear_probe/simclr/seed0/full"]
+    figures = " ".join(_planned(out, "plot"))
+    assert "confusion_tiny_eval_knn.png" in figures and "label_efficiency.png" in figures
+
+
+def test_restriction_to_an_unknown_method_is_rejected(tmp_path):
+    evaluation = yaml.safe_load(TINY.read_text())["evaluation"]
+    evaluation["variant_methods"] = ["simclr", "simclr_typo"]
+    r = snakemake("-n", "--configfile", str(tiny_config(tmp_path, evaluation=evaluation)))
+    assert r.returncode != 0
+    assert "evaluation.variant_methods: ['simclr_typo'] are not in methods" in r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     cfg = tiny_config(tmp_path)
@@ -72,7 +106,8 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     tables = tmp_path / "results" / "tables"
     main = pd.read_csv(tables / "main_comparison.csv")
     assert {"simclr", "random_init"} <= set(main["method"])
-    assert (tmp_path / "results" / "figures" / "main_comparison.png").stat().st_size > 1000
+    for figure in ("main_comparison", "tsne", "convergence", "label_efficiency", "confusion_tiny_eval_linear_probe"):
+        assert (tmp_path / "results" / "figures" / f"{figure}.png").stat().st_size > 1000, figure
     metrics = list((tmp_path / "runs" / "eval").rglob("metrics.json"))
     assert len(metrics) == 10  # 2 methods x 2 folds x {full, frac50} + simclr x 2 folds x epoch1
     again = snakemake("-n", "--configfile", str(cfg))

@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -156,29 +157,42 @@ def plot_main_comparison(tables: Path, out_dir: Path) -> list[Path]:
     return out
 
 
-def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabel: str, logx: bool = False) -> list[Path]:
+def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabel: str, logx: bool = False,
+           flat_at: float | None = None) -> list[Path]:
+    """One panel per dataset/protocol, one line per method measured at two or more ``x`` values.
+
+    A method measured only at ``x == flat_at`` (a control at pretraining epoch 0) is drawn as a
+    dashed level across the panel; other single points (a method without the variants) are left out.
+    """
     df = df[(df["selection"] == "selected") & (df["level"] == "frame")]
     if df.empty:
         print(f"[plot] skipped {name}: no validation-selected frame-level rows")
         return []
-    panels = sorted((d, p) for (d, p), g in df.groupby(["dataset", "protocol"]) if g[x].nunique() > 1)
+    n_x = df.groupby(["dataset", "protocol", "method"])[x].transform("nunique")
+    is_flat = (n_x == 1) & (df[x] == flat_at) if flat_at is not None else n_x < 0
+    curves = df[n_x > 1]
+    panels = sorted(set(zip(curves["dataset"], curves["protocol"])))
     if not panels:
-        print(f"[plot] skipped {name}: every dataset/protocol has a single {x} value")
+        print(f"[plot] skipped {name}: no method has more than one {x} value")
         return []
-    df = df[[(d, p) in panels for d, p in zip(df["dataset"], df["protocol"])]]
+    flats = df[is_flat]
     colors = _colors(list(df["method"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.9), squeeze=False,
                              layout="constrained")
+    legend: dict[str, Any] = {}
     for c, (dataset, protocol) in enumerate(panels):
         ax = axes[0][c]
-        sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol)]
+        sub = curves[(curves["dataset"] == dataset) & (curves["protocol"] == protocol)]
         for method in _method_order(sub["method"]):
             s = sub[sub["method"] == method].sort_values(x)
             xs, ys = s[x].to_numpy(float), s["accuracy_mean"].to_numpy(float)
             sd = s["accuracy_std"].fillna(0).to_numpy(float)
-            ax.plot(xs, ys, marker="o", color=colors[method], label=method,
-                    linewidth=2.2 if method == "hico" else 1.4)
+            legend[method] = ax.plot(xs, ys, marker="o", color=colors[method], label=method,
+                                     linewidth=2.2 if method == "hico" else 1.4)[0]
             ax.fill_between(xs, ys - sd, ys + sd, color=colors[method], alpha=0.15)
+        for _, row in flats[(flats["dataset"] == dataset) & (flats["protocol"] == protocol)].iterrows():
+            legend[f"{row['method']} (no pretraining)"] = ax.axhline(
+                row["accuracy_mean"], color=colors[row["method"]], linestyle="--", linewidth=1.2)
         if logx:
             ax.set_xscale("log")
             ticks = sorted(set(sub[x]))
@@ -191,8 +205,7 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
         ax.set_title(f"{dataset} / {protocol}")
         if c == 0:
             ax.set_ylabel("accuracy (frame, mean ± std)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fig.legend(list(legend.values()), list(legend), loc="outside right center", frameon=False)
     fig.suptitle(title)
     return _save(fig, out_dir, name)
 
@@ -202,7 +215,8 @@ def plot_convergence(tables: Path, out_dir: Path) -> list[Path]:
     if df is None:
         return []
     return _lines(df, "encoder_epoch", out_dir, "convergence",
-                  "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch")
+                  "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch",
+                  flat_at=0)
 
 
 def plot_label_efficiency(tables: Path, out_dir: Path) -> list[Path]:
@@ -286,8 +300,12 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
         axes[1][c].set_xlabel("fine-tuning epoch")
         for ax in axes[:, c]:
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    legend = {}
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    order = _method_order(legend)
+    fig.legend([legend[m] for m in order], order, loc="outside right center", frameon=False)
     fig.suptitle("Fine-tuning: mean over folds × seeds per epoch (the epoch is selected on validation accuracy)")
     return _save(fig, out_dir, "finetune_curves")
 
@@ -347,30 +365,40 @@ def _parse_encoders(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+FIGURE_GROUPS = ("main_comparison", "convergence", "label_efficiency", "confusion", "finetune_curves", "tsne")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hico plot", description="results/tables -> results/figures (PNG + SVG)")
-    p.add_argument("--tables", required=True, help="folder written by `python -m hico aggregate`")
+    p.add_argument("--tables", help="folder written by `python -m hico aggregate` (needed but for tsne)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--metrics-dir", help="metrics.json folder, for fine-tuning curves")
     p.add_argument("--encoders", nargs="+", default=[], help="NAME=ENCODER.pt pairs for the t-SNE")
     p.add_argument("--data", help="standard dataset folder for the t-SNE")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")
+    p.add_argument("--figures", nargs="+", choices=FIGURE_GROUPS, default=list(FIGURE_GROUPS),
+                   help="draw only these (the workflow runs tsne as its own job, beside the evaluations)")
     a = p.parse_args(argv)
-    tables, out_dir = Path(a.tables), Path(a.out_dir)
-    if (tables / "main_comparison.csv").exists():
+    tables, out_dir, wanted = Path(a.tables) if a.tables else None, Path(a.out_dir), set(a.figures)
+    if wanted - {"tsne"} and tables is None:
+        p.error("--tables is required for every figure but tsne")
+    if tables is not None and (tables / "main_comparison.csv").exists():
         ALL_METHODS.update(pd.read_csv(tables / "main_comparison.csv", usecols=["method"])["method"].astype(str))
-    written = plot_main_comparison(tables, out_dir)
-    written += plot_convergence(tables, out_dir)
-    written += plot_label_efficiency(tables, out_dir)
-    written += plot_confusion(tables, out_dir)
-    if a.metrics_dir:
+    written = []
+    for name, draw in (("main_comparison", plot_main_comparison), ("convergence", plot_convergence),
+                       ("label_efficiency", plot_label_efficiency), ("confusion", plot_confusion)):
+        if name in wanted:
+            written += draw(tables, out_dir)
+    if a.metrics_dir and "finetune_curves" in wanted:
         if Path(a.metrics_dir).is_dir():
             written += plot_finetune_curves(Path(a.metrics_dir), out_dir)
         else:
             print(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
     encoders = _parse_encoders(a.encoders)
-    if encoders and a.data:
+    if "tsne" not in wanted:
+        pass
+    elif encoders and a.data:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
     else:
         print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")

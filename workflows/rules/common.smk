@@ -93,6 +93,20 @@ def method_overrides(name, seed):
     return json.dumps([config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}])
 
 
+def _check_method_lists():
+    """Every method a protocol or the variants are restricted to must be a config method."""
+    ev = config["evaluation"]
+    lists = {f"evaluation.protocols.{p}.methods": (s or {}).get("methods", []) for p, s in ev["protocols"].items()}
+    lists["evaluation.variant_methods"] = ev.get("variant_methods", [])
+    for where, names in lists.items():
+        unknown = [m for m in names if m not in config["methods"]]
+        if unknown:
+            raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
+
+
+_check_method_lists()
+
+
 def eval_variants():
     """Evaluation variants beyond the full training set: label fractions and checkpoints."""
     ev = config["evaluation"]
@@ -118,18 +132,35 @@ def eval_datasets():
     return [d for d, spec in config["datasets"].items() if spec.get("evaluate", False)]
 
 
+def protocol_spec(protocol):
+    return config["evaluation"]["protocols"][protocol] or {}
+
+
+def wants_variant(protocol, method, variant):
+    """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods`."""
+    if variant == "full":
+        return True
+    ev = config["evaluation"]
+    if protocol not in ev.get("variant_protocols", [protocol]):
+        return False
+    if method not in ev.get("variant_methods", [method]):
+        return False
+    return not (variant.startswith("epoch") and not requires_training(method))
+
+
 def metrics_targets():
     ev = config["evaluation"]
     out = []
     for dataset in eval_datasets():
         for protocol in ev["protocols"]:
+            restricted = protocol_spec(protocol).get("methods")
             for method in methods_evaluated_on(dataset):
+                if restricted is not None and method not in restricted:
+                    continue
                 for seed in ev["seeds"]:
                     for fold in range(ev["folds"]):
                         for variant in eval_variants():
-                            if variant != "full" and protocol not in ev.get("variant_protocols", [protocol]):
-                                continue
-                            if variant.startswith("epoch") and not requires_training(method):
+                            if not wants_variant(protocol, method, variant):
                                 continue
                             out.append(
                                 f"{RUNS}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
@@ -159,7 +190,35 @@ TABLES = [
     "paper_comparison",
     "records",
 ]
-FIGURES = ["main_comparison"]
+
+
+def figures():
+    """The figures the plot rule draws for this config (declared, so the report lists each; t-SNE
+    has a rule of its own)."""
+    ev = config["evaluation"]
+    out = ["main_comparison"]
+    if ev.get("convergence_epochs"):
+        out.append("convergence")
+    if [p for p in ev.get("label_fractions", []) if p != 100]:
+        out.append("label_efficiency")
+    if any(p.startswith("finetune") for p in ev["protocols"]):
+        out += ["finetune_curves", "main_comparison_paper_protocol"]
+    out += [
+        re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol_id(protocol)}")
+        for dataset in eval_datasets()
+        for protocol in ev["protocols"]
+    ]
+    return out
+
+
+def protocol_id(protocol):
+    """The name metrics.json (and the tables) give a protocol: `finetune` is named by its variant."""
+    if protocol == "finetune":
+        return f"finetune_{protocol_spec(protocol).get('variant', 'released')}"
+    return protocol
+
+
+FIGURES = figures()
 
 
 def tsne_encoders():
@@ -171,7 +230,11 @@ def tsne_encoders():
 
 
 def all_targets():
-    return [f"{RESULTS}/tables/{t}.csv" for t in TABLES] + [f"{RESULTS}/figures/{f}.png" for f in FIGURES]
+    return (
+        [f"{RESULTS}/tables/{t}.csv" for t in TABLES]
+        + [f"{RESULTS}/figures/{f}.png" for f in FIGURES]
+        + [f"{RESULTS}/figures/tsne.png"]
+    )
 
 
 def simulate_args(wildcards):
@@ -223,8 +286,7 @@ def leakage_check(wildcards):
 
 
 def protocol_args(wildcards):
-    ev = config["evaluation"]
-    args = dict(ev["protocols"][wildcards.protocol] or {})
+    args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k != "methods"}
     if wildcards.variant.startswith("frac"):
         args["train_fraction"] = int(wildcards.variant[4:]) / 100
     return json.dumps(args)

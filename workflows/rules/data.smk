@@ -64,6 +64,8 @@ rule folds:
         f"{DATA}/{{dataset}}/folds.csv",
     log:
         f"{LOGS}/folds/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/folds/{{dataset}}.tsv"
     params:
         k=config["evaluation"]["folds"],
         seed=config["evaluation"].get("fold_seed", 0),
@@ -73,6 +75,7 @@ rule folds:
     shell:
         "python -m hico folds {params.dataset} --k {params.k} --seed {params.seed} --out {output} > {log} 2>&1"
 
+
 rule check_leakage:
     input:
         pool=pool_manifests,
@@ -81,6 +84,8 @@ rule check_leakage:
         f"{RUNS}/checks/{{pool}}__{{dataset}}.ok",
     log:
         f"{LOGS}/check_leakage/{{pool}}__{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/check_leakage/{{pool}}__{{dataset}}.tsv"
     params:
         pool_dirs=lambda wc: " ".join(f"{DATA}/{d}" for d in pool_members(wc.pool)),
         test_dir=lambda wc: f"{DATA}/{wc.dataset}",

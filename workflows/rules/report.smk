@@ -9,6 +9,8 @@ rule aggregate:
         [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
     log:
         f"{LOGS}/report/aggregate.log",
+    benchmark:
+        f"{BENCH}/report/aggregate.tsv"
     params:
         metrics_dir=lambda wc: f"{RUNS}/eval",
         compute_dir=lambda wc: f"{RUNS}/pretrain",
@@ -24,8 +26,6 @@ rule aggregate:
 rule plot:
     input:
         tables=[f"{RESULTS}/tables/{t}.csv" for t in TABLES],
-        encoders=tsne_encoders().values(),
-        data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
     output:
         report(
             [f"{RESULTS}/figures/{f}.png" for f in FIGURES],
@@ -34,15 +34,37 @@ rule plot:
         ),
     log:
         f"{LOGS}/report/plot.log",
+    benchmark:
+        f"{BENCH}/report/plot.tsv"
     params:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
         metrics_dir=lambda wc: f"{RUNS}/eval",
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
+        "--figures main_comparison convergence label_efficiency confusion finetune_curves > {log} 2>&1"
+
+
+# t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
+rule tsne:
+    input:
+        encoders=tsne_encoders().values(),
+        data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
+    output:
+        report(f"{RESULTS}/figures/tsne.png", caption="../report/tsne.rst", category="Figures"),
+    log:
+        f"{LOGS}/report/tsne.log",
+    benchmark:
+        f"{BENCH}/report/tsne.tsv"
+    params:
+        out_dir=lambda wc, output: Path(output[0]).parent,
         encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
         data=lambda wc, input: Path(input.data).parent,
         image_size=config["evaluation"]["image_size"],
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "--encoders {params.encoders} --data {params.data} --image-size {params.image_size} > {log} 2>&1"
+        "python -m hico plot --figures tsne --out-dir {params.out_dir} --encoders {params.encoders} "
+        "--data {params.data} --image-size {params.image_size} > {log} 2>&1"
