@@ -7,6 +7,13 @@ is touched for the reported numbers only.
 - ``linear_probe``: frozen encoder, pooled c5 features of every stored frame, standardised,
   scikit-learn logistic regression; C chosen by validation accuracy, then refit on train+val.
 - ``knn``: cosine k-NN (k = 20) on the same frozen features, neighbours voted by similarity.
+- ``linear_probe_adabn``, ``knn_adabn``: the same on features of the encoder whose BatchNorm
+  statistics are re-estimated on the fold's training and validation frames first (AdaBN, Li et
+  al., "Revisiting Batch Normalization for Practical Domain Adaptation", 2016); no label and no
+  test frame is used. A randomly initialised encoder carries placeholder statistics (mean 0,
+  variance 1: its features are un-normalised filter energies) and a pretrained one the
+  statistics of augmented pretraining views; this probe compares encoders with BatchNorm
+  matched to the downstream frames instead.
 - ``finetune`` (variants ``released`` and ``full``; also registered as ``finetune_released``
   and ``finetune_full``): a new linear head on pooled c5, trained end to end with the released
   HiCo/USCL recipe (eval_pretrained_model.py: Adam 0.01, weight decay 1e-4, cosine over 100
@@ -279,6 +286,43 @@ def knn(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes
     votes = np.zeros((len(q), n_classes))
     np.add.at(votes, (np.repeat(np.arange(len(q)), kk), bank_y[nn_idx].ravel()), w.ravel())
     return {"proba": votes / votes.sum(axis=1, keepdims=True), "selection": {"rule": "fixed k", "k": kk}}
+
+
+def _adabn(name: str, fn: Callable[..., dict[str, Any]]) -> None:
+    """Register ``name`` as ``fn`` on features of the encoder with BatchNorm adapted per fold."""
+
+    @functools.wraps(fn)
+    def adapted(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    adapted.adapt_bn = True
+    register_protocol(name)(adapted)
+
+
+_adabn("linear_probe_adabn", linear_probe)
+_adabn("knn_adabn", knn)
+
+
+@torch.no_grad()
+def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str], image_size: int,
+                    max_frames: int | None = None, batch_size: int = 64, mean: float = 0.5, std: float = 0.25,
+                    device: str | torch.device = "cpu") -> Backbone:
+    """A copy of ``encoder`` whose BatchNorm running statistics are the average over batches of
+    the frames of ``video_ids`` (every BN layer reset, cumulative average, no gradient)."""
+    adapted = copy.deepcopy(encoder).to(device)
+    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return adapted.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+    adapted.train()
+    frames, _, _ = frames_of(ds, video_ids, max_frames)
+    for start in range(0, len(frames), batch_size):
+        chunk = [resize_square(torch.from_numpy(f), image_size) for f in frames[start : start + batch_size]]
+        if len(chunk) > 1:  # a BN batch of one frame has no variance
+            adapted(normalize(torch.stack(chunk).to(device), mean, std))
+    return adapted.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,13 +624,19 @@ def evaluate_folds(
     torch.manual_seed(seed)
     encoder = load_encoder(encoder_path)
     facts = _encoder_facts(Path(encoder_path), getattr(encoder, "meta", {}) or {})
-    if fn.inputs == "features":
+    adapt_bn = getattr(fn, "adapt_bn", False)
+    if fn.inputs == "features" and not adapt_bn:
         everything = extract_features(encoder, ds, used, image_size, max_frames, device=device)
-    else:
+    elif fn.inputs == "frames":
         everything = load_frames(ds, used, image_size, max_frames)
     results = []
     for fold, out_path in zip(folds, out_paths):
         train_all, train_ids, val_ids, test_ids = splits_of[fold]
+        if adapt_bn:  # no labels: all of the fold's training + validation frames, never its test
+            fitted = sorted({*train_all, *val_ids})
+            adapted = adapt_batchnorm(encoder, ds, fitted, image_size, max_frames, device=device)
+            everything = extract_features(adapted, ds, fitted + sorted(test_ids), image_size, max_frames,
+                                          device=device)
         data = {name: select_videos(everything, ids)
                 for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
         torch.manual_seed(seed)
@@ -615,7 +665,7 @@ def evaluate_folds(
                          "train_before_subsampling": len(train_all)},
             "n_frames": {name: int(len(d.labels)) for name, d in data.items()},
             "split_video_ids": {"train": sorted(train_ids), "val": sorted(val_ids), "test": sorted(test_ids)},
-            "hyperparameters": result.get("hyperparameters", dict(protocol_args)),
+            "hyperparameters": result.get("hyperparameters", dict(protocol_args, **({"adapt_bn": True} if adapt_bn else {}))),
             "selection": result.get("selection", {}),
             **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
         }

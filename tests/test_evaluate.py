@@ -161,12 +161,21 @@ def _spy(monkeypatch, name):
         return original(train, val, test, n_classes, seed=seed, **kw)
 
     spy.inputs = original.inputs
+    spy.adapt_bn = getattr(original, "adapt_bn", False)
     monkeypatch.setitem(ev.PROTOCOLS, name, spy)
+    adapt = ev.adapt_batchnorm
+
+    def adapt_spy(encoder, ds, video_ids, *args, **kw):  # BatchNorm statistics: fold's train + val only
+        seen.setdefault("bn", set()).update(video_ids)
+        return adapt(encoder, ds, video_ids, *args, **kw)
+
+    monkeypatch.setattr(ev, "adapt_batchnorm", adapt_spy)
     return seen
 
 
 @pytest.mark.parametrize("protocol,args", [
     ("linear_probe", {"train_fraction": 0.5}),
+    ("linear_probe_adabn", {"train_fraction": 0.5}),
     ("finetune", {"epochs": 2, "batch_size": 16}),
 ])
 def test_test_fold_never_reaches_training_or_selection(tiny, monkeypatch, tmp_path, protocol, args):
@@ -180,6 +189,12 @@ def test_test_fold_never_reaches_training_or_selection(tiny, monkeypatch, tmp_pa
     assert not seen["train"] & fold_test and not seen["val"] & fold_test and not seen["train"] & seen["val"]
     assert set(m["split_video_ids"]["test"]) == fold_test
     assert set(m["split_video_ids"]["train"]) == seen["train"]
+    if protocol.endswith("_adabn"):  # unlabelled: the whole training part of the fold, never its test part
+        assert seen["bn"] and not seen["bn"] & fold_test
+        assert seen["bn"] == set(folds.loc[folds["fold"] != 1, "video_id"])
+        assert written_adapt_bn(out)
+    else:
+        assert "bn" not in seen
     written = json.loads(out.read_text())
     for key in ("schema_version", "protocol_id", "train_fraction", "encoder_epoch", "encoder_kind",
                 "pretrain_datasets", "n_frames", "hyperparameters", "frame", "video"):
@@ -195,6 +210,27 @@ def test_test_fold_never_reaches_training_or_selection(tiny, monkeypatch, tmp_pa
         assert written["last"]["epoch"] == 2
     else:
         assert written["n_videos"]["train"] < written["n_videos"]["train_before_subsampling"]
+
+
+def written_adapt_bn(path) -> bool:
+    return json.loads(path.read_text())["hyperparameters"].get("adapt_bn") is True
+
+
+def test_adapt_batchnorm_sets_statistics_of_the_given_frames(tiny):
+    ds = load_dataset(tiny["data"])
+    encoder = ev.load_encoder(tiny["encoder"])
+    ids = list(ds.manifest["video_id"][:6])
+    adapted = ev.adapt_batchnorm(encoder, ds, ids, IMAGE, max_frames=2, batch_size=64)
+    frames, _, _ = ev.frames_of(ds, ids, 2)
+    x = ev.normalize(torch.stack([ev.resize_square(torch.from_numpy(f), IMAGE) for f in frames]), 0.5, 0.25)
+    conv1, bn1 = adapted.body.conv1, adapted.body.bn1
+    with torch.no_grad():
+        y = conv1(x)
+    torch.testing.assert_close(bn1.running_mean, y.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn1.running_var, y.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-5)
+    assert not adapted.training and bn1.num_batches_tracked == 1
+    # the loaded encoder is untouched (placeholder statistics of a random network)
+    assert float(encoder.body.bn1.running_mean.abs().max()) == 0.0
 
 
 def _frameset(ds, ids, max_frames=2):
@@ -246,7 +282,9 @@ def test_finetune_released_trains_last_block_and_head_only(tiny, frames):
 
 
 def test_registered_protocols():
-    assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full"} <= set(ev.PROTOCOLS)
+    assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full", "linear_probe_adabn",
+            "knn_adabn"} <= set(ev.PROTOCOLS)
+    assert ev.PROTOCOLS["knn_adabn"].adapt_bn and not getattr(ev.PROTOCOLS["knn"], "adapt_bn", False)
     assert ev.PROTOCOLS["finetune_full"].inputs == "frames" and ev.PROTOCOLS["knn"].inputs == "features"
 
 
