@@ -83,15 +83,17 @@ def _placeholder(out_dir: Path, name: str, message: str) -> list[Path]:
 
 
 def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, paper: bool = False) -> list[Path]:
-    """Grouped bars: one panel per dataset x protocol, bars = methods, two metrics side by side."""
+    """Grouped bars: one row per dataset x protocol, one column per level (frame, video), bars =
+    methods, two metrics side by side."""
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
     levels = [lv for lv in ("frame", "video") if lv in set(df["level"])]
     methods = _method_order(df["method"])
     colors = _colors(methods)
-    ncols = len(panels)
     width_per = max(2.8, 0.55 * len(methods) + 1.2)
-    fig, axes = plt.subplots(len(levels), ncols, figsize=(max(7.0, width_per * ncols), 3.6 * len(levels) + 0.8),
+    fig, grid = plt.subplots(len(panels), len(levels), figsize=(max(7.0, width_per * len(levels)),
+                                                                3.6 * len(panels) + 0.8),
                              squeeze=False, sharey=True, layout="constrained")
+    axes = grid.T  # axes[level][panel]
     metrics = ([(value, "accuracy"), ("macro_f1_mean", "macro-F1")] if value == "accuracy_mean"
                else [(value, "accuracy (pooled over folds)")])
     bar_w = 0.8 / len(metrics)
@@ -121,7 +123,7 @@ def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, pa
             ax.grid(axis="y", alpha=0.3)
             n = int(sub["n"].max()) if "n" in sub and len(sub) else 0
             ax.set_title(f"{dataset} / {protocol}\n{level} level (n={n} folds x seeds)")
-            if c == 0:
+            if r == 0:
                 ax.set_ylabel("score")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
