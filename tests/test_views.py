@@ -78,6 +78,23 @@ def test_augment_flip_shapes_and_determinism():
     assert not torch.equal(a, full(x, torch.Generator().manual_seed(2)))
 
 
+def test_blur_is_relative_to_the_image_size():
+    """The same sigma range blurs a 64 px image as much, relative to its size, as a 224 px one."""
+
+    def blurred_edge_width(size):
+        cfg = AugmentConfig(image_size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0,
+                            brightness=0.0, contrast=0.0, blur_p=1.0, blur_sigma=(2.0, 2.0))
+        frames = torch.zeros(1, size, size, dtype=torch.uint8)
+        frames[:, :, size // 2:] = 255  # a vertical step edge
+        row = FrameAugment(cfg)(frames)[0, 0, size // 2] * 0.25 + 0.5
+        return int(((row > 0.05) & (row < 0.95)).sum()) / size  # transition width, share of the image
+
+    assert blurred_edge_width(224) > 0.02
+    assert abs(blurred_edge_width(64) - blurred_edge_width(224)) < 0.02
+    with pytest.raises(ValueError, match="blur_sigma"):
+        AugmentConfig.from_dict({"blur_sigma": [0.0, 1.0]})
+
+
 def test_augment_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"unknown augmentation keys \['rotate'\]"):
         AugmentConfig.from_dict({"rotate": 10})

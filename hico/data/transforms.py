@@ -31,7 +31,10 @@ class AugmentConfig:
     contrast: float = 0.8
     jitter_p: float = 1.0
     blur_p: float = 0.0
+    # sigma in pixels of a `blur_reference_size` image (SimCLR: 0.1-2.0 at 224 px, kernel ~10 % of
+    # the image), scaled to `image_size`, so a 64 px demo is blurred as much as a 224 px run
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_reference_size: int = 224
     mean: float = 0.5
     std: float = 0.25
 
@@ -52,6 +55,9 @@ class AugmentConfig:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {cfg.crop_scale}")
         if cfg.std <= 0:
             raise ValueError(f"std must be > 0, got {cfg.std}")
+        if cfg.blur_reference_size <= 0 or not 0 < cfg.blur_sigma[0] <= cfg.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < lo <= hi and blur_reference_size > 0, got "
+                             f"{cfg.blur_sigma} at {cfg.blur_reference_size} px")
         return cfg
 
 
@@ -124,9 +130,11 @@ class FrameAugment:
     def _blur(self, x: torch.Tensor, gen) -> torch.Tensor:
         b, _, h, w = x.shape
         dev = x.device
-        sigma = torch.empty(b, device=dev).uniform_(*self.cfg.blur_sigma, generator=gen)
+        scale = self.cfg.image_size / self.cfg.blur_reference_size
+        lo, hi = (s * scale for s in self.cfg.blur_sigma)
+        sigma = torch.empty(b, device=dev).uniform_(lo, hi, generator=gen)
         apply = torch.rand(b, device=dev, generator=gen) < self.cfg.blur_p
-        radius = max(1, int(math.ceil(3 * self.cfg.blur_sigma[1])))
+        radius = max(1, int(math.ceil(3 * hi)))
         radius = min(radius, (min(h, w) - 1) // 2)
         t = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
         k = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
