@@ -37,7 +37,7 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,14 @@ def load_frames(ds: StandardDataset, video_ids: list[str], image_size: int, max_
     return FrameSet(x, np.asarray(labels, dtype=int), np.asarray(vids))
 
 
+def _normalized_batches(frames: list[np.ndarray], image_size: int, batch_size: int, mean: float, std: float,
+                        device) -> Iterator[torch.Tensor]:
+    """``frames`` resized to squares, normalised, ``batch_size`` at a time, on ``device``."""
+    for start in range(0, len(frames), batch_size):
+        chunk = [resize_square(torch.from_numpy(f), image_size) for f in frames[start : start + batch_size]]
+        yield normalize(torch.stack(chunk).to(device), mean, std)
+
+
 @torch.no_grad()
 def extract_features(
     encoder: Backbone,
@@ -149,11 +157,8 @@ def extract_features(
     """Pooled c5 features of the (up to ``max_frames`` evenly spaced) frames of each video."""
     encoder = encoder.to(device).eval()
     frames, vids, labels = frames_of(ds, video_ids, max_frames)
-    feats = []
-    for start in range(0, len(frames), batch_size):
-        chunk = [resize_square(torch.from_numpy(f), image_size) for f in frames[start : start + batch_size]]
-        x = normalize(torch.stack(chunk).to(device), mean, std)
-        feats.append(encoder(x).float().cpu().numpy())
+    feats = [encoder(x).float().cpu().numpy()
+             for x in _normalized_batches(frames, image_size, batch_size, mean, std, device)]
     dim = encoder.num_features
     return FrameFeatures(
         np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
@@ -318,10 +323,9 @@ def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str]
         m.momentum = None  # cumulative moving average: every batch counts the same
     adapted.train()
     frames, _, _ = frames_of(ds, video_ids, max_frames)
-    for start in range(0, len(frames), batch_size):
-        chunk = [resize_square(torch.from_numpy(f), image_size) for f in frames[start : start + batch_size]]
-        if len(chunk) > 1:  # a BN batch of one frame has no variance
-            adapted(normalize(torch.stack(chunk).to(device), mean, std))
+    for x in _normalized_batches(frames, image_size, batch_size, mean, std, device):
+        if len(x) > 1:  # a BN batch of one frame has no variance
+            adapted(x)
     return adapted.eval()
 
 
@@ -665,7 +669,7 @@ def evaluate_folds(
                          "train_before_subsampling": len(train_all)},
             "n_frames": {name: int(len(d.labels)) for name, d in data.items()},
             "split_video_ids": {"train": sorted(train_ids), "val": sorted(val_ids), "test": sorted(test_ids)},
-            "hyperparameters": result.get("hyperparameters", dict(protocol_args, **({"adapt_bn": True} if adapt_bn else {}))),
+            "hyperparameters": result.get("hyperparameters", {**protocol_args, **({"adapt_bn": True} if adapt_bn else {})}),
             "selection": result.get("selection", {}),
             **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
         }
