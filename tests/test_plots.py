@@ -113,3 +113,16 @@ def test_curves_keep_methods_with_several_points_and_draw_controls_flat(monkeypa
     flat = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert len(flat) == 1 and list(flat[0].get_ydata()) == [0.65, 0.65]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["hico", "random_init (no pretraining)"]
+
+
+def test_expected_figures_without_data_get_a_placeholder(tmp_path, capsys):
+    """The workflow declares the figures its config implies; one the tables cannot fill (say,
+    checkpoints asked only for a control) must still exist, or Snakemake fails the job."""
+    rc = plots.main(["--tables", str(tmp_path / "none"), "--out-dir", str(tmp_path / "fig"),
+                     "--figures", "main_comparison", "convergence", "--expect", "main_comparison", "convergence"])
+    assert rc == 0
+    assert "skipped convergence" in capsys.readouterr().out
+    for name in ("main_comparison", "convergence"):
+        _check(tmp_path / "fig" / f"{name}.png")
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+        "convergence.png", "convergence.svg", "main_comparison.png", "main_comparison.svg"]

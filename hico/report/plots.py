@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")
     p.add_argument("--figures", nargs="+", choices=FIGURE_GROUPS, default=list(FIGURE_GROUPS),
                    help="draw only these (the workflow runs tsne as its own job, beside the evaluations)")
+    p.add_argument("--expect", nargs="+", default=[],
+                   help="figure names a workflow declared: any left undrawn get a placeholder saying so")
     a = p.parse_args(argv)
     tables, out_dir, wanted = Path(a.tables) if a.tables else None, Path(a.out_dir), set(a.figures)
     if wanted - {"tsne"} and tables is None:
@@ -404,5 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
     else:
         print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
+    drawn = {path.stem for path in written}
+    for name in a.expect:
+        if name not in drawn:
+            written += _placeholder(out_dir, name, f"nothing to draw for {name}: no matching rows in {tables}")
     print(f"[plot] {len(written)} files in {out_dir}")
     return 0

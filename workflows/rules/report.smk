@@ -40,11 +40,13 @@ rule plot:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
         metrics_dir=lambda wc: f"{RUNS}/eval",
+        expect=" ".join(FIGURES),
     conda:
         "../envs/report.yaml"
     shell:
         "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "--figures main_comparison convergence label_efficiency confusion finetune_curves > {log} 2>&1"
+        "--figures main_comparison convergence label_efficiency confusion finetune_curves --expect {params.expect} "
+        "> {log} 2>&1"
 
 
 # t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
