@@ -7,7 +7,7 @@ patient) are held out for a validation loss that picks the exported checkpoint
 
 Speed: uint8 frames cross the loader; augmentation and view mixing run on the training
 device; one forward per view; bf16 autocast and channels_last on CUDA and on CPUs with native
-bf16 (``cpu_amp``, measured 2.7x faster than fp32 in ``bench/hico_step.py``); DDP under ``torchrun``
+bf16 (``cpu_amp``; its speed against fp32 is measured in ``bench/README.md``); DDP under ``torchrun``
 (the process group is set up whenever ``WORLD_SIZE`` is set, one process included).
 
 Safety: ``last.pt`` (model, optimiser, epoch, best validation loss) is written atomically

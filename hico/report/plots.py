@@ -400,11 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
     encoders = _parse_encoders(a.encoders)
-    if "tsne" not in wanted:
-        pass
-    elif encoders and a.data:
+    if "tsne" in wanted and encoders and a.data:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
-    else:
+    elif "tsne" in wanted:
         print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
     drawn = {path.stem for path in written}
     for name in a.expect:
