@@ -103,12 +103,42 @@ def test_protocol_and_variant_method_restrictions(tmp_path):
     assert "confusion_tiny_eval_knn.png" in figures and "label_efficiency.png" in figures
 
 
+def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods(tmp_path):
+    """A method outside `variant_methods` may train fewer epochs than the last convergence
+    checkpoint: it is planned without checkpoints and told to keep none."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["methods"] = {"random_init": {}, "simclr": {"epochs": 3}, "simclr_short": {"method": "simclr", "epochs": 1}}
+    cfg["evaluation"].update(convergence_epochs=[2, 3], variant_methods=["simclr"],
+                             tsne_methods=["random_init", "simclr_short"])
+    cfg.update(data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"),
+               results_root=str(tmp_path / "results"))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--forceall", "--printshellcmds", "--configfile", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    tracked, plain = _planned(out, "pretrain_tracked"), _planned(out, "pretrain")
+    assert len(tracked) == 1 and "/simclr/seed0/encoder_epoch2.pt" in tracked[0] and "epoch3.pt" in tracked[0]
+    assert len(plain) == 1 and "/simclr_short/" in plain[0] and "encoder_epoch" not in plain[0]
+    commands = [line for line in out.splitlines() if "python -m hico pretrain simclr" in line]
+    short = next(c for c in commands if "--name simclr_short" in c)
+    assert '"checkpoint_epochs": []' in short and '"epochs": 1' in short
+    assert '"checkpoint_epochs": [2, 3]' in next(c for c in commands if "--name simclr " in c)
+    tsne = next(j for j in ("rule " + j for j in out.split("\nrule ")[1:]) if j.startswith("rule tsne:"))
+    assert "random_init/seed0/encoder.pt" in tsne and "simclr_short/seed0/encoder.pt" in tsne
+    assert "/simclr/seed0/encoder.pt" not in tsne
+
+
 def test_restriction_to_an_unknown_method_is_rejected(tmp_path):
     evaluation = yaml.safe_load(TINY.read_text())["evaluation"]
     evaluation["variant_methods"] = ["simclr", "simclr_typo"]
     r = snakemake("-n", "--configfile", str(tiny_config(tmp_path, evaluation=evaluation)))
     assert r.returncode != 0
     assert "evaluation.variant_methods: ['simclr_typo'] are not in methods" in r.stdout + r.stderr
+    evaluation.update(variant_methods=["simclr"], tsne_methods=["hico"])
+    r = snakemake("-n", "--configfile", str(tiny_config(tmp_path, evaluation=evaluation)))
+    assert r.returncode != 0
+    assert "evaluation.tsne_methods: ['hico'] are not in methods" in r.stdout + r.stderr
 
 
 @pytest.mark.slow
@@ -150,9 +180,10 @@ def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
         for step in (f"data/raw/{d}/.complete", f"data/{d}/manifest.csv", f"data/{d}/folds.csv"):
             assert step in out, f"{step} missing from the paper plan"
     jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
-    hico_job = next(j for j in jobs if j.startswith("rule pretrain:") and "without-pocus/hico" in j)
+    pretrain_jobs = [j for j in jobs if j.startswith(("rule pretrain:", "rule pretrain_tracked:"))]
+    hico_job = next(j for j in pretrain_jobs if "without-pocus/hico" in j)
     inputs = next(line for line in hico_job.splitlines() if line.strip().startswith("input:"))
     assert "data/pocus/manifest.csv" not in inputs
     assert all(f"data/{d}/manifest.csv" in inputs for d in ("covid_blues", "butterfly_uscl", "fatty_liver"))
-    busi_pool = next(j for j in jobs if j.startswith("rule pretrain:") and "public_lung_liver/simclr" in j)
+    busi_pool = next(j for j in pretrain_jobs if "public_lung_liver/simclr" in j)
     assert "data/pocus/manifest.csv" in busi_pool

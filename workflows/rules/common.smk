@@ -42,7 +42,16 @@ def requires_training(method):
     raise ValueError(f"config methods.{method}: no recipe {name}.yaml in hico/methods or baselines")
 
 
-TRAINED_RE = _alternatives([m for m in config["methods"] if requires_training(m)])
+def keeps_checkpoints(method):
+    """Trained methods whose `encoder_epoch<k>.pt` feed the convergence variants: the
+    `variant_methods` (default: all). Only they train to every `convergence_epochs` entry, so other
+    methods may run fewer epochs than the last checkpoint."""
+    ev = config["evaluation"]
+    return bool(ev.get("convergence_epochs")) and method in ev.get("variant_methods", config["methods"])
+
+
+TRAINED_RE = _alternatives([m for m in config["methods"] if requires_training(m) and not keeps_checkpoints(m)])
+TRACKED_RE = _alternatives([m for m in config["methods"] if requires_training(m) and keeps_checkpoints(m)])
 CONTROL_RE = _alternatives([m for m in config["methods"] if not requires_training(m)])
 
 
@@ -98,6 +107,7 @@ def _check_method_lists():
     ev = config["evaluation"]
     lists = {f"evaluation.protocols.{p}.methods": (s or {}).get("methods", []) for p, s in ev["protocols"].items()}
     lists["evaluation.variant_methods"] = ev.get("variant_methods", [])
+    lists["evaluation.tsne_methods"] = ev.get("tsne_methods", [])
     for where, names in lists.items():
         unknown = [m for m in names if m not in config["methods"]]
         if unknown:
@@ -222,11 +232,14 @@ FIGURES = figures()
 
 
 def tsne_encoders():
-    """name=path of seed-0 encoders of the first evaluation dataset's pool (t-SNE figure)."""
+    """name=path of seed-0 encoders of the first evaluation dataset's pool (t-SNE figure), of the
+    `tsne_methods` if given."""
     dataset = eval_datasets()[0]
     pool = dataset_spec(dataset)["pool"]
     seed = config["evaluation"]["seeds"][0]
-    return {m: f"{RUNS}/pretrain/{pool}/{m}/seed{seed}/encoder.pt" for m in methods_evaluated_on(dataset)}
+    chosen = config["evaluation"].get("tsne_methods")
+    methods = [m for m in methods_evaluated_on(dataset) if chosen is None or m in chosen]
+    return {m: f"{RUNS}/pretrain/{pool}/{m}/seed{seed}/encoder.pt" for m in methods}
 
 
 def all_targets():
@@ -277,7 +290,8 @@ def pool_dataset_dirs(wildcards):
 
 
 def pretrain_overrides(wildcards):
-    extra = {"checkpoint_epochs": config["evaluation"].get("convergence_epochs", [])}
+    epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(wildcards.method) else []
+    extra = {"checkpoint_epochs": epochs}
     return json.dumps(json.loads(method_overrides(wildcards.method, wildcards.seed)) + [extra])
 
 

@@ -8,10 +8,6 @@ rule pretrain:
     output:
         encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
         log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
-        checkpoints=[
-            f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder_epoch{e}.pt"
-            for e in config["evaluation"].get("convergence_epochs", [])
-        ],
     log:
         f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -33,6 +29,20 @@ rule pretrain:
         "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base} --name {wildcards.method} "
         "--data {params.data} --out {params.out} --overrides '{params.overrides}' --device {params.device} "
         "> {log} 2>&1"
+
+
+# The variant methods also keep a checkpoint at every convergence epoch (the convergence table).
+use rule pretrain as pretrain_tracked with:
+    wildcard_constraints:
+        method=TRACKED_RE,
+    output:
+        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
+        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        checkpoints=[
+            f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder_epoch{e}.pt"
+            for e in config["evaluation"].get("convergence_epochs", [])
+        ],
+
 
 rule export_control:
     wildcard_constraints:
