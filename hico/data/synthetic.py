@@ -79,10 +79,9 @@ demo's ``random_init`` probe drops from 0.86 to 0.74. Self-supervision beats tha
 with a real budget and many videos: SimCLR for 40 epochs (960 steps of 16) on 480 short videos
 reaches 0.956 on the demo's probe, while 1-epoch runs stay near or below it, and SimCLR on 72
 videos did not beat it reliably (0.74-0.88 at epochs 25-150 against 0.854; see
-``results/README.md``). Videos the supervised
-model got wrong (most frames): seed 0: one consolidation
-(severity 0.30) read as regular; seed 1: b_lines 0.03 -> regular,
-b_lines 0.04 -> consolidation, regular 0.88 -> consolidation, consolidation 0.82 -> regular.
+``results/README.md``). Videos the supervised model got wrong (most frames): seed 0: one
+consolidation (severity 0.30) read as regular; seed 1: b_lines 0.03 -> regular, b_lines 0.04 ->
+consolidation, regular 0.88 -> consolidation, consolidation 0.82 -> regular.
 Runtime of the default script: about 4 min on an idle 2-core machine (about 65 s per fold);
 up to 25 min when the 2 cores are shared with other jobs (as in some of these runs).
 Anything that changes what the generators draw or how images are formed invalidates these

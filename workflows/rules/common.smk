@@ -50,7 +50,7 @@ def keeps_checkpoints(method):
     return bool(ev.get("convergence_epochs")) and method in ev.get("variant_methods", config["methods"])
 
 
-TRAINED_RE = _alternatives([m for m in config["methods"] if requires_training(m) and not keeps_checkpoints(m)])
+UNTRACKED_RE = _alternatives([m for m in config["methods"] if requires_training(m) and not keeps_checkpoints(m)])
 TRACKED_RE = _alternatives([m for m in config["methods"] if requires_training(m) and keeps_checkpoints(m)])
 CONTROL_RE = _alternatives([m for m in config["methods"] if not requires_training(m)])
 

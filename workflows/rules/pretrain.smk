@@ -2,7 +2,7 @@
 
 rule pretrain:
     wildcard_constraints:
-        method=TRAINED_RE,
+        method=UNTRACKED_RE,
     input:
         pool_manifests,
     output:
