@@ -76,9 +76,10 @@ them a random network is a smooth random-feature map (un-normalised filter energ
 brightness reader: standardising each frame's intensities raises its demo probe, 0.865 ->
 0.891); with statistics re-estimated on the data (the ``linear_probe_adabn`` protocol) the
 demo's ``random_init`` probe drops from 0.86 to 0.74. Self-supervision beats that control only
-with a real budget and many videos: SimCLR for 40 epochs (960 steps of 16) on 480 short videos
-reaches 0.956 on the demo's probe, while 1-epoch runs stay near or below it, and SimCLR on 72
-videos did not beat it reliably (0.74-0.88 at epochs 25-150 against 0.854; see
+with a real budget and many videos: SimCLR for 40 epochs (960 steps of 16, temperature 0.2) on
+480 short videos reaches 0.956 / 0.958 (two seeds; temperature 0.5: 0.753 / 0.953) on the
+demo's probe against 0.862 (``bench/simclr_budget.py``), 1-epoch runs stay near or below it, and
+SimCLR on 72 videos did not beat it reliably (0.74-0.88 at epochs 25-150 against 0.854; see
 ``results/README.md``). Videos the supervised model got wrong (most frames): seed 0: one
 consolidation (severity 0.30) read as regular; seed 1: b_lines 0.03 -> regular, b_lines 0.04 ->
 consolidation, regular 0.88 -> consolidation, consolidation 0.82 -> regular.
