@@ -56,14 +56,14 @@ def pretrain(pool: Path, out: Path, method: str, overrides: list[dict]) -> Path:
     return out
 
 
-def probe(encoder: Path, data: Path, out_dir: Path) -> list[float]:
+def probe(encoder: Path, data: Path, out_dir: Path, method: str) -> list[float]:
     """Frame accuracy of each fold of the demo's linear probe."""
     outs = [out_dir / f"fold{f}.json" for f in (0, 1)]
     if not all(o.exists() for o in outs):
         out_dir.mkdir(parents=True, exist_ok=True)
         hico("evaluate", "--encoder", str(encoder), "--data", str(data), "--folds", str(data / "folds.csv"),
              "--fold", "0", "1", "--protocol", "linear_probe", "--seed", "0", "--image-size", "64",
-             "--max-frames", "8", "--method", "simclr", "--device", "cpu", "--out", *map(str, outs))
+             "--max-frames", "8", "--method", method, "--device", "cpu", "--out", *map(str, outs))
     return [json.loads(o.read_text())["frame"]["accuracy"] for o in outs]
 
 
@@ -101,17 +101,19 @@ def main(argv: list[str] | None = None) -> int:
         dirs = dict(zip(runs, pool_exec.map(
             lambda item: pretrain(pool, args.work / "encoders" / item[0], item[1][0], item[1][1]), runs.items())))
 
-        encoders = []  # (name, epoch label, file)
+        encoders = []  # (name, epoch label, file, method)
         for name, out in dirs.items():
-            for c in ([] if name == "random_init" else args.checkpoints):
-                encoders.append((name, str(c), out / f"encoder_epoch{c}.pt"))
-            encoders.append((name, f"{exported_epoch(out / 'encoder.pt')} (exported)", out / "encoder.pt"))
+            method = runs[name][0]
+            for c in ([] if method == "random_init" else args.checkpoints):
+                encoders.append((name, str(c), out / f"encoder_epoch{c}.pt", method))
+            encoders.append((name, f"{exported_epoch(out / 'encoder.pt')} (exported)", out / "encoder.pt", method))
         jobs = [(ev, enc) for ev in eval_sets for enc in encoders]
         accs = list(pool_exec.map(
-            lambda job: probe(job[1][2], job[0], args.work / "eval" / job[0].name / job[1][0] / job[1][2].stem), jobs))
+            lambda job: probe(job[1][2], job[0], args.work / "eval" / job[0].name / job[1][0] / job[1][2].stem,
+                              job[1][3]), jobs))
 
     print(f"{'evaluation set':<15} {'encoder':<18} {'epoch':<15} {'fold 0':>7} {'fold 1':>7} {'mean':>7}")
-    for (ev, (name, epoch, _)), (a0, a1) in zip(jobs, accs):
+    for (ev, (name, epoch, _, _)), (a0, a1) in zip(jobs, accs):
         print(f"{ev.name:<15} {name:<18} {epoch:<15} {a0:7.3f} {a1:7.3f} {(a0 + a1) / 2:7.3f}")
     return 0
 
