@@ -3,17 +3,20 @@
 Where the numbers of ``results/README.md`` ("The demo's numbers": how long SimCLR must train to
 beat ``random_init``, temperature 0.2 vs 0.5, a second evaluation set) come from. It runs the
 suite's own commands, as the demo workflow does (``python -m hico simulate``, ``folds``,
-``pretrain``, ``evaluate --protocol linear_probe``), with the demo's settings: a pool of 240
-simulated patients x 2 videos x 8 frames, 64 px, batch 16, one frame per video per step, and the
-demo's probe (2 patient-grouped folds, C chosen on the inner validation split). Every encoder is
-probed at its checkpoints and at the exported (best validation loss) epoch, on each evaluation
-set (45 patients x 2 videos x 8 frames; seed 0 is the demo's).
+``pretrain``, ``evaluate --protocol linear_probe``), with the settings it reads from
+``workflows/config/demo.yaml``: the pretraining pool (240 simulated patients x 2 videos x 8
+frames), the harness overrides (64 px, batch 16), and the probe (2 patient-grouped folds, C chosen
+on the inner validation split). Every encoder is probed at its checkpoints and at the exported
+(best validation loss) epoch, on the demo's evaluation set simulated with each ``--eval-seeds``
+seed (seed 0 is the demo's own).
 
-    python bench/simclr_budget.py            # tau 0.2 and 0.5 x seeds 0 and 1, 40 epochs: ~15 min, 2 cores
-    python bench/simclr_budget.py --epochs 2 --checkpoints 1 --temperatures 0.5 --seeds 0   # smoke, ~1 min
+    python bench/simclr_budget.py            # tau 0.2 and 0.5 x seeds 0 and 1, 40 epochs: ~12 min, 2 cores
+    python bench/simclr_budget.py --epochs 2 --checkpoints 1 --temperatures 0.5 --seeds 0 \
+        --eval-seeds 0 --pool-patients 30    # smoke, ~40 s
 
 Prints one row per (evaluation set, encoder, epoch): the frame accuracy of each fold and their
-mean. Work files (data, encoders, metrics) go to ``--work`` and are reused when present.
+mean. Work files (data, encoders, metrics) go to ``--work``; a step whose outputs exist there is
+not run again (folder names carry the simulator parameters and the run's epochs).
 """
 
 from __future__ import annotations
@@ -25,8 +28,25 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
-DEMO_OVERRIDES = {"image_size": 64, "batch_size": 16, "num_workers": 0, "pretrained": False}
+import yaml
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "workflows" / "config" / "demo.yaml"
+
+
+class Run(NamedTuple):
+    name: str
+    method: str
+    overrides: list[dict]
+    checkpoints: list[int]
+
+
+class Encoder(NamedTuple):
+    run: str
+    method: str
+    epoch: str  # label: a checkpoint's epoch, or the exported epoch
+    path: Path
 
 
 def hico(*args: str) -> None:
@@ -37,33 +57,41 @@ def hico(*args: str) -> None:
         raise RuntimeError(f"python -m hico {' '.join(args)} failed:\n{(r.stdout + r.stderr)[-3000:]}")
 
 
-def simulate(root: Path, name: str, patients: int, frames: int, seed: int, folds: bool) -> Path:
+def simulate(root: Path, params: dict, folds: dict | None) -> Path:
+    """The demo's simulator call with ``params``; its folds too when ``folds`` ({k, seed}) is given."""
+    name = "sim_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
     path = root / name
     if not (path / "manifest.csv").exists():
-        hico("simulate", "--out", str(root), "--name", name, "--n-patients", str(patients),
-             "--videos-per-patient", "2", "--frames", str(frames), "--size", "96", "--seed", str(seed))
+        hico("simulate", "--out", str(root), "--name", name,
+             *[a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", str(v))])
     if folds and not (path / "folds.csv").exists():
-        hico("folds", str(path), "--k", "2", "--seed", "0", "--out", str(path / "folds.csv"))
+        hico("folds", str(path), "--k", str(folds["k"]), "--seed", str(folds["seed"]), "--out", str(path / "folds.csv"))
     return path
 
 
-def pretrain(pool: Path, out: Path, method: str, overrides: list[dict]) -> Path:
-    if not (out / "encoder.pt").exists():
-        args = ["pretrain", method, "--name", out.name, "--out", str(out), "--overrides", json.dumps(overrides)]
-        if method != "random_init":
+def pretrain(pool: Path, out: Path, run: Run) -> Path:
+    expected = [out / "encoder.pt"] + [out / f"encoder_epoch{c}.pt" for c in run.checkpoints]
+    if not all(f.exists() for f in expected):
+        args = ["pretrain", run.method, "--name", run.name, "--out", str(out), "--overrides", json.dumps(run.overrides)]
+        if run.method != "random_init":
             args += ["--data", str(pool), "--device", "cpu"]
         hico(*args)
+    missing = [f.name for f in expected if not f.exists()]
+    if missing:
+        raise RuntimeError(f"{out}: pretraining finished without {missing}, probably an earlier run with other "
+                           f"--checkpoints in the same folder; delete {out} or pick another --work")
     return out
 
 
-def probe(encoder: Path, data: Path, out_dir: Path, method: str) -> list[float]:
+def probe(enc: Encoder, data: Path, out_dir: Path, evaluation: dict) -> list[float]:
     """Frame accuracy of each fold of the demo's linear probe."""
-    outs = [out_dir / f"fold{f}.json" for f in (0, 1)]
+    outs = [out_dir / f"fold{f}.json" for f in range(evaluation["folds"])]
     if not all(o.exists() for o in outs):
         out_dir.mkdir(parents=True, exist_ok=True)
-        hico("evaluate", "--encoder", str(encoder), "--data", str(data), "--folds", str(data / "folds.csv"),
-             "--fold", "0", "1", "--protocol", "linear_probe", "--seed", "0", "--image-size", "64",
-             "--max-frames", "8", "--method", method, "--device", "cpu", "--out", *map(str, outs))
+        hico("evaluate", "--encoder", str(enc.path), "--data", str(data), "--folds", str(data / "folds.csv"),
+             "--fold", *map(str, range(evaluation["folds"])), "--protocol", "linear_probe", "--seed", "0",
+             "--image-size", str(evaluation["image_size"]), "--max-frames", str(evaluation["max_frames"]),
+             "--method", enc.method, "--device", "cpu", "--out", *map(str, outs))
     return [json.loads(o.read_text())["frame"]["accuracy"] for o in outs]
 
 
@@ -81,40 +109,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
     ap.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 5], help="simulator seeds of the evaluation sets")
-    ap.add_argument("--pool-patients", type=int, default=240)
+    ap.add_argument("--pool-patients", type=int, default=None, help="default: the demo's pretraining pool")
     ap.add_argument("--jobs", type=int, default=2, help="commands run at once (one thread each)")
     args = ap.parse_args(argv)
     if any(not 1 <= c < args.epochs for c in args.checkpoints):
         ap.error(f"--checkpoints {args.checkpoints} must lie in 1..{args.epochs - 1}")
 
-    data = args.work / "data"
-    pool = simulate(data, f"pool_p{args.pool_patients}", args.pool_patients, 8, 1, folds=False)
-    eval_sets = [simulate(data, f"eval_s{s}", 45, 8, s, folds=True) for s in args.eval_seeds]
+    demo = yaml.safe_load(DEMO_CONFIG.read_text())
+    evaluation = demo["evaluation"]
+    evaluated = next(d for d in demo["datasets"].values() if d.get("evaluate"))
+    pool_params = dict(demo["datasets"][evaluated["pool"]]["params"])
+    if args.pool_patients:
+        pool_params["n_patients"] = args.pool_patients
+    harness = {k: v for k, v in demo["pretrain"]["overrides"].items() if k != "epochs"}
 
-    runs = {"random_init": ("random_init", [DEMO_OVERRIDES, {"seed": 0}])}
+    data = args.work / "data"
+    pool = simulate(data, pool_params, None)
+    folds = {"k": evaluation["folds"], "seed": evaluation.get("fold_seed", 0)}
+    eval_sets = {s: simulate(data, {**evaluated["params"], "seed": s}, folds) for s in args.eval_seeds}
+
+    runs = [Run("random_init", "random_init", [harness, {"seed": 0}], [])]
     for tau in args.temperatures:
         for seed in args.seeds:
-            runs[f"simclr_t{tau:g}_s{seed}"] = ("simclr", [
-                {**DEMO_OVERRIDES, "epochs": args.epochs, "checkpoint_epochs": args.checkpoints},
-                {"params": {"temperature": tau}}, {"seed": seed}])
-    with ThreadPoolExecutor(args.jobs) as pool_exec:
-        dirs = dict(zip(runs, pool_exec.map(
-            lambda item: pretrain(pool, args.work / "encoders" / item[0], item[1][0], item[1][1]), runs.items())))
+            runs.append(Run(f"simclr_t{tau:g}_s{seed}_e{args.epochs}", "simclr", [
+                {**harness, "epochs": args.epochs, "checkpoint_epochs": args.checkpoints},
+                {"params": {"temperature": tau}}, {"seed": seed}], args.checkpoints))
+    with ThreadPoolExecutor(args.jobs) as workers:
+        dirs = list(workers.map(lambda run: pretrain(pool, args.work / "encoders" / run.name, run), runs))
+        encoders = []
+        for run, out in zip(runs, dirs):
+            encoders += [Encoder(run.name, run.method, str(c), out / f"encoder_epoch{c}.pt") for c in run.checkpoints]
+            encoders.append(Encoder(run.name, run.method, f"{exported_epoch(out / 'encoder.pt')} (exported)",
+                                    out / "encoder.pt"))
+        jobs = [(seed, enc) for seed in eval_sets for enc in encoders]
+        accs = list(workers.map(lambda job: probe(
+            job[1], eval_sets[job[0]], args.work / "eval" / eval_sets[job[0]].name / job[1].run / job[1].path.stem,
+            evaluation), jobs))
 
-        encoders = []  # (name, epoch label, file, method)
-        for name, out in dirs.items():
-            method = runs[name][0]
-            for c in ([] if method == "random_init" else args.checkpoints):
-                encoders.append((name, str(c), out / f"encoder_epoch{c}.pt", method))
-            encoders.append((name, f"{exported_epoch(out / 'encoder.pt')} (exported)", out / "encoder.pt", method))
-        jobs = [(ev, enc) for ev in eval_sets for enc in encoders]
-        accs = list(pool_exec.map(
-            lambda job: probe(job[1][2], job[0], args.work / "eval" / job[0].name / job[1][0] / job[1][2].stem,
-                              job[1][3]), jobs))
-
-    print(f"{'evaluation set':<15} {'encoder':<18} {'epoch':<15} {'fold 0':>7} {'fold 1':>7} {'mean':>7}")
-    for (ev, (name, epoch, _, _)), (a0, a1) in zip(jobs, accs):
-        print(f"{ev.name:<15} {name:<18} {epoch:<15} {a0:7.3f} {a1:7.3f} {(a0 + a1) / 2:7.3f}")
+    folds_header = "".join(f"{f'fold {f}':>7} " for f in range(evaluation["folds"]))
+    print(f"{'evaluation set':<15} {'encoder':<22} {'epoch':<15} {folds_header}{'mean':>7}")
+    for (seed, enc), acc in zip(jobs, accs):
+        cells = "".join(f"{a:7.3f} " for a in acc)
+        print(f"{'seed ' + str(seed):<15} {enc.run:<22} {enc.epoch:<15} {cells}{sum(acc) / len(acc):7.3f}")
     return 0
 
 

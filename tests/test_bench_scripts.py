@@ -17,9 +17,10 @@ def test_simclr_budget_smoke_run_then_reuses_its_work(tmp_path):
            "--temperatures", "0.5", "--seeds", "0", "--eval-seeds", "0", "--pool-patients", "12"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    rows = [line.split() for line in first.stdout.splitlines()[1:]]
-    assert [(r[1], r[2]) for r in rows] == [("random_init", "0"), ("simclr_t0.5_s0", "1"), ("simclr_t0.5_s0", rows[2][2])]
-    assert rows[2][2] in {"1", "2"} and rows[2][3] == "(exported)"
+    rows = [line.split() for line in first.stdout.splitlines()[1:]]  # seed 0 <run> <epoch> [(exported)] f0 f1 mean
+    assert [r[:4] for r in rows] == [["seed", "0", "random_init", "0"], ["seed", "0", "simclr_t0.5_s0_e2", "1"],
+                                     ["seed", "0", "simclr_t0.5_s0_e2", rows[2][3]]]
+    assert rows[2][3] in {"1", "2"} and rows[2][4] == "(exported)"
     for r in rows:
         f0, f1, mean = map(float, r[-3:])
         assert 0 < f0 <= 1 and 0 < f1 <= 1 and mean == pytest.approx((f0 + f1) / 2, abs=6e-4)
