@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from hico.errors import USER_ERROR_EXIT, HicoError
+
 
 def _set_to_dict(pairs: list[str]) -> dict[str, Any]:
     """``["optimizer.lr=0.1", "epochs=2"]`` -> nested dict with YAML-typed values."""
@@ -176,8 +178,17 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
-        print("\nusage: python -m hico {" + ",".join(COMMANDS) + "} [args]")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+        print("\nusage: python -m hico [--debug] {" + ",".join(COMMANDS) + "} [args]")
+        return 0 if not argv or argv[0] in ("-h", "--help") else USER_ERROR_EXIT
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except HicoError as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split("\n"))
+        print(f"hico {argv[0]}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
+        return USER_ERROR_EXIT

@@ -11,10 +11,11 @@ import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from hico.errors import HicoError
 from hico.registry import load_method_config
 
 
-class ConfigError(ValueError):
+class ConfigError(HicoError, ValueError):
     pass
 
 

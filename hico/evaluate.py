@@ -59,8 +59,9 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from hico.data.folds import read_folds, split_fold
-from hico.data.standard import StandardDataset, atomic_write_json, load_dataset
+from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, normalize, resize_square
+from hico.io import atomic_write_json
 from hico.models.backbone import Backbone, load_encoder
 from hico.precision import bf16_autocast_enabled
 from hico.provenance import provenance

@@ -1,4 +1,4 @@
-"""Provenance stamped on every output, and atomic writes for everything we save.
+"""Provenance stamped on every output.
 
 Each ``metrics.json``, ``encoder.pt`` meta and table row can be traced to: the git commit of the
 suite, the hash of the resolved config, package versions, the device and the seed.
@@ -11,25 +11,10 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def config_hash(config: Any) -> str:

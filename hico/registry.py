@@ -18,16 +18,17 @@ from typing import Any
 
 import yaml
 
+from hico import layout
+from hico.errors import HicoError
+
 _REGISTRY: dict[str, type] = {}
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
-METHOD_DIRS: tuple[tuple[str, Path], ...] = (
-    ("hico.methods", PACKAGE_ROOT / "methods"),
-    ("baselines", PACKAGE_ROOT.parent / "baselines"),
-)
+PACKAGE_ROOT = layout.REPO_ROOT / "hico"
+#: (package, folder) pairs searched for ``<name>.py`` / ``<name>.yaml``, in order (tests add one)
+METHOD_DIRS: tuple[tuple[str, Path], ...] = tuple(zip((pkg for pkg, _ in layout.RECIPE_DIRS), layout.recipe_dirs()))
 
 
-class RegistryError(LookupError):
+class RegistryError(HicoError, LookupError):
     """A method name, class or recipe that does not fit the registry's rules."""
 
 
@@ -50,10 +51,9 @@ def register_method(name: str):
 
 def method_yaml_path(name: str) -> Path:
     """Path of the recipe ``<name>.yaml`` (hico/methods first, then baselines/)."""
-    for _, directory in METHOD_DIRS:
-        path = directory / f"{name}.yaml"
-        if path.exists():
-            return path
+    path = layout.recipe_path(name, [d for _, d in METHOD_DIRS])
+    if path is not None:
+        return path
     raise RegistryError(
         f"no recipe for method {name!r}: expected {name}.yaml in "
         + " or ".join(str(d) for _, d in METHOD_DIRS)
@@ -78,10 +78,7 @@ def load_method_config(name: str) -> dict[str, Any]:
 
 def list_methods(include_controls: bool = True) -> list[str]:
     """Every method with a recipe, sorted. Controls (no pretraining) optionally left out."""
-    names = set()
-    for _, directory in METHOD_DIRS:
-        for path in directory.glob("*.yaml"):
-            names.add(path.stem)
+    names = set(layout.recipe_names([d for _, d in METHOD_DIRS]))
     if not include_controls:
         names = {n for n in names if requires_pretraining(n)}
     return sorted(names)

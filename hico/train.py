@@ -34,12 +34,13 @@ from torch.utils.data import DataLoader, Dataset
 from hico.config import PretrainConfig, resolve_pretrain_config
 from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
-from hico.data.standard import StandardDataset, atomic_write_json, atomic_write_text, load_dataset
+from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, resize_square
+from hico.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hico.methods.base import PretrainMethod, build_method
 from hico.models.backbone import save_encoder
 from hico.precision import bf16_autocast_enabled
-from hico.provenance import atomic_torch_save, provenance
+from hico.provenance import provenance
 
 
 class PretrainPool:

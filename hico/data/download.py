@@ -39,7 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hico.data.standard import atomic_write_json
+from hico.errors import HicoError
+from hico.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,15 @@ NET_CHUNK = 1 << 16  # small reads: a broken connection loses at most this much
 CHECKSUM_KINDS = ("sha256", "md5", "gitsha1")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(HicoError, RuntimeError):
     """A file could not be fetched after all retries."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(HicoError, ValueError):
     """A file's content does not match its expected checksum (pooch retries on ValueError)."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(HicoError, ValueError):
     """An archive member would be written outside the extraction folder, or is a link/device."""
 
 

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from hico.errors import HicoError
 
-class FoldError(ValueError):
+
+class FoldError(HicoError, ValueError):
     pass
 
 
@@ -46,7 +48,7 @@ def make_folds(manifest: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.DataFram
 
 
 def write_folds(manifest: pd.DataFrame, path: str | Path, k: int = 5, seed: int = 0) -> pd.DataFrame:
-    from hico.data.standard import atomic_write_text
+    from hico.io import atomic_write_text
 
     folds = make_folds(manifest, k, seed)
     atomic_write_text(Path(path), folds.to_csv(index=False))

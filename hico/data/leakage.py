@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hico.data.standard import atomic_write_json, load_dataset
+from hico.data.standard import load_dataset
+from hico.errors import HicoError
+from hico.io import atomic_write_json
 
 
-class LeakageError(RuntimeError):
+class LeakageError(HicoError, RuntimeError):
     pass
 
 

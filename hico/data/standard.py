@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hico.errors import HicoError
+from hico.io import atomic_write_json
+
 MANIFEST_COLUMNS = [
     "video_id",
     "patient_id",
@@ -37,7 +40,7 @@ MANIFEST_COLUMNS = [
 FORMAT_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(HicoError, ValueError):
     """A dataset folder that does not follow the standard format."""
 
 
@@ -56,29 +59,6 @@ def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     kwargs = {} if mode == "area" else {"align_corners": False}
     y = F.interpolate(x, size=new_hw, mode=mode, **kwargs)
     return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 class DatasetWriter:

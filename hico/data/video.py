@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from hico.data.standard import resize_short_side
+from hico.errors import HicoError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".m4v", ".gif", ".wmv", ".mkv"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GIF_DEFAULT_FRAME_S = 0.1  # browsers show a gif frame with no (or ~0) duration for 100 ms
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(HicoError, RuntimeError):
     """A file that is empty, unreadable, or holds no decodable frame."""
 
 

@@ -13,10 +13,12 @@ import timm
 import torch
 from torch import nn
 
+from hico.errors import HicoError
+
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(HicoError, RuntimeError):
     """ImageNet weights asked for but neither timm's download nor a local file could give them."""
 
 
@@ -92,7 +94,7 @@ def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
 
 def save_encoder(backbone: Backbone, path: str | Path, meta: dict | None = None) -> None:
     """Export the encoder's weights (no pickled objects: loadable with weights_only=True)."""
-    from hico.provenance import atomic_torch_save
+    from hico.io import atomic_torch_save
 
     atomic_torch_save(
         {"backbone": backbone.name, "state_dict": backbone.state_dict(), "meta": dict(meta or {})},

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hico.data.standard import atomic_write_json, atomic_write_text
+from hico.errors import HicoError
+from hico.io import atomic_write_json, atomic_write_text
 from hico.report import stats
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "reference" / "paper.csv"
@@ -116,7 +117,7 @@ TABLES = ["main_comparison", "ablation", "transfer", "label_efficiency", "conver
           "compute_cost", "claims", "paper_comparison", "records"]
 
 
-class AggregateError(ValueError):
+class AggregateError(HicoError, ValueError):
     pass
 
 

@@ -29,8 +29,10 @@ from urllib.parse import quote
 import numpy as np
 
 from hico.data.download import LockFile, RemoteFile, fetch_all, file_sha256, github_tree
-from hico.data.standard import DatasetWriter, atomic_write_json
+from hico.data.standard import DatasetWriter
 from hico.data.video import frame_files, is_image, read_any
+from hico.errors import HicoError
+from hico.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,11 @@ COMMON_OPTIONS: dict[str, Any] = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(HicoError, FileNotFoundError):
     """The raw data is not where it should be; the message says where to get it and put it."""
 
 
-class PrepareError(RuntimeError):
+class PrepareError(HicoError, RuntimeError):
     """Too many inputs failed to decode; the message lists them."""
 
 
