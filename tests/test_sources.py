@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,11 @@ from hico.data.sources import get_source, list_sources, main_download, main_prep
 from hico.data.sources._common import DataNotFoundError, PrepareError
 from hico.data.standard import load_dataset
 from hico.data.video import select_times
+
+try:
+    from conftest import shared_path
+except ImportError:  # tests/ imported as a package
+    from tests.conftest import shared_path
 
 try:
     import fixtures_http as fx
@@ -272,6 +278,77 @@ def test_covid_blues_end_to_end(http_server, tmp_path):
     assert np.isnan(m.loc["patient_2_L1_2", "severity"])
     assert m.loc["patient_2_L1", "zone"] == "L1"
     assert _report(out)["skipped"][0]["source_file"] == "lus_videos/patient_3_R2.mp4"
+
+
+@pytest.mark.parametrize("label, classes, expected, skipped", [
+    ("pcr", ["pcr_negative", "pcr_positive"],
+     {"patient_1_L1": "pcr_positive", "patient_1_R1": "pcr_positive", "patient_2_L1": "pcr_negative",
+      "patient_2_L1_2": "pcr_negative"}, ["patient_3_R2"]),
+    ("b_lines", ["b_lines_absent", "b_lines_present"],
+     {"patient_1_L1": "b_lines_present", "patient_1_R1": "b_lines_absent", "patient_2_L1": "b_lines_absent"},
+     ["patient_2_L1_2", "patient_3_R2"]),
+    ("severity", ["severity_0", "severity_1", "severity_2", "severity_3"],
+     {"patient_1_L1": "severity_2", "patient_1_R1": "severity_0", "patient_2_L1": "severity_1"},
+     ["patient_2_L1_2", "patient_3_R2"]),
+])
+def test_covid_blues_label_option(tmp_path, label, classes, expected, skipped):
+    raw = _blues_repo(tmp_path / "repo")
+    with open(raw / "severity.csv", "a") as fh:  # patient 3 has no PCR result but a severity row
+        fh.write("patient_3_R2,,yes,,\n")
+    out = get_source("covid_blues").prepare(raw, tmp_path / "data", _opts(tmp_path, label=label), name=f"blues_{label}")
+    ds = load_dataset(out)
+    m = ds.manifest.set_index("video_id")
+    assert ds.classes == classes
+    assert dict(m["label_name"]) == expected
+    assert all(m.loc[v, "patient_id"] == "patient_" + v.split("_")[1] for v in m.index)
+    assert list(m["label"]) == [classes.index(n) for n in m["label_name"]]
+    rep = _report(out)
+    assert sorted(Path(s["source_file"]).stem for s in rep["skipped"]) == skipped
+    assert all(s["reason"].startswith(f"label={label}:") for s in rep["skipped"])
+    assert json.loads((out / "dataset.json").read_text())["label"] == label
+    assert "CC BY-NC-ND 4.0" in json.loads((out / "dataset.json").read_text())["license"]
+
+
+def test_covid_blues_unknown_label_option_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pcr"):
+        get_source("covid_blues").prepare(_blues_repo(tmp_path / "repo"), tmp_path / "data", _opts(tmp_path, label="covid"))
+
+
+def test_covid_blues_licence_is_non_commercial():
+    mod = get_source("covid_blues")
+    assert mod.LICENSE.startswith("CC BY-NC-ND 4.0") and "NonCommercial" in mod.__doc__
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `covid_blues`"))
+    assert "CC BY-NC-ND 4.0" in row and "CC BY-ND 4.0" not in row
+
+
+@pytest.mark.shared
+def test_real_covid_blues_labels_match_severity_csv(tmp_path):
+    """All 362 real videos, one 32-px frame each: the class counts of every label option are
+    those of severity.csv / clinical_variables.csv, and each patient's videos share a fold."""
+    from hico.data.folds import make_folds
+
+    raw = shared_path("data", "covid_blues")
+    with open(raw / "severity.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    severity = Counter(f"severity_{int(float(r['Severity Score']))}" for r in rows)
+    b_lines = Counter("b_lines_present" if r["B-lines"].strip() == "yes" else "b_lines_absent" for r in rows)
+    assert severity == {"severity_0": 120, "severity_1": 111, "severity_2": 83, "severity_3": 48}  # README there
+    opts = _opts(tmp_path, max_frames=1, store_size=32, fps=None)
+    for label, want in [("b_lines", b_lines), ("severity", severity)]:
+        out = get_source("covid_blues").prepare(raw, tmp_path / "data", {**opts, "label": label}, name=label)
+        ds = load_dataset(out)
+        rep = _report(out)
+        assert rep["class_counts"] == dict(want) and rep["n_skipped"] == 0 and rep["n_quarantined"] == 0
+        m = ds.manifest
+        assert len(m) == 362 and m["patient_id"].nunique() == 63
+        assert (m["patient_id"] == ["patient_" + v.split("_")[1] for v in m["video_id"]]).all()
+        folds = make_folds(m, 5, 0).set_index("video_id")["fold"]
+        assert (m.assign(fold=m["video_id"].map(folds)).groupby("patient_id")["fold"].nunique() == 1).all()
+    pcr = load_dataset(get_source("covid_blues").prepare(raw, tmp_path / "data", opts, name="pcr")).manifest
+    per_patient = pcr.groupby("patient_id")["label_name"].agg(set)
+    assert (per_patient.map(len) == 1).all()
+    assert Counter(next(iter(s)) for s in per_patient) == {"pcr_positive": 33, "pcr_negative": 30}
 
 
 # ---------------------------------------------------------------------------- butterfly_uscl
