@@ -6,6 +6,7 @@ the standard format; restricted sets from fixture folders; the real POCUS videos
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import shutil
 import time
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 
 from hico.data.download import ChecksumError, UnsafeArchiveError
+from hico.data.sources import fatty_liver as fatty_liver_module
 from hico.data.sources import get_source, list_sources, main_download, main_prepare
-from hico.data.sources._common import DataNotFoundError, PrepareError
+from hico.data.sources import pocus as pocus_module
+from hico.data.sources._common import LOCK_DIR, DataNotFoundError, PrepareError
 from hico.data.standard import load_dataset
 from hico.data.video import select_times
 
@@ -78,14 +81,15 @@ def test_registry_lists_every_source():
 @pytest.mark.parametrize("name", list_sources())
 def test_every_source_module_is_its_own_spec(name):
     mod = get_source(name)
-    doc = mod.__doc__ or ""
+    doc = mod.spec
+    assert doc == importlib.import_module(f"hico.data.sources.{name}").__doc__
     for section in SECTIONS:
         assert any(line.strip().startswith(section) for line in doc.splitlines()), f"{name}: docstring lacks {section!r}"
-    assert mod.NAME == name and mod.ACCESS in ("public", "restricted")
-    assert isinstance(mod.OPTIONS, dict)
+    assert mod.name == name and mod.access in ("public", "restricted")
+    assert isinstance(mod.options, dict)
     with pytest.raises(ValueError, match="unknown option"):
         mod.prepare("/nonexistent", "/tmp/never", {"no_such_option": 1})
-    if mod.ACCESS == "restricted":
+    if mod.access == "restricted":
         assert mod.remote_files({}) == []
 
 
@@ -100,7 +104,7 @@ def test_restricted_missing_path_says_where_to_get_and_put_the_data(tmp_path, na
 
 
 def test_shipped_pocus_lock_pins_the_upstream_tree():
-    lock = json.loads((Path(get_source("pocus").__file__).parent / "locks" / "pocus.json").read_text())
+    lock = json.loads((LOCK_DIR / "pocus.json").read_text())
     videos = {k: v for k, v in lock["files"].items() if k.startswith("data/pocus_videos/convex/")}
     assert len(videos) == 124 and all(len(v["git_blob_sha1"]) == 40 for v in videos.values())
     tsv = SHARED_POCUS / "upstream_convex_tree.tsv"
@@ -259,7 +263,7 @@ def _blues_repo(root: Path) -> Path:
 def test_covid_blues_end_to_end(http_server, tmp_path):
     mod = get_source("covid_blues")
     repo = _blues_repo(tmp_path / "repo")
-    http_server.add_github("NinaWie/COVID-BLUES", mod.OPTIONS["ref"], repo)
+    http_server.add_github("NinaWie/COVID-BLUES", mod.options["ref"], repo)
     opts = _opts(tmp_path, http_server, api=True)
     names = sorted(r.path for r in mod.remote_files(opts))
     assert "LICENSE" in names and "lus_videos/patient_2_L1_2.mp4" in names and not any(".github" in n for n in names)
@@ -316,7 +320,7 @@ def test_covid_blues_unknown_label_option_is_refused(tmp_path):
 
 def test_covid_blues_licence_is_non_commercial():
     mod = get_source("covid_blues")
-    assert mod.LICENSE.startswith("CC BY-NC-ND 4.0") and "NonCommercial" in mod.__doc__
+    assert mod.license.startswith("CC BY-NC-ND 4.0") and "NonCommercial" in mod.spec
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `covid_blues`"))
     assert "CC BY-NC-ND 4.0" in row and "CC BY-ND 4.0" not in row
@@ -474,14 +478,14 @@ def _write_mat_v73(path: Path, patients: list[dict]) -> None:
 def test_fatty_liver_reads_both_mat_versions(http_server, tmp_path, version):
     mod = get_source("fatty_liver")
     patients = _liver_patients()
-    mat = tmp_path / "src" / mod.MAT
+    mat = tmp_path / "src" / fatty_liver_module.MAT
     mat.parent.mkdir()
     (_write_mat_v5 if version == "v5" else _write_mat_v73)(mat, patients)
     data = mat.read_bytes()
-    http_server.add(f"raw/{mod.MAT}", data)
+    http_server.add(f"raw/{fatty_liver_module.MAT}", data)
     opts = _opts(tmp_path, http_server)
     (tmp_path / "locks").mkdir()
-    (tmp_path / "locks" / "fatty_liver.json").write_text(json.dumps({"files": {mod.MAT: {"md5": md5(data)}}}))
+    (tmp_path / "locks" / "fatty_liver.json").write_text(json.dumps({"files": {fatty_liver_module.MAT: {"md5": md5(data)}}}))
     out = mod.prepare(mod.download(tmp_path / "raw", opts), tmp_path / "data", {**opts, "store_size": None})
     ds = load_dataset(out)
     m = ds.manifest.set_index("video_id")
@@ -495,10 +499,10 @@ def test_fatty_liver_reads_both_mat_versions(http_server, tmp_path, version):
 
 def test_fatty_liver_published_md5_mismatch_is_refused(http_server, tmp_path):
     mod = get_source("fatty_liver")
-    http_server.add(f"raw/{mod.MAT}", b"not the zenodo file")
+    http_server.add(f"raw/{fatty_liver_module.MAT}", b"not the zenodo file")
     with pytest.raises(ChecksumError, match="md5"):
         mod.download(tmp_path / "raw", _opts(tmp_path, http_server, retries=0))
-    assert mod.remote_files({})[0].checksum == f"md5:{mod.MD5}"
+    assert mod.remote_files({})[0].checksum == f"md5:{fatty_liver_module.MD5}"
 
 
 # ---------------------------------------------------------------------------- chestxray2017 (optional)
@@ -650,7 +654,7 @@ def test_real_pocus_videos_end_to_end(tmp_path):
     pocus = get_source("pocus")
     expected: dict[str, int] = {}
     for r in rows:
-        lab = pocus.MANIFEST_LABELS[r["label"]]
+        lab = pocus_module.MANIFEST_LABELS[r["label"]]
         expected[lab] = expected.get(lab, 0) + 1
     t0 = time.time()
     out = pocus.prepare(SHARED_POCUS, tmp_path / "data", {"include_viral": True, "progress": False, "lock_dir": str(tmp_path)})

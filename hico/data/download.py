@@ -192,7 +192,8 @@ class LockFile:
 # downloaders (pooch's Downloader protocol: downloader(url, output_file, pooch))
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
+    """Now, in UTC, to the second, ISO 8601 (the ``recorded`` / ``prepared`` time stamps)."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
@@ -350,7 +351,7 @@ def fetch(
         if why is None:
             if first_time and lock is not None:
                 log.warning("%s: recording sha256 of the existing copy in %s", target, lock.path)
-                lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=_now())
+                lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=utc_timestamp())
             return target
         log.warning("%s does not match its checksum (%s); downloading it again", target, why)
         target.unlink()
@@ -395,7 +396,7 @@ def fetch(
     finally:
         pooch_log.setLevel(old_level)
     if first_time and lock is not None:
-        lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=_now())
+        lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=utc_timestamp())
         log.warning(
             "%s: no published checksum; recorded its sha256 in %s -- commit that file", remote.path, lock.path
         )
@@ -548,7 +549,7 @@ def safe_extract(archive: str | Path, dest: str | Path, skip: Callable[[str], bo
                 members = [m for m in tf.getmembers() if not (skip and skip(m.name))]
                 kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tf.extractall(tmp, members=members, **kwargs)
-        atomic_write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "extracted": _now()})
+        atomic_write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "extracted": utc_timestamp()})
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -1,34 +1,44 @@
-"""What every source module shares: config, lock files, downloads, and the prepare loop.
+"""What every source shares: the :class:`Source` base, config, lock files, downloads, and the
+prepare loop.
 
-A source module describes *what* to read (its files, labels, groups); :func:`fetch_remote_files`
-(public) or :func:`user_folder` (restricted) is its ``download``, :func:`file_item` turns a file
-or frame folder into an :class:`Item`, and :func:`write_dataset` does the rest the same way for
-all of them: decode each item in a thread pool, quarantine the ones that fail, refuse when more
-than ``max_failure_share`` fail, and write the standard format
-(:class:`hico.data.standard.DatasetWriter`) with ``prepare_report.json`` inside.
+A source module defines one :class:`Source` subclass (its name, classes, licence, options,
+``remote_files`` and ``prepare``) and an instance of it, ``SOURCE``. The subclass describes
+*what* to read (its files, labels, groups); the base class fetches :meth:`Source.remote_files`
+(public), :class:`RestrictedSource` checks the user's folder instead, and
+:class:`ArchiveSource` is a public set of one archive with no published checksum.
+:func:`file_item` turns a file or frame folder into an :class:`Item`, and
+:meth:`Source.write_dataset` does the rest the same way for all of them: decode each item in a
+thread pool, quarantine the ones that fail, refuse when more than ``max_failure_share`` fail,
+and write the standard format (:class:`hico.data.standard.DatasetWriter`) with
+``prepare_report.json`` inside.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import numpy as np
 
-from hico.data.download import LockFile, RemoteFile, fetch_all, file_sha256, github_tree
+from hico.data.download import (
+    LockFile,
+    RemoteFile,
+    fetch_all,
+    file_sha256,
+    github_tree,
+    utc_timestamp,
+)
 from hico.data.standard import DatasetWriter
 from hico.data.video import frame_files, is_image, read_any
 from hico.errors import HicoError
@@ -61,21 +71,21 @@ class PrepareError(HicoError, RuntimeError):
     """Too many inputs failed to decode; the message lists them."""
 
 
-def resolve_config(module: ModuleType, config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """COMMON_OPTIONS, then the module's OPTIONS, then ``config``; unknown keys are errors."""
-    cfg = {**COMMON_OPTIONS, **getattr(module, "OPTIONS", {})}
+def resolve_config(source: Source, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """COMMON_OPTIONS, then the source's ``options``, then ``config``; unknown keys are errors."""
+    cfg = {**COMMON_OPTIONS, **source.options}
     unknown = sorted(set(config or {}) - set(cfg))
     if unknown:
         raise ValueError(
-            f"source {module.NAME!r}: unknown option(s) {unknown}; valid options are {sorted(cfg)}"
+            f"source {source.name!r}: unknown option(s) {unknown}; valid options are {sorted(cfg)}"
         )
     cfg.update(config or {})
     for key in ("fps", "max_frames", "store_size"):
         v = cfg[key]
         if v is not None and (not isinstance(v, int | float) or v <= 0):
-            raise ValueError(f"source {module.NAME!r}: option {key}={v!r} must be a positive number or None")
+            raise ValueError(f"source {source.name!r}: option {key}={v!r} must be a positive number or None")
     if not 0 <= float(cfg["max_failure_share"]) <= 1:
-        raise ValueError(f"source {module.NAME!r}: max_failure_share must lie in [0, 1], got {cfg['max_failure_share']}")
+        raise ValueError(f"source {source.name!r}: max_failure_share must lie in [0, 1], got {cfg['max_failure_share']}")
     return cfg
 
 
@@ -90,21 +100,6 @@ def url_join(base: str, rel: str) -> str:
 def mirror_url(cfg: Mapping[str, Any], rel: str, url: str) -> str:
     """``url``, or ``rel`` under the ``base_url`` option when that is set (mirrors, tests)."""
     return url_join(cfg["base_url"], rel) if cfg["base_url"] else url
-
-
-def fetch_remote_files(
-    module: ModuleType, raw_dir: str | Path, config: Mapping[str, Any] | None, parallel: bool = False
-) -> Path:
-    """``download`` of a public source: fetch ``module.remote_files`` into ``raw_dir``, each
-    checked against the source's lock file; ``parallel``: ``workers`` files at a time (for
-    sources of many small files; a single file keeps its own progress bar)."""
-    cfg = resolve_config(module, config)
-    workers = cfg["workers"] if parallel else 1
-    fetch_all(
-        module.remote_files(cfg), raw_dir, lock_for(module.NAME, cfg), cfg["retries"], cfg["progress"],
-        cfg["timeout"], workers=workers,
-    )
-    return Path(raw_dir)
 
 
 def github_files(
@@ -177,41 +172,97 @@ def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> P
     return p
 
 
-def user_folder(
-    module: ModuleType, raw_dir: str | Path, config: Mapping[str, Any] | None
-) -> tuple[dict[str, Any], Path]:
-    """``(options, raw folder)`` of a restricted source: :func:`resolve_config`, then
-    :func:`require_data` with the module's ``HOW_TO_GET`` and ``EXPECT``."""
-    cfg = resolve_config(module, config)
-    return cfg, require_data(raw_dir, module.NAME, module.HOW_TO_GET, module.EXPECT)
+class Source:
+    """One dataset source; a subclass per module of :mod:`hico.data.sources`, whose docstring is
+    the source's spec (:attr:`spec`).
+
+    Class attributes: ``name`` (= the module name), ``classes`` (label order), ``access``
+    (``"public"`` or ``"restricted"``), ``enabled_by_default`` (used by the default
+    configuration), ``license``, ``citation``, ``homepage``, ``options`` (the source's own
+    options and changed defaults; the common ones are :data:`COMMON_OPTIONS`) and
+    ``parallel_download`` (fetch ``workers`` files at a time: sources of many small files).
+    """
+
+    name: ClassVar[str]
+    classes: ClassVar[list[str]] = []
+    access: ClassVar[str] = "public"
+    enabled_by_default: ClassVar[bool] = False
+    license: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    homepage: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    parallel_download: ClassVar[bool] = False
+
+    @property
+    def spec(self) -> str:
+        """The docstring of the source's module: source, licence, citation, label map, sampling, grouping."""
+        return importlib.import_module(type(self).__module__).__doc__ or ""
+
+    def config(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """:func:`resolve_config` for this source."""
+        return resolve_config(self, config)
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        """The files to fetch, each with its checksum (empty for a restricted set)."""
+        raise NotImplementedError(f"source {self.name!r} defines no remote_files")
+
+    def download(self, raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+        """Fetch :meth:`remote_files` into ``raw_dir``, each checked against the source's lock
+        file (``workers`` at a time when ``parallel_download``; a single file keeps its own
+        progress bar)."""
+        cfg = self.config(config)
+        workers = cfg["workers"] if self.parallel_download else 1
+        fetch_all(
+            self.remote_files(cfg), raw_dir, lock_for(self.name, cfg), cfg["retries"], cfg["progress"],
+            cfg["timeout"], workers=workers,
+        )
+        return Path(raw_dir)
+
+    def prepare(
+        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> Path:
+        """Write ``<out_root>/<name or self.name>/`` in the standard format from ``raw_dir``."""
+        raise NotImplementedError(f"source {self.name!r} defines no prepare")
+
+    def write_dataset(self, items: Sequence[Item], out_root: str | Path, cfg: Mapping[str, Any], **kw: Any) -> Path:
+        """:func:`write_dataset` for this source."""
+        return write_dataset(self, items, out_root, cfg, **kw)
+
+    def __repr__(self) -> str:
+        return f"<source {self.name!r} ({self.access})>"
 
 
-def single_archive_source_functions(module_name: str, url: str, archive: str):
-    """``(remote_files, download)`` of a public source that is one file with no published
-    checksum: its sha256 is recorded in the lock at first download and checked ever after."""
+class RestrictedSource(Source):
+    """A set the user supplies: nothing to fetch; ``download`` only checks that the user's folder
+    is there, and says where to get the data (``how_to_get``) and put it (``expect``) if not."""
 
-    def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-        cfg = resolve_config(sys.modules[module_name], config)
-        return [RemoteFile(url=mirror_url(cfg, archive, url), path=archive, checksum="lock")]
+    access: ClassVar[str] = "restricted"
+    how_to_get: ClassVar[str] = ""
+    expect: ClassVar[str] = ""
 
-    def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-        return fetch_remote_files(sys.modules[module_name], raw_dir, config)
-
-    return remote_files, download
-
-
-def restricted_source_functions(module_name: str):
-    """``(remote_files, download)`` of a restricted source: nothing to fetch, and ``download``
-    only checks that the user's folder is there (saying where to get the data if not)."""
-
-    def remote_files(config: Mapping[str, Any] | None = None) -> list:
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
         return []
 
-    def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
+    def download(self, raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
         """Nothing to fetch: check that the user's folder is there."""
-        return user_folder(sys.modules[module_name], raw_dir, config)[1]
+        return self.user_folder(raw_dir, config)[1]
 
-    return remote_files, download
+    def user_folder(self, raw_dir: str | Path, config: Mapping[str, Any] | None) -> tuple[dict[str, Any], Path]:
+        """``(options, raw folder)``: :meth:`config`, then :func:`require_data` with directions."""
+        cfg = self.config(config)
+        return cfg, require_data(raw_dir, self.name, self.how_to_get, self.expect)
+
+
+class ArchiveSource(Source):
+    """A public set of one file (``archive`` fetched from ``url``) with no published checksum:
+    its sha256 is recorded in the lock at first download and checked ever after."""
+
+    url: ClassVar[str]
+    archive: ClassVar[str]
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = self.config(config)
+        return [RemoteFile(url=mirror_url(cfg, self.archive, self.url), path=self.archive, checksum="lock")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,10 +369,6 @@ def file_item(
     )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
 def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
     try:
         frames = item.load()
@@ -337,7 +384,7 @@ def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
 
 
 def write_dataset(
-    module: ModuleType,
+    source: Source,
     items: Sequence[Item],
     out_root: str | Path,
     cfg: Mapping[str, Any],
@@ -355,8 +402,8 @@ def write_dataset(
     ``skipped`` lists inputs left out on purpose (unknown label, licence filter...).
     ``expected`` (e.g. published class counts) is compared in the report, never enforced.
     """
-    name = name or module.NAME
-    classes = list(classes or module.CLASSES)
+    name = name or source.name
+    classes = list(classes or source.classes)
     out_root = Path(out_root)
     t0 = time.time()
     if not items:
@@ -389,8 +436,8 @@ def write_dataset(
         counts = Counter(r["label_name"] for r in writer.rows)
         report = {
             "dataset": name,
-            "source": module.NAME,
-            "prepared": _now(),
+            "source": source.name,
+            "prepared": utc_timestamp(),
             "elapsed_s": None,
             "n_candidates": n,
             "n_videos": len(writer.rows),
@@ -420,11 +467,11 @@ def write_dataset(
             )
         writer.info.update(
             {
-                "source": module.NAME,
-                "spec": (module.__doc__ or "").strip(),
-                "citation": getattr(module, "CITATION", ""),
-                "license": getattr(module, "LICENSE", ""),
-                "homepage": getattr(module, "HOMEPAGE", ""),
+                "source": source.name,
+                "spec": source.spec.strip(),
+                "citation": source.citation,
+                "license": source.license,
+                "homepage": source.homepage,
                 **dict(info or {}),
                 "sampling": sampling,
                 "inputs_sha256": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),

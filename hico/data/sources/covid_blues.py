@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,56 +43,22 @@ from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
-    fetch_remote_files,
+    Source,
     file_item,
     github_remote_files,
-    resolve_config,
-    write_dataset,
 )
 
-NAME = "covid_blues"
 #: the classes of each ``label`` option, in label order
 LABEL_CLASSES: dict[str, list[str]] = {
     "pcr": ["pcr_negative", "pcr_positive"],
     "b_lines": ["b_lines_absent", "b_lines_present"],
     "severity": ["severity_0", "severity_1", "severity_2", "severity_3"],
 }
-CLASSES = LABEL_CLASSES["pcr"]  # the default label option
-ACCESS = "public"
-ENABLED_BY_DEFAULT = True
-LICENSE = "CC BY-NC-ND 4.0 (Creative Commons Attribution-NonCommercial-NoDerivatives 4.0)"
-CITATION = (
-    "Wiedemann N. et al. COVID-BLUeS -- A Prospective Study on the Value of AI in Lung "
-    "Ultrasound Analysis. arXiv:2509.10556, 2025."
-)
-HOMEPAGE = "https://github.com/NinaWie/COVID-BLUES"
-OPTIONS: dict[str, Any] = {
-    "repo": "NinaWie/COVID-BLUES",
-    "ref": "1857a6fba9b8d00614f133fe8ffb7bc1f1a14f78",
-    "api_url": None,
-    "workers": 4,
-    "label": "pcr",
-}
-
 VIDEO_DIR = "lus_videos/"
 CLINICAL = "clinical_variables.csv"
 SEVERITY = "severity.csv"
 LICENSE_FILE = "LICENSE"
 _VIDEO_RE = re.compile(r"^patient_(\d+)_([LR]\d)(?:_(\d+))?$")
-
-
-def _self():
-    return sys.modules[__name__]
-
-
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    cfg = resolve_config(_self(), config)
-    files = github_remote_files(NAME, cfg, [VIDEO_DIR, CLINICAL, SEVERITY, LICENSE_FILE])
-    return [r for r in files if not r.path.endswith(".gif")]
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    return fetch_remote_files(_self(), raw_dir, config, parallel=True)
 
 
 def _find(raw: Path, name: str) -> Path | None:
@@ -148,49 +113,77 @@ def _label_of(label: str, pcr: int | None, sev: Mapping[str, Any]) -> tuple[str 
     return LABEL_CLASSES["severity"][score], ""
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg = resolve_config(_self(), config)
-    label = cfg["label"]
-    if label not in LABEL_CLASSES:
-        raise ValueError(f"source 'covid_blues': option label={label!r} must be one of {sorted(LABEL_CLASSES)}")
-    raw = Path(raw_dir)
-    clinical = _find(raw, CLINICAL)
-    videos_dir = _find(raw, VIDEO_DIR.rstrip("/"))
-    sev_path = _find(raw, SEVERITY)
-    if clinical is None or videos_dir is None or (label != "pcr" and sev_path is None):
-        raise DataNotFoundError(
-            f"dataset 'covid_blues': expected {CLINICAL}, {VIDEO_DIR}"
-            + (f" and {SEVERITY} (label={label})" if label != "pcr" else "") + f" under {raw}. "
-            f"Run `python -m hico download covid_blues --raw {raw}`, or point --raw at a clone of "
-            "https://github.com/NinaWie/COVID-BLUES."
-        )
-    pcr = _read_pcr(clinical)
-    severity = _read_severity(sev_path)
-    items: list[Item] = []
-    skipped: list[dict[str, str]] = []
-    for path in sorted(videos_dir.glob("*.mp4")):
-        rel = path.relative_to(raw).as_posix()
-        m = _VIDEO_RE.match(path.stem)
-        if not m:
-            skipped.append({"source_file": rel, "reason": "name is not patient_<id>_<zone>[_n].mp4"})
-            continue
-        pid, zone = m.group(1), m.group(2)
-        sev = severity.get(path.stem, {"severity": None, "a_lines": "", "b_lines": ""})
-        class_name, why = _label_of(label, pcr.get(pid), sev)
-        if class_name is None:
-            skipped.append({"source_file": rel, "reason": f"label={label}: {why}"})
-            continue
-        items.append(
-            file_item(
-                path.stem, class_name, path, raw, cfg, patient_id=f"patient_{pid}", license=LICENSE,
-                extra={"zone": zone, "pcr": pcr.get(pid), **sev},
-            )
-        )
-    info = {"version": f"{cfg['repo']}@{cfg['ref']}", "label": label}
-    expected = {"videos": 362, "patients": 63, "pcr_positive_patients": 33}
-    return write_dataset(
-        _self(), items, out_root, cfg, classes=LABEL_CLASSES[label], info=info, skipped=skipped, name=name,
-        expected=expected,
+class CovidBlues(Source):
+    name = "covid_blues"
+    classes = LABEL_CLASSES["pcr"]  # the default label option
+    access = "public"
+    enabled_by_default = True
+    license = "CC BY-NC-ND 4.0 (Creative Commons Attribution-NonCommercial-NoDerivatives 4.0)"
+    citation = (
+        "Wiedemann N. et al. COVID-BLUeS -- A Prospective Study on the Value of AI in Lung "
+        "Ultrasound Analysis. arXiv:2509.10556, 2025."
     )
+    homepage = "https://github.com/NinaWie/COVID-BLUES"
+    options = {
+        "repo": "NinaWie/COVID-BLUES",
+        "ref": "1857a6fba9b8d00614f133fe8ffb7bc1f1a14f78",
+        "api_url": None,
+        "workers": 4,
+        "label": "pcr",
+    }
+    parallel_download = True
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = self.config(config)
+        files = github_remote_files(self.name, cfg, [VIDEO_DIR, CLINICAL, SEVERITY, LICENSE_FILE])
+        return [r for r in files if not r.path.endswith(".gif")]
+
+    def prepare(
+        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> Path:
+        cfg = self.config(config)
+        label = cfg["label"]
+        if label not in LABEL_CLASSES:
+            raise ValueError(f"source 'covid_blues': option label={label!r} must be one of {sorted(LABEL_CLASSES)}")
+        raw = Path(raw_dir)
+        clinical = _find(raw, CLINICAL)
+        videos_dir = _find(raw, VIDEO_DIR.rstrip("/"))
+        sev_path = _find(raw, SEVERITY)
+        if clinical is None or videos_dir is None or (label != "pcr" and sev_path is None):
+            raise DataNotFoundError(
+                f"dataset 'covid_blues': expected {CLINICAL}, {VIDEO_DIR}"
+                + (f" and {SEVERITY} (label={label})" if label != "pcr" else "") + f" under {raw}. "
+                f"Run `python -m hico download covid_blues --raw {raw}`, or point --raw at a clone of "
+                "https://github.com/NinaWie/COVID-BLUES."
+            )
+        pcr = _read_pcr(clinical)
+        severity = _read_severity(sev_path)
+        items: list[Item] = []
+        skipped: list[dict[str, str]] = []
+        for path in sorted(videos_dir.glob("*.mp4")):
+            rel = path.relative_to(raw).as_posix()
+            m = _VIDEO_RE.match(path.stem)
+            if not m:
+                skipped.append({"source_file": rel, "reason": "name is not patient_<id>_<zone>[_n].mp4"})
+                continue
+            pid, zone = m.group(1), m.group(2)
+            sev = severity.get(path.stem, {"severity": None, "a_lines": "", "b_lines": ""})
+            class_name, why = _label_of(label, pcr.get(pid), sev)
+            if class_name is None:
+                skipped.append({"source_file": rel, "reason": f"label={label}: {why}"})
+                continue
+            items.append(
+                file_item(
+                    path.stem, class_name, path, raw, cfg, patient_id=f"patient_{pid}", license=self.license,
+                    extra={"zone": zone, "pcr": pcr.get(pid), **sev},
+                )
+            )
+        info = {"version": f"{cfg['repo']}@{cfg['ref']}", "label": label}
+        expected = {"videos": 362, "patients": 63, "pcr_positive_patients": 33}
+        return self.write_dataset(
+            items, out_root, cfg, classes=LABEL_CLASSES[label], info=info, skipped=skipped, name=name,
+            expected=expected,
+        )
+
+
+SOURCE = CovidBlues()

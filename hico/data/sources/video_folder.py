@@ -25,44 +25,14 @@ Grouping
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hico.data.sources._common import (
-    DataNotFoundError,
-    file_item,
-    restricted_source_functions,
-    unique_ids,
-    user_folder,
-    write_dataset,
-)
+from hico.data.sources._common import DataNotFoundError, RestrictedSource, file_item, unique_ids
 from hico.data.video import frame_files, is_image, is_video
-
-NAME = "video_folder"
-CLASSES: list[str] = []  # from the data
-ACCESS = "restricted"
-ENABLED_BY_DEFAULT = False
-LICENSE = "as stated by the user (option license)"
-CITATION = ""
-HOMEPAGE = ""
-OPTIONS: dict[str, Any] = {"csv": None, "classes": None, "source_fps": None, "license": "", "citation": ""}
-
-HOW_TO_GET = "your own data"
-EXPECT = (
-    "class folders <raw>/<class>/<video file | image | folder of frames>, or a CSV with columns "
-    "path,label[,patient] (option csv, or <raw>/labels.csv)"
-)
-
-
-def _self():
-    return sys.modules[__name__]
-
-
-remote_files, download = restricted_source_functions(__name__)
 
 
 def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str, str | None]]:
@@ -90,37 +60,54 @@ def _entries_from_folders(raw: Path) -> list[tuple[Path, str, str | None]]:
     return out
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg, raw = user_folder(_self(), raw_dir, config)
-    if cfg["csv"]:
-        csv_path = Path(cfg["csv"])
-        if not csv_path.is_absolute() and not csv_path.exists():
-            csv_path = raw / csv_path
-        if not csv_path.is_file():
-            raise DataNotFoundError(f"dataset {name or NAME!r}: the csv option names {csv_path}, which does not exist")
-    else:
-        csv_path = raw if raw.is_file() else raw / "labels.csv"
-    if csv_path.is_file():
-        entries = _entries_from_csv(csv_path)
-        root = csv_path.parent
-    else:
-        entries = _entries_from_folders(raw)
-        root = raw
-    if not entries:
-        raise DataNotFoundError(f"dataset {name or NAME!r}: nothing usable under {raw}. Expected {EXPECT}.")
-    labels = sorted({lab for _, lab, _ in entries})
-    classes = list(cfg["classes"]) if cfg["classes"] else labels
-    unknown = sorted(set(labels) - set(classes))
-    if unknown:
-        raise ValueError(f"dataset {name or NAME!r}: labels {unknown} are not in the classes option {classes}")
-    ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in entries)
-    items = [
-        file_item(vid, label, p, root, cfg, patient_id=patient or vid, license=cfg["license"])
-        for vid, (p, label, patient) in zip(ids, entries)
-    ]
-    return write_dataset(
-        _self(), items, out_root, cfg, classes=classes, name=name,
-        info={"version": f"local folder {raw}", "citation": cfg["citation"], "license": cfg["license"]},
+class VideoFolder(RestrictedSource):
+    name = "video_folder"
+    classes = []  # from the data
+    enabled_by_default = False
+    license = "as stated by the user (option license)"
+    citation = ""
+    homepage = ""
+    options = {"csv": None, "classes": None, "source_fps": None, "license": "", "citation": ""}
+    how_to_get = "your own data"
+    expect = (
+        "class folders <raw>/<class>/<video file | image | folder of frames>, or a CSV with columns "
+        "path,label[,patient] (option csv, or <raw>/labels.csv)"
     )
+
+    def prepare(
+        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> Path:
+        cfg, raw = self.user_folder(raw_dir, config)
+        if cfg["csv"]:
+            csv_path = Path(cfg["csv"])
+            if not csv_path.is_absolute() and not csv_path.exists():
+                csv_path = raw / csv_path
+            if not csv_path.is_file():
+                raise DataNotFoundError(f"dataset {name or self.name!r}: the csv option names {csv_path}, which does not exist")
+        else:
+            csv_path = raw if raw.is_file() else raw / "labels.csv"
+        if csv_path.is_file():
+            entries = _entries_from_csv(csv_path)
+            root = csv_path.parent
+        else:
+            entries = _entries_from_folders(raw)
+            root = raw
+        if not entries:
+            raise DataNotFoundError(f"dataset {name or self.name!r}: nothing usable under {raw}. Expected {self.expect}.")
+        labels = sorted({lab for _, lab, _ in entries})
+        classes = list(cfg["classes"]) if cfg["classes"] else labels
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise ValueError(f"dataset {name or self.name!r}: labels {unknown} are not in the classes option {classes}")
+        ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in entries)
+        items = [
+            file_item(vid, label, p, root, cfg, patient_id=patient or vid, license=cfg["license"])
+            for vid, (p, label, patient) in zip(ids, entries)
+        ]
+        return self.write_dataset(
+            items, out_root, cfg, classes=classes, name=name,
+            info={"version": f"local folder {raw}", "citation": cfg["citation"], "license": cfg["license"]},
+        )
+
+
+SOURCE = VideoFolder()
