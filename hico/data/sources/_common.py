@@ -172,6 +172,18 @@ def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> P
     return p
 
 
+@dataclass
+class Listing:
+    """What a source found in its raw folder: the items to decode, and the inputs it left out
+    on purpose (``skipped``: ``{"source_file", "reason"}``), for ``prepare_report.json``."""
+
+    items: list[Item]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    classes: Sequence[str] | None = None  # default: the source's classes
+    info: dict[str, Any] = field(default_factory=dict)  # added to dataset.json
+    expected: dict[str, Any] | None = None  # e.g. published class counts; reported, never enforced
+
+
 class Source:
     """One dataset source; a subclass per module of :mod:`hico.data.sources`, whose docstring is
     the source's spec (:attr:`spec`).
@@ -221,12 +233,15 @@ class Source:
     def prepare(
         self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
     ) -> Path:
-        """Write ``<out_root>/<name or self.name>/`` in the standard format from ``raw_dir``."""
-        raise NotImplementedError(f"source {self.name!r} defines no prepare")
+        """Write ``<out_root>/<name or self.name>/`` in the standard format from ``raw_dir``:
+        the options, then :meth:`collect`, then :func:`write_dataset`."""
+        cfg = self.config(config)
+        raw, out_root, name = Path(raw_dir), Path(out_root), name or self.name
+        return write_dataset(self, self.collect(raw, cfg), out_root, cfg, name)
 
-    def write_dataset(self, items: Sequence[Item], out_root: str | Path, cfg: Mapping[str, Any], **kw: Any) -> Path:
-        """:func:`write_dataset` for this source."""
-        return write_dataset(self, items, out_root, cfg, **kw)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        """The items to decode from the raw folder ``raw`` and what was left out, and why."""
+        raise NotImplementedError(f"source {self.name!r} defines no collect")
 
     def __repr__(self) -> str:
         return f"<source {self.name!r} ({self.access})>"
@@ -244,13 +259,13 @@ class RestrictedSource(Source):
         return []
 
     def download(self, raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-        """Nothing to fetch: check that the user's folder is there."""
-        return self.user_folder(raw_dir, config)[1]
+        """Nothing to fetch: check the options and that the user's folder is there."""
+        self.config(config)
+        return self.user_folder(raw_dir)
 
-    def user_folder(self, raw_dir: str | Path, config: Mapping[str, Any] | None) -> tuple[dict[str, Any], Path]:
-        """``(options, raw folder)``: :meth:`config`, then :func:`require_data` with directions."""
-        cfg = self.config(config)
-        return cfg, require_data(raw_dir, self.name, self.how_to_get, self.expect)
+    def user_folder(self, raw_dir: str | Path) -> Path:
+        """``raw_dir`` if it holds something; else :class:`DataNotFoundError` with directions."""
+        return require_data(raw_dir, self.name, self.how_to_get, self.expect)
 
 
 class ArchiveSource(Source):
@@ -384,26 +399,18 @@ def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
 
 
 def write_dataset(
-    source: Source,
-    items: Sequence[Item],
-    out_root: str | Path,
-    cfg: Mapping[str, Any],
-    classes: Sequence[str] | None = None,
-    info: Mapping[str, Any] | None = None,
-    skipped: Sequence[Mapping[str, str]] = (),
-    name: str | None = None,
-    expected: Mapping[str, Any] | None = None,
+    source: Source, listing: Listing, out_root: str | Path, cfg: Mapping[str, Any], name: str
 ) -> Path:
-    """Decode ``items`` and write ``<out_root>/<name>/`` in the standard format.
+    """Decode the items of ``listing`` and write ``<out_root>/<name>/`` in the standard format.
 
     Failures are quarantined (left out, listed in ``prepare_report.json`` with the reason);
     when their share exceeds ``cfg["max_failure_share"]`` nothing is written except
     ``<out_root>/<name>.prepare_report.json`` and :class:`PrepareError` lists them.
-    ``skipped`` lists inputs left out on purpose (unknown label, licence filter...).
-    ``expected`` (e.g. published class counts) is compared in the report, never enforced.
+    ``listing.skipped`` lists inputs left out on purpose (unknown label, licence filter...).
+    ``listing.expected`` (e.g. published class counts) is compared in the report, never enforced.
     """
-    name = name or source.name
-    classes = list(classes or source.classes)
+    items, skipped, info, expected = listing.items, listing.skipped, listing.info, listing.expected
+    classes = list(listing.classes or source.classes)
     out_root = Path(out_root)
     t0 = time.time()
     if not items:

@@ -25,12 +25,17 @@ Grouping
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hico.data.download import iter_files, macos_junk, safe_extract
-from hico.data.sources._common import ArchiveSource, DataNotFoundError, file_item, unique_ids
+from hico.data.sources._common import (
+    ArchiveSource,
+    DataNotFoundError,
+    Listing,
+    file_item,
+    unique_ids,
+)
 
 URL = "https://ssd.mathworks.com/supportfiles/image/data/Dataset_BUSI.zip"
 ARCHIVE = "Dataset_BUSI.zip"
@@ -57,11 +62,7 @@ class Busi(ArchiveSource):
     url = URL
     archive = ARCHIVE
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg = self.config(config)
-        raw = Path(raw_dir)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         if (raw / ARCHIVE).exists():
             safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=macos_junk)
         images = [
@@ -76,9 +77,8 @@ class Busi(ArchiveSource):
             )
         ids = unique_ids(_video_id(p) for p in images)
         items = [file_item(vid, p.parent.name.lower(), p, raw, cfg, license=self.license) for vid, p in zip(ids, images)]
-        return self.write_dataset(
-            items, out_root, cfg, info={"version": URL}, name=name,
-            expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},
+        return Listing(
+            items, info={"version": URL}, expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},
         )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from hico.data.download import RemoteFile, archive_kind, macos_junk, safe_extract
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
     Source,
     file_item,
     find_frame_folders,
@@ -78,11 +79,7 @@ class ButterflyUSCL(Source):
         gdrive_id = None if cfg["base_url"] else GDRIVE_ID  # a mirror is plain HTTP
         return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id)]
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg = self.config(config)
-        raw = Path(raw_dir)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         if not raw.exists():
             raise DataNotFoundError(
                 f"dataset 'butterfly_uscl': {raw} does not exist. Run `python -m hico download "
@@ -100,9 +97,8 @@ class ButterflyUSCL(Source):
                 keep.append((f, label))
         ids = unique_ids(f.name for f, _ in keep)
         items = [file_item(vid, label, f, raw, cfg, license=self.license) for vid, (f, label) in zip(ids, keep)]
-        return self.write_dataset(
-            items, out_root, cfg, info={"version": f"gdrive:{GDRIVE_ID}"}, skipped=skipped, name=name,
-            expected={"videos": 22, "frames": 1533},
+        return Listing(
+            items, info={"version": f"gdrive:{GDRIVE_ID}"}, skipped=skipped, expected={"videos": 22, "frames": 1533},
         )
 
 

@@ -29,12 +29,17 @@ Grouping
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hico.data.download import iter_files, macos_junk, safe_extract
-from hico.data.sources._common import ArchiveSource, DataNotFoundError, file_item, unique_ids
+from hico.data.sources._common import (
+    ArchiveSource,
+    DataNotFoundError,
+    Listing,
+    file_item,
+    unique_ids,
+)
 
 ARCHIVE = "ChestXRay2017.zip"
 URL = (
@@ -68,11 +73,7 @@ class ChestXRay2017(ArchiveSource):
     url = URL
     archive = ARCHIVE
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg = self.config(config)
-        raw = Path(raw_dir)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         splits = [s.lower() for s in cfg["splits"]]
         if (raw / ARCHIVE).exists():
             def skip(member: str) -> bool:
@@ -99,7 +100,7 @@ class ChestXRay2017(ArchiveSource):
             extra = {"split": p.parent.parent.name.lower(), "subtype": subtype}
             label = p.parent.name.lower()
             items.append(file_item(vid, label, p, raw, cfg, patient_id=patient_of(p.name), license=self.license, extra=extra))
-        return self.write_dataset(items, out_root, cfg, info={"version": "mendeley:rscbjbr9sj.2"}, name=name)
+        return Listing(items, info={"version": "mendeley:rscbjbr9sj.2"})
 
 
 SOURCE = ChestXRay2017()

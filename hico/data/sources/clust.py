@@ -26,12 +26,12 @@ Grouping
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
     RestrictedSource,
     file_item,
     find_frame_folders,
@@ -57,10 +57,8 @@ class Clust(RestrictedSource):
     )
     expect = "the 2D sequences, one folder per sequence named <CENTER>-<nn>[-<k>] holding its PNG frames (or Data/ with them)"
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg, raw = self.user_folder(raw_dir, config)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
         keep, skipped = [], []
         for folder in find_frame_folders(raw):
             seq = folder.parent if folder.name.lower() == "data" else folder
@@ -77,7 +75,7 @@ class Clust(RestrictedSource):
             file_item(vid, center, folder, raw, cfg, patient_id=patient, license=self.license)
             for vid, (folder, _, center, patient) in zip(ids, keep)
         ]
-        return self.write_dataset(items, out_root, cfg, skipped=skipped, name=name, info={"version": f"local folder {raw}"})
+        return Listing(items, skipped=skipped, info={"version": f"local folder {raw}"})
 
 
 SOURCE = Clust()

@@ -43,6 +43,7 @@ from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
+    Listing,
     Source,
     file_item,
     github_remote_files,
@@ -138,14 +139,10 @@ class CovidBlues(Source):
         files = github_remote_files(self.name, cfg, [VIDEO_DIR, CLINICAL, SEVERITY, LICENSE_FILE])
         return [r for r in files if not r.path.endswith(".gif")]
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg = self.config(config)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         label = cfg["label"]
         if label not in LABEL_CLASSES:
             raise ValueError(f"source 'covid_blues': option label={label!r} must be one of {sorted(LABEL_CLASSES)}")
-        raw = Path(raw_dir)
         clinical = _find(raw, CLINICAL)
         videos_dir = _find(raw, VIDEO_DIR.rstrip("/"))
         sev_path = _find(raw, SEVERITY)
@@ -180,10 +177,7 @@ class CovidBlues(Source):
             )
         info = {"version": f"{cfg['repo']}@{cfg['ref']}", "label": label}
         expected = {"videos": 362, "patients": 63, "pcr_positive_patients": 33}
-        return self.write_dataset(
-            items, out_root, cfg, classes=LABEL_CLASSES[label], info=info, skipped=skipped, name=name,
-            expected=expected,
-        )
+        return Listing(items, classes=LABEL_CLASSES[label], info=info, skipped=skipped, expected=expected)
 
 
 SOURCE = CovidBlues()

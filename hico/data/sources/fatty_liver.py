@@ -36,6 +36,7 @@ from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
+    Listing,
     Source,
     array_sha256,
     lock_for,
@@ -135,11 +136,7 @@ class FattyLiver(Source):
         md5 = (lock_for(self.name, cfg).entry(MAT) or {}).get("md5", MD5)
         return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}")]
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg = self.config(config)
-        raw = Path(raw_dir)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         mat = raw / MAT
         if not mat.exists():
             found = sorted(raw.glob("*.mat")) if raw.is_dir() else []
@@ -175,8 +172,8 @@ class FattyLiver(Source):
                     extra={"fat": p["fat"]},
                 )
             )
-        return self.write_dataset(
-            items, out_root, cfg, info={"version": "zenodo:1009146"}, skipped=skipped, name=name,
+        return Listing(
+            items, skipped=skipped, info={"version": "zenodo:1009146"},
             expected={"patients": 55, "class_counts": {"fatty": 38, "normal": 17}, "frames_per_patient": 10},
         )
 

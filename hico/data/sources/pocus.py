@@ -44,6 +44,7 @@ from typing import Any
 from hico.data.download import RemoteFile, file_sha256
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
     Source,
     file_item,
     github_remote_files,
@@ -138,12 +139,8 @@ class Pocus(Source):
         prefixes = [VIDEO_DIR, METADATA] + ([IMAGE_DIR] if cfg["include_images"] else [])
         return github_remote_files(self.name, cfg, prefixes)
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         """Write ``<out_root>/pocus/`` from a download (:meth:`download`) or a local copy."""
-        cfg = self.config(config)
-        raw = Path(raw_dir)
         media = _media_files(raw, cfg["include_images"])
         if not media:
             raise DataNotFoundError(
@@ -203,9 +200,7 @@ class Pocus(Source):
                 counts[lab] = counts.get(lab, 0) + 1
             expected = {"class_counts_manifest": counts}
         info = {"version": f"{cfg['repo']}@{cfg['ref']}" if not manifest else f"local copy {raw}"}
-        return self.write_dataset(
-            items, out_root, cfg, classes=classes, info=info, skipped=skipped, name=name, expected=expected
-        )
+        return Listing(items, classes=classes, info=info, skipped=skipped, expected=expected)
 
 
 SOURCE = Pocus()

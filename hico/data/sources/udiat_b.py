@@ -25,13 +25,18 @@ Grouping
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hico.data.sources._common import DataNotFoundError, RestrictedSource, file_item, unique_ids
+from hico.data.sources._common import (
+    DataNotFoundError,
+    Listing,
+    RestrictedSource,
+    file_item,
+    unique_ids,
+)
 from hico.data.video import is_image
 
 
@@ -101,10 +106,8 @@ class UdiatB(RestrictedSource):
     )
     expect = "original/*.png plus the label sheet (.xlsx or a CSV with image and benign/malignant columns)"
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg, raw = self.user_folder(raw_dir, config)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
         img_dir = next((d for d in (raw / "original", raw / "Original", raw) if d.is_dir()), raw)
         images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
         if not images:
@@ -126,9 +129,9 @@ class UdiatB(RestrictedSource):
                 keep.append((p, lab))
         ids = unique_ids(f"udiat_{p.stem}" for p, _ in keep)
         items = [file_item(vid, lab, p, raw, cfg, license=self.license) for vid, (p, lab) in zip(ids, keep)]
-        return self.write_dataset(
-            items, out_root, cfg, skipped=skipped, name=name,
-            info={"version": f"local folder {raw}", "labels": sheet.name}, expected={"images": 163},
+        return Listing(
+            items, skipped=skipped, info={"version": f"local folder {raw}", "labels": sheet.name},
+            expected={"images": 163},
         )
 
 

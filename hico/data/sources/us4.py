@@ -29,13 +29,13 @@ Grouping
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hico.data.download import iter_files
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
     RestrictedSource,
     file_item,
     find_frame_folders,
@@ -72,10 +72,8 @@ class US4(RestrictedSource):
     )
     expect = "one folder per video named <Cls>... (Rb1..Rb5, F0_..F4_, Reg, Cov, Ali, Bli, Ple, Oth) holding its frames"
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg, raw = self.user_folder(raw_dir, config)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
         if cfg["label_map"] not in LABEL_MAPS:
             raise ValueError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
         classes, mapping = LABEL_MAPS[cfg["label_map"]]
@@ -98,8 +96,8 @@ class US4(RestrictedSource):
             file_item(vid, label, p, raw, cfg, license=self.license, extra={"prefix": prefix})
             for vid, (p, label, prefix) in zip(ids, keep)
         ]
-        return self.write_dataset(
-            items, out_root, cfg, classes=classes, skipped=skipped, name=name,
+        return Listing(
+            items, classes=classes, skipped=skipped,
             info={"version": f"local folder {raw}", "label_map": cfg["label_map"]},
             expected={"videos": 1051, "frames": 23231} if cfg["label_map"] == "us4" else None,
         )

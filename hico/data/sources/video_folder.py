@@ -25,13 +25,18 @@ Grouping
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hico.data.sources._common import DataNotFoundError, RestrictedSource, file_item, unique_ids
+from hico.data.sources._common import (
+    DataNotFoundError,
+    Listing,
+    RestrictedSource,
+    file_item,
+    unique_ids,
+)
 from hico.data.video import frame_files, is_image, is_video
 
 
@@ -74,16 +79,14 @@ class VideoFolder(RestrictedSource):
         "path,label[,patient] (option csv, or <raw>/labels.csv)"
     )
 
-    def prepare(
-        self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-    ) -> Path:
-        cfg, raw = self.user_folder(raw_dir, config)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
         if cfg["csv"]:
             csv_path = Path(cfg["csv"])
             if not csv_path.is_absolute() and not csv_path.exists():
                 csv_path = raw / csv_path
             if not csv_path.is_file():
-                raise DataNotFoundError(f"dataset {name or self.name!r}: the csv option names {csv_path}, which does not exist")
+                raise DataNotFoundError(f"dataset {self.name!r}: the csv option names {csv_path}, which does not exist")
         else:
             csv_path = raw if raw.is_file() else raw / "labels.csv"
         if csv_path.is_file():
@@ -93,19 +96,19 @@ class VideoFolder(RestrictedSource):
             entries = _entries_from_folders(raw)
             root = raw
         if not entries:
-            raise DataNotFoundError(f"dataset {name or self.name!r}: nothing usable under {raw}. Expected {self.expect}.")
+            raise DataNotFoundError(f"dataset {self.name!r}: nothing usable under {raw}. Expected {self.expect}.")
         labels = sorted({lab for _, lab, _ in entries})
         classes = list(cfg["classes"]) if cfg["classes"] else labels
         unknown = sorted(set(labels) - set(classes))
         if unknown:
-            raise ValueError(f"dataset {name or self.name!r}: labels {unknown} are not in the classes option {classes}")
+            raise ValueError(f"dataset {self.name!r}: labels {unknown} are not in the classes option {classes}")
         ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in entries)
         items = [
             file_item(vid, label, p, root, cfg, patient_id=patient or vid, license=cfg["license"])
             for vid, (p, label, patient) in zip(ids, entries)
         ]
-        return self.write_dataset(
-            items, out_root, cfg, classes=classes, name=name,
+        return Listing(
+            items, classes=classes,
             info={"version": f"local folder {raw}", "citation": cfg["citation"], "license": cfg["license"]},
         )
 
