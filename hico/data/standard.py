@@ -61,8 +61,18 @@ def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
 
 
+def _replaceable(folder: Path) -> bool:
+    """Whether ``folder`` may be replaced by a new dataset: an empty folder, or a dataset."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    return not any(folder.iterdir()) or ((folder / "dataset.json").is_file() and (folder / "manifest.csv").is_file())
+
+
 class DatasetWriter:
     """Write one dataset in the standard format, atomically.
+
+    An existing dataset folder of the same name is replaced when the new one is complete; any
+    other existing folder (the user's files) is refused before anything is written.
 
     >>> with DatasetWriter(root, "pocus", classes=["covid", "pneumonia", "regular"]) as w:
     ...     w.add_video("Cov-1", patient_id="Cov-1", label_name="covid", frames=arr)
@@ -87,6 +97,12 @@ class DatasetWriter:
         self.overwrite = overwrite
         self.rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
+        if self.final_dir.exists() and not _replaceable(self.final_dir):
+            raise DatasetError(
+                f"{self.final_dir} exists and is not a dataset folder (it lacks dataset.json and "
+                "manifest.csv), so it is not replaced: nothing was changed. Move it away or choose "
+                "another dataset name (--name)."
+            )
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(dir=self.final_dir.parent, prefix=f".{name}.partial-"))
         (self.tmp_dir / "frames").mkdir()

@@ -172,6 +172,29 @@ def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> P
     return p
 
 
+class OverlapError(HicoError, ValueError):
+    """A dataset folder that would be, contain or lie inside one of its inputs."""
+
+
+def refuse_overlap(raw: Path, final: Path, name: str) -> None:
+    """Raise :class:`OverlapError` unless the dataset folder ``final`` and the raw folder ``raw``
+    (a file stands for its folder) are apart: neither is, contains or lies inside the other.
+
+    ``prepare`` replaces ``final`` as a whole, so an overlap would delete the user's input.
+    Paths are compared resolved (``..`` and symbolic links followed); nothing is touched.
+    """
+    raw_dir = raw.parent if raw.is_file() else raw
+    a, b = raw_dir.resolve(), final.resolve()
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+        where = "is" if a == b else "would lie inside" if b.is_relative_to(a) else "would contain"
+        raise OverlapError(
+            f"dataset {name!r}: the output folder {final} {where} the input folder {raw_dir} "
+            "(outputs must not overlap inputs: prepare replaces its output folder as a whole). "
+            f"Nothing was changed. Write elsewhere, e.g. --out {raw_dir.parent / 'prepared'}, "
+            "or choose another --name."
+        )
+
+
 @dataclass
 class Listing:
     """What a source found in its raw folder: the items to decode, and the inputs it left out
@@ -234,9 +257,11 @@ class Source:
         self, raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
     ) -> Path:
         """Write ``<out_root>/<name or self.name>/`` in the standard format from ``raw_dir``:
-        the options, then :meth:`collect`, then :func:`write_dataset`."""
+        the options, then the guard that the output never overlaps the input
+        (:func:`refuse_overlap`), then :meth:`collect`, then :func:`write_dataset`."""
         cfg = self.config(config)
         raw, out_root, name = Path(raw_dir), Path(out_root), name or self.name
+        refuse_overlap(raw, out_root / name, name)
         return write_dataset(self, self.collect(raw, cfg), out_root, cfg, name)
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
@@ -408,10 +433,18 @@ def write_dataset(
     ``<out_root>/<name>.prepare_report.json`` and :class:`PrepareError` lists them.
     ``listing.skipped`` lists inputs left out on purpose (unknown label, licence filter...).
     ``listing.expected`` (e.g. published class counts) is compared in the report, never enforced.
+    No item may lie inside the dataset folder (the raw folder was checked by :func:`refuse_overlap`).
     """
     items, skipped, info, expected = listing.items, listing.skipped, listing.info, listing.expected
     classes = list(listing.classes or source.classes)
     out_root = Path(out_root)
+    final = (out_root / name).resolve()
+    for item in items:
+        if item.source is not None and (item.source.resolve().is_relative_to(final) or final.is_relative_to(item.source.resolve())):
+            raise OverlapError(
+                f"dataset {name!r}: input {item.source} lies inside the output folder {out_root / name} "
+                "(outputs must not overlap inputs). Nothing was changed; write elsewhere."
+            )
     t0 = time.time()
     if not items:
         raise PrepareError(
