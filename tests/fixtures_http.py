@@ -2,7 +2,8 @@
 
 :class:`FileServer` is a threaded ``http.server`` on 127.0.0.1, port 0, serving in-memory files
 with ``Range`` support (206 / 416), and on demand a truncated body (full Content-Length, part of
-the bytes, then the connection closes), a changed file, or servers that ignore ranges. Every
+the bytes, then the connection closes), a changed file, a given Content-Type (an HTML error
+page), or servers that ignore ranges. Every
 request is logged so tests can assert that a download resumed.
 
 Builders write videos whose frame ``i`` is a flat gray of value ``level(i)``, so a test can tell
@@ -33,6 +34,7 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: dict[str, list[int]] = {}  # path -> byte counts of the next broken answers
+        self.content_types: dict[str, str] = {}  # path -> Content-Type (default application/octet-stream)
         self.ignore_range = False
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -54,7 +56,8 @@ class FileServer:
                 with server._lock:
                     data = server.files.get(path)
                     cut = server.truncate[path].pop(0) if server.truncate.get(path) else None
-                    server.requests.append({"path": path, "range": rng, "truncated": cut is not None})
+                    server.requests.append({"path": path, "range": rng, "truncated": cut is not None,
+                                            "accept_encoding": self.headers.get("Accept-Encoding")})
                 if data is None:
                     self.send_error(404, "not found")
                     return
@@ -71,7 +74,7 @@ class FileServer:
                     status = 206
                 payload = data[start:]
                 self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", server.content_types.get(path, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(payload)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -97,8 +100,12 @@ class FileServer:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
 
-    def add(self, path: str, data: bytes) -> str:
+    def add(self, path: str, data: bytes, content_type: str | None = None) -> str:
         self.files[path] = data
+        if content_type:
+            self.content_types[path] = content_type
+        else:
+            self.content_types.pop(path, None)
         return self.url(path)
 
     def add_json(self, path: str, obj) -> str:

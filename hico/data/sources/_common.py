@@ -299,10 +299,12 @@ class ArchiveSource(Source):
 
     url: ClassVar[str]
     archive: ClassVar[str]
+    content: ClassVar[tuple[str, ...]] = ("zip",)  # what the first download must be (download.MAGIC)
 
     def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
         cfg = self.config(config)
-        return [RemoteFile(url=mirror_url(cfg, self.archive, self.url), path=self.archive, checksum="lock")]
+        url = mirror_url(cfg, self.archive, self.url)
+        return [RemoteFile(url=url, path=self.archive, checksum="lock", content=self.content)]
 
 
 # --------------------------------------------------------------------------------------------

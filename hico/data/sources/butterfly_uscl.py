@@ -77,7 +77,8 @@ class ButterflyUSCL(Source):
         cfg = self.config(config)
         url = mirror_url(cfg, ARCHIVE, f"https://drive.google.com/uc?id={GDRIVE_ID}")
         gdrive_id = None if cfg["base_url"] else GDRIVE_ID  # a mirror is plain HTTP
-        return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id)]
+        archives = ("zip", "tar", "gzip", "bz2", "xz", "rar", "7z")  # the Drive file's format is not published
+        return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id, content=archives)]
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         if not raw.exists():

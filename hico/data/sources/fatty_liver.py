@@ -134,7 +134,7 @@ class FattyLiver(Source):
     def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
         cfg = self.config(config)
         md5 = (lock_for(self.name, cfg).entry(MAT) or {}).get("md5", MD5)
-        return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}")]
+        return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}", content=("mat",))]
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         mat = raw / MAT
