@@ -375,6 +375,73 @@ def test_safe_extract_refuses_non_archives(tmp_path):
         safe_extract(p, tmp_path / "o")
 
 
+# ---------------------------------------------------------------------------- extraction budgets (issue 11 item 4)
+
+
+class _Zeros(io.RawIOBase):
+    """``n`` zero bytes, read in chunks (a bomb's payload without holding it in memory)."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def _zip_bomb(path: Path, n: int) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open("zeros.bin", "w") as fh:
+        shutil.copyfileobj(_Zeros(n), fh, 1 << 20)
+    return path
+
+
+def _tar_bomb(path: Path, n: int) -> Path:
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = n
+    with tarfile.open(path, "w:gz", compresslevel=9) as tf:
+        tf.addfile(info, io.BufferedReader(_Zeros(n)))
+    return path
+
+
+@pytest.mark.parametrize("make, name", [(_zip_bomb, "bomb.zip"), (_tar_bomb, "bomb.tar.gz")])
+def test_archive_bombs_are_refused_before_extraction(tmp_path, make, name):
+    """A 204 KB zip or tar.gz expanded to 200 MB with no size or ratio limit."""
+    arc = make(tmp_path / name, 200 * 2**20)
+    assert arc.stat().st_size < 400_000
+    with pytest.raises(UnsafeArchiveError, match="budget"):
+        safe_extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with pytest.raises(UnsafeArchiveError, match="max_archive_bytes"):  # a bytes budget alone
+        safe_extract(arc, tmp_path / "out", max_bytes=2**20, max_ratio=None)
+
+
+def test_archive_budgets_let_genuine_archives_through(tmp_path):
+    small = _zip_bomb(tmp_path / "small.zip", 50_000)  # ratio ~ 50000 / 200: over the default ratio
+    with pytest.raises(UnsafeArchiveError, match="ratio"):
+        safe_extract(small, tmp_path / "a")
+    out = safe_extract(small, tmp_path / "a", max_ratio=None)  # the option lifts it
+    assert (out / "zeros.bin").stat().st_size == 50_000
+    assert (safe_extract(_tar_bomb(tmp_path / "t.tar.gz", 1000), tmp_path / "t", max_ratio=1000) / "zeros.bin").read_bytes() == bytes(1000)
+
+
+def test_source_options_carry_the_extraction_budget(tmp_path):
+    from hico.data.sources import get_source
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _zip_bomb(raw / "Dataset_BUSI.zip", 20 * 2**20)
+    with pytest.raises(UnsafeArchiveError, match="max_archive_ratio=100"):
+        get_source("busi").prepare(raw, tmp_path / "data", {"progress": False})
+    with pytest.raises(UnsafeArchiveError, match="max_archive_bytes=1000"):
+        get_source("busi").prepare(raw, tmp_path / "data", {"progress": False, "max_archive_bytes": 1000, "max_archive_ratio": None})
+    assert not (raw / "Dataset_BUSI").exists() and not (tmp_path / "data").exists()
+
+
 # ---------------------------------------------------------------------------- no unpickling anywhere
 
 

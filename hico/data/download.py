@@ -22,7 +22,8 @@ file is never used: it becomes the target only after its checksum matches; a com
 with a wrong checksum is deleted. An existing target is re-verified before it is trusted.
 
 :func:`safe_extract` unpacks zip/tar archives into a fresh folder, refusing any member that
-would land outside it (absolute paths, ``..``, links, devices). No function here unpickles.
+would land outside it (absolute paths, ``..``, links, devices) and any archive that would expand
+beyond its budget (total bytes, expansion ratio). No function here unpickles.
 """
 
 from __future__ import annotations
@@ -627,11 +628,59 @@ def archive_kind(path: str | Path) -> str | None:
     return None
 
 
-def safe_extract(archive: str | Path, dest: str | Path, skip: Callable[[str], bool] | None = None) -> Path:
+#: default extraction budgets: total uncompressed bytes, and uncompressed / archive bytes
+#: (images and video barely compress; a ratio of 100 is text at best, 1000 a bomb)
+DEFAULT_MAX_ARCHIVE_BYTES = 32 * 2**30
+DEFAULT_MAX_ARCHIVE_RATIO = 100.0
+
+
+class ArchiveBudgetError(UnsafeArchiveError):
+    """An archive that would expand beyond the extraction budget (a decompression bomb)."""
+
+
+def _check_budget(archive: Path, total: int, max_bytes: int | None, max_ratio: float | None) -> None:
+    size = max(archive.stat().st_size, 1)
+    over_bytes = max_bytes is not None and total > max_bytes
+    over_ratio = max_ratio is not None and total / size > max_ratio
+    if over_bytes or over_ratio:
+        raise ArchiveBudgetError(
+            f"{archive}: {size:,} bytes would expand to {total:,} bytes (ratio {total / size:,.0f}), beyond "
+            f"the extraction budget (max_archive_bytes={max_bytes}, max_archive_ratio={max_ratio}); "
+            "nothing was extracted. Raise those source options if the archive is genuine."
+        )
+
+
+def _extract_zip(zf: zipfile.ZipFile, tmp: Path, skip: Callable[[str], bool] | None, max_bytes: int | None) -> None:
+    written = 0
+    for info in zf.infolist():
+        if skip and skip(info.filename):
+            continue
+        target = _member_target(tmp, info.filename)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as dst:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                written += len(block)
+                if max_bytes is not None and written > max_bytes:  # declared sizes can lie
+                    raise ArchiveBudgetError(f"{zf.filename}: expands beyond max_archive_bytes={max_bytes}")
+                dst.write(block)
+
+
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    skip: Callable[[str], bool] | None = None,
+    max_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_ratio: float | None = DEFAULT_MAX_ARCHIVE_RATIO,
+) -> Path:
     """Extract a zip or tar archive into ``dest`` (created; replaced if from another archive).
 
     Every member is checked first; one unsafe member refuses the whole archive with
-    :class:`UnsafeArchiveError` and nothing is written. Extraction goes to a temporary sibling
+    :class:`UnsafeArchiveError` and nothing is written, and so does a total uncompressed size
+    above ``max_bytes`` or above ``max_ratio`` times the archive's size
+    (:class:`ArchiveBudgetError`; None: no limit). Extraction goes to a temporary sibling
     folder renamed into place, with ``.extracted.json`` naming the archive's sha256, so a
     finished ``dest`` from the same archive is reused as is. ``skip(name)`` drops members
     (e.g. ``__MACOSX/``).
@@ -654,20 +703,14 @@ def safe_extract(archive: str | Path, dest: str | Path, skip: Callable[[str], bo
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 _check_zip(zf, tmp)
-                for info in zf.infolist():
-                    if skip and skip(info.filename):
-                        continue
-                    target = _member_target(tmp, info.filename)
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
+                sizes = [i.file_size for i in zf.infolist() if not (skip and skip(i.filename))]
+                _check_budget(archive, sum(sizes), max_bytes, max_ratio)
+                _extract_zip(zf, tmp, skip, max_bytes)
         else:
             with tarfile.open(archive) as tf:
                 _check_tar(tf, tmp)
                 members = [m for m in tf.getmembers() if not (skip and skip(m.name))]
+                _check_budget(archive, sum(m.size for m in members if m.isfile()), max_bytes, max_ratio)
                 kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tf.extractall(tmp, members=members, **kwargs)
         atomic_write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "extracted": utc_timestamp()})

@@ -54,7 +54,10 @@ def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     t, h, w = frames.shape
     scale = size / min(h, w)
     new_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().unsqueeze(1)
+    frames = np.ascontiguousarray(frames)
+    if not frames.flags.writeable:  # e.g. a view of a decoded image; torch wants its own
+        frames = frames.copy()
+    x = torch.from_numpy(frames).float().unsqueeze(1)
     mode = "area" if scale < 1 else "bilinear"
     kwargs = {} if mode == "area" else {"align_corners": False}
     y = F.interpolate(x, size=new_hw, mode=mode, **kwargs)

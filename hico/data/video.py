@@ -12,6 +12,11 @@ work too). Grayscale is ITU-R 601 luma everywhere: FFmpeg's ``gray`` conversion 
 same pass, area filter) for PyAV, Pillow's ``convert("L")`` for gifs and images, so an mp4 and a
 gif of the same clip give the same pixels. Undecodable or empty inputs raise
 :class:`VideoDecodeError`; the caller quarantines them.
+
+Decode budget: a frame (a gif's canvas, an image, a video stream) larger than ``max_pixels``
+is refused from its declared size, before anything is decoded, and every kept frame is shrunk
+to ``short_side`` as it is decoded, so memory never holds more than a couple of full-size frames
+(a few bytes of gif can declare a 10000 x 10000 canvas for every frame).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from hico.errors import HicoError
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".m4v", ".gif", ".wmv", ".mkv"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GIF_DEFAULT_FRAME_S = 0.1  # browsers show a gif frame with no (or ~0) duration for 100 ms
+#: default decode budget: pixels of one frame (4096 x 4096; ultrasound frames are ~1 MP, X-rays ~8)
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class VideoDecodeError(HicoError, RuntimeError):
@@ -121,24 +128,48 @@ def _check_file(path: Path) -> None:
         raise VideoDecodeError(f"{path}: empty file (0 bytes)")
 
 
-def _finish(
-    path: Path, frames: list[np.ndarray], short_side: int | None
-) -> np.ndarray:
+def check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a frame whose declared size exceeds the decode budget, before decoding it."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoDecodeError(
+            f"{path}: frames of {width} x {height} = {width * height:,} pixels exceed the decode budget "
+            f"max_pixels={max_pixels:,}; refused before decoding (raise the option max_pixels if the "
+            "file is genuine)"
+        )
+
+
+class _Shrinker:
+    """Each kept frame, shrunk to ``short_side`` as it arrives (one frame in float at a time).
+
+    A few files change resolution mid-stream: such a frame is first brought to the first
+    frame's size (bilinear), as the whole stack used to be.
+    """
+
+    def __init__(self, short_side: int | None):
+        self.short_side = short_side
+        self.first: tuple[int, int] | None = None
+        self.frames: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.first is None:
+            self.first = frame.shape
+        elif frame.shape != self.first:
+            from PIL import Image
+
+            h, w = self.first
+            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+        self.frames.append(resize_short_side(frame[None], self.short_side)[0])
+
+
+def _finish(path: Path, frames: list[np.ndarray]) -> np.ndarray:
     if not frames:
         raise VideoDecodeError(f"{path}: no decodable frame")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:  # a few files change resolution mid-stream: bring all to the first size
-        h, w = frames[0].shape
-        from PIL import Image
-
-        frames = [
-            f if f.shape == (h, w) else np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
-            for f in frames
-        ]
-    return resize_short_side(np.stack(frames), short_side)
+    return np.stack(frames)
 
 
-def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
+def _read_av(
+    path: Path, fps: float | None, max_frames: int | None, short_side: int | None, max_pixels: int | None
+) -> Video:
     import av
 
     try:
@@ -149,6 +180,7 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
         if not container.streams.video:
             raise VideoDecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        check_pixels(path, stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         nominal = float(rate) if rate else None
@@ -184,23 +216,41 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
         for idx in select_times(stream_times(), fps, max_frames):
             frame = decoded[idx]
             if size is None:
+                check_pixels(path, frame.width, frame.height, max_pixels)  # the stream may not declare it
                 size = _target_wh(frame.width, frame.height, short_side)
             # swscale does luma and resizing in one C pass (area filter when shrinking); its gray
             # equals the ITU-R 601 luma of the RGB frame
             interp = "AREA" if size[0] <= frame.width else "BILINEAR"
             kept.append(frame.reformat(width=size[0], height=size[1], format="gray", interpolation=interp).to_ndarray())
             kept_t.append(times[idx])
-        return Video(_finish(path, kept, None), nominal, len(times), kept_t)
+        return Video(_finish(path, kept), nominal, len(times), kept_t)
 
 
-def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+def _open_image(path: Path) -> Any:
+    """``PIL.Image.open``, with Pillow's own bomb guard left to :func:`check_pixels` (our budget)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise VideoDecodeError(f"{path}: {e}; refused before decoding (max_pixels)") from e
+
+
+def _read_gif(
+    path: Path, fps: float | None, max_frames: int | None, short_side: int | None, max_pixels: int | None
+) -> Video:
+    from PIL import ImageSequence, UnidentifiedImageError
 
     try:
-        img = Image.open(path)
+        img = _open_image(path)
     except (UnidentifiedImageError, OSError) as e:
         raise VideoDecodeError(f"{path}: not a readable gif ({e})") from e
     with img:
+        check_pixels(path, *img.size, max_pixels)  # every frame is composited onto this canvas
         frames_l: list[np.ndarray | None] = []
         times: list[float] = []
         durations: list[float] = []
@@ -222,13 +272,13 @@ def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side:
                 if not times:
                     raise VideoDecodeError(f"{path}: {e}") from e
 
-        kept: list[np.ndarray] = []
+        kept = _Shrinker(short_side)
         kept_t: list[float] = []
         for idx in select_times(stream_times(), fps, max_frames):
-            kept.append(frames_l[idx])
+            kept.add(frames_l[idx])
             kept_t.append(times[idx])
     nominal = 1.0 / float(np.median(durations)) if durations else None
-    return Video(_finish(path, kept, short_side), nominal, len(times), kept_t)
+    return Video(_finish(path, kept.frames), nominal, len(times), kept_t)
 
 
 def read_video(
@@ -236,27 +286,30 @@ def read_video(
     fps: float | None = 3.0,
     max_frames: int | None = 30,
     short_side: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Video:
     """Decode a video file to grayscale uint8 ``[T, H, W]``, resampled to ``fps``.
 
     ``short_side`` resizes so that min(H, W) equals it (None keeps the decoded size).
-    Raises :class:`VideoDecodeError` for empty, unreadable or frameless files.
+    Raises :class:`VideoDecodeError` for empty, unreadable or frameless files, and for frames
+    of more than ``max_pixels`` (None: no budget).
     """
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() == ".gif":
-        return _read_gif(path, fps, max_frames, short_side)
-    return _read_av(path, fps, max_frames, short_side)
+        return _read_gif(path, fps, max_frames, short_side, max_pixels)
+    return _read_av(path, fps, max_frames, short_side, max_pixels)
 
 
-def read_image(path: str | Path, short_side: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, short_side: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A still image as grayscale uint8 ``[1, H, W]`` (16-bit and float images are rescaled)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     _check_file(path)
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
+            check_pixels(path, *img.size, max_pixels)
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -271,7 +324,7 @@ def read_image(path: str | Path, short_side: int | None = None) -> np.ndarray:
         raise VideoDecodeError(f"{path}: not a readable image ({e})") from e
     if gray.ndim != 2 or gray.size == 0:
         raise VideoDecodeError(f"{path}: image has shape {gray.shape}, expected a 2-D picture")
-    return _finish(path, [gray], short_side)
+    return resize_short_side(gray[None], short_side)
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -287,6 +340,7 @@ def read_frame_folder(
     max_frames: int | None = None,
     source_fps: float | None = None,
     short_side: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Video:
     """A folder of frame images as one video. Resampled only when ``source_fps`` is known."""
     folder = Path(folder)
@@ -297,10 +351,10 @@ def read_frame_folder(
         fps = None
     times = [i / source_fps for i in range(len(files))] if source_fps else [float(i) for i in range(len(files))]
     chosen = list(select_times(times, fps, max_frames))
-    frames: list[np.ndarray] = []
+    frames = _Shrinker(short_side)
     for i in chosen:
-        frames.append(read_image(files[i])[0])
-    return Video(_finish(folder, frames, short_side), source_fps, len(files), [times[i] for i in chosen])
+        frames.add(read_image(files[i], max_pixels=max_pixels)[0])
+    return Video(_finish(folder, frames.frames), source_fps, len(files), [times[i] for i in chosen])
 
 
 def read_any(
@@ -309,15 +363,16 @@ def read_any(
     max_frames: int | None = 30,
     short_side: int | None = None,
     source_fps: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Frames of a video file, an image file (T = 1) or a frame folder, as uint8 ``[T, H, W]``."""
     path = Path(path)
     if path.is_dir():
-        return read_frame_folder(path, fps, max_frames, source_fps, short_side).frames
+        return read_frame_folder(path, fps, max_frames, source_fps, short_side, max_pixels).frames
     if is_image(path):
-        return read_image(path, short_side)
+        return read_image(path, short_side, max_pixels)
     if is_video(path):
-        return read_video(path, fps, max_frames, short_side).frames
+        return read_video(path, fps, max_frames, short_side, max_pixels).frames
     raise VideoDecodeError(
         f"{path}: unknown file type {path.suffix!r}; expected a video "
         f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "

@@ -32,15 +32,18 @@ from urllib.parse import quote
 import numpy as np
 
 from hico.data.download import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_ARCHIVE_RATIO,
     LockFile,
     RemoteFile,
     fetch_all,
     file_sha256,
     github_tree,
+    safe_extract,
     utc_timestamp,
 )
 from hico.data.standard import DatasetWriter
-from hico.data.video import frame_files, is_image, read_any
+from hico.data.video import DEFAULT_MAX_PIXELS, frame_files, is_image, read_any
 from hico.errors import HicoError
 from hico.io import atomic_write_json
 
@@ -60,6 +63,10 @@ COMMON_OPTIONS: dict[str, Any] = {
     "progress": True,  # progress bars
     "workers": 2,  # decode threads (and download threads for many-file sources)
     "lock_dir": None,  # where lock files live (default: hico/data/sources/locks/)
+    # budgets against decompression bombs (None: no limit)
+    "max_pixels": DEFAULT_MAX_PIXELS,  # pixels of one decoded frame, checked before decoding
+    "max_archive_bytes": DEFAULT_MAX_ARCHIVE_BYTES,  # total uncompressed bytes of an archive
+    "max_archive_ratio": DEFAULT_MAX_ARCHIVE_RATIO,  # uncompressed bytes / archive bytes
 }
 
 
@@ -80,7 +87,7 @@ def resolve_config(source: Source, config: Mapping[str, Any] | None) -> dict[str
             f"source {source.name!r}: unknown option(s) {unknown}; valid options are {sorted(cfg)}"
         )
     cfg.update(config or {})
-    for key in ("fps", "max_frames", "store_size"):
+    for key in ("fps", "max_frames", "store_size", "max_pixels", "max_archive_bytes", "max_archive_ratio"):
         v = cfg[key]
         if v is not None and (not isinstance(v, int | float) or v <= 0):
             raise ValueError(f"source {source.name!r}: option {key}={v!r} must be a positive number or None")
@@ -157,6 +164,11 @@ def github_remote_files(name: str, cfg: Mapping[str, Any], prefixes: Sequence[st
     base = cfg["base_url"] or f"https://raw.githubusercontent.com/{cfg['repo']}/{cfg['ref']}"
     entries = github_files(name, cfg, cfg["repo"], cfg["ref"], prefixes, lock_for(name, cfg))
     return [github_remote(path, entries[path], base) for path in sorted(entries)]
+
+
+def extract(archive: Path, dest: Path, cfg: Mapping[str, Any], skip: Callable[[str], bool] | None = None) -> Path:
+    """:func:`~hico.data.download.safe_extract` within the options' archive budgets."""
+    return safe_extract(archive, dest, skip, max_bytes=cfg["max_archive_bytes"], max_ratio=cfg["max_archive_ratio"])
 
 
 def require_data(path: str | Path, name: str, how_to_get: str, expect: str) -> Path:
@@ -400,11 +412,12 @@ def file_item(
     relative to ``root``; ``patient_id`` is the video id unless given in ``fields``.
     """
     fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg.get("source_fps")
+    max_pixels = cfg["max_pixels"]
     fields.setdefault("patient_id", video_id)
     return Item(
         video_id=video_id,
         label_name=label_name,
-        load=load or (lambda: read_any(path, fps, max_frames, size, src_fps)),
+        load=load or (lambda: read_any(path, fps, max_frames, size, src_fps, max_pixels)),
         source_file=relative_name(path, root),
         source=path if path.exists() else None,
         **fields,

@@ -28,11 +28,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk, safe_extract
+from hico.data.download import iter_files, macos_junk
 from hico.data.sources._common import (
     ArchiveSource,
     DataNotFoundError,
     Listing,
+    extract,
     file_item,
     unique_ids,
 )
@@ -64,7 +65,7 @@ class Busi(ArchiveSource):
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         if (raw / ARCHIVE).exists():
-            safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=macos_junk)
+            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=macos_junk)
         images = [
             p for p in iter_files(raw, {".png", ".jpg", ".jpeg", ".bmp"})
             if p.parent.name.lower() in self.classes and "_mask" not in p.stem.lower()

@@ -31,11 +31,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, archive_kind, macos_junk, safe_extract
+from hico.data.download import RemoteFile, archive_kind, macos_junk
 from hico.data.sources._common import (
     DataNotFoundError,
     Listing,
     Source,
+    extract,
     file_item,
     find_frame_folders,
     mirror_url,
@@ -48,7 +49,7 @@ EXTRACTED = "extracted"
 PREFIXES = {"Reg": "regular", "Cov": "covid"}
 
 
-def _extract(raw: Path) -> None:
+def _extract(raw: Path, cfg: dict[str, Any]) -> None:
     archive = raw / ARCHIVE
     if not archive.exists():
         return
@@ -57,7 +58,7 @@ def _extract(raw: Path) -> None:
             f"dataset 'butterfly_uscl': {archive} is neither zip nor tar (rar?). Extract it by hand "
             f"into {raw / EXTRACTED}/ (one folder per video) and run prepare again."
         )
-    safe_extract(archive, raw / EXTRACTED, skip=macos_junk)
+    extract(archive, raw / EXTRACTED, cfg, skip=macos_junk)
 
 
 class ButterflyUSCL(Source):
@@ -86,7 +87,7 @@ class ButterflyUSCL(Source):
                 f"dataset 'butterfly_uscl': {raw} does not exist. Run `python -m hico download "
                 f"butterfly_uscl --raw {raw}` (Google Drive file {GDRIVE_ID} of the USCL README)."
             )
-        _extract(raw)
+        _extract(raw, cfg)
         folders = find_frame_folders(raw)
         keep, skipped = [], []
         for f in folders:

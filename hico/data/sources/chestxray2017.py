@@ -32,11 +32,12 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk, safe_extract
+from hico.data.download import iter_files, macos_junk
 from hico.data.sources._common import (
     ArchiveSource,
     DataNotFoundError,
     Listing,
+    extract,
     file_item,
     unique_ids,
 )
@@ -80,7 +81,7 @@ class ChestXRay2017(ArchiveSource):
                 parts = [p.lower() for p in PurePosixPath(member).parts]
                 return macos_junk(member) or not any(s in parts for s in splits)
 
-            safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=skip)
+            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=skip)
         images = []
         for p in iter_files(raw, {".jpeg", ".jpg", ".png"}):
             parts = [x.lower() for x in p.relative_to(raw).parts]

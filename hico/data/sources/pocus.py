@@ -168,7 +168,7 @@ class Pocus(Source):
                 continue
             keep.append((path, still, label, lic))
 
-        fps, max_frames, size = cfg["fps"], cfg["max_frames"], cfg["store_size"]
+        fps, max_frames, size, max_pixels = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["max_pixels"]
 
         def loader(path: Path, still: bool, expected_sha: str | None):
             def load():
@@ -177,8 +177,8 @@ class Pocus(Source):
                     if actual != expected_sha:
                         raise ValueError(f"sha256 {actual} differs from manifest.tsv ({expected_sha})")
                 if still:
-                    return read_image(path, size)
-                return read_video(path, fps, max_frames, size).frames
+                    return read_image(path, size, max_pixels)
+                return read_video(path, fps, max_frames, size, max_pixels).frames
 
             return load
 
