@@ -107,3 +107,38 @@ def test_a_prepared_dataset_is_replaced_by_a_new_prepare(tmp_path):
     again = get_source("video_folder").prepare(raw, tmp_path / "data", OPTS, name="clips")
     assert again == first and len(load_dataset(again)) == 3
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["clips"]
+
+
+# ---------------------------------------------------------------------------- item 7
+
+
+def test_byte_identical_copies_are_reported_and_share_a_patient(tmp_path):
+    from hico.data.folds import make_folds
+
+    raw = tmp_path / "clips"
+    for i in range(6):
+        fx.make_video(raw / ("sick" if i % 2 else "healthy") / f"v{i}.mp4", 6 + i, 25)
+    (raw / "sick" / "v1 copy.mp4").write_bytes((raw / "sick" / "v1.mp4").read_bytes())
+    (raw / "healthy" / "v1 again.mp4").write_bytes((raw / "sick" / "v1.mp4").read_bytes())  # and mislabelled
+    out = get_source("video_folder").prepare(raw, tmp_path / "data", OPTS, name="clips")
+    m = load_dataset(out).manifest.set_index("video_id")
+    copies = ["v1", "v1_copy", "v1_again"]
+    assert m.loc[copies, "patient_id"].nunique() == 1 and m.loc["v1", "patient_id"] != "v1"
+    assert m.drop(copies)["patient_id"].tolist() == m.drop(copies).index.tolist()  # the rest untouched
+    (dup,) = _report(out)["duplicates"]
+    assert sorted(dup["video_ids"]) == sorted(copies) and dup["labels"] == ["healthy", "sick"]
+    assert dup["patient_id"] == m.loc["v1", "patient_id"]
+    for seed in range(3):
+        folds = make_folds(m.reset_index(), 3, seed).set_index("video_id")["fold"]
+        assert folds[copies].nunique() == 1
+
+
+def test_the_same_file_listed_twice_in_a_csv_is_one_patient(tmp_path):
+    root = tmp_path / "csvdata"
+    fx.make_video(root / "v" / "a.mp4", 10, 25)
+    fx.make_video(root / "v" / "b.mp4", 12, 25)
+    (root / "labels.csv").write_text("path,label,patient\nv/a.mp4,x,p1\nv/b.mp4,y,p2\nv/a.mp4,x,p3\n")
+    out = get_source("video_folder").prepare(root, tmp_path / "data", OPTS)
+    m = load_dataset(out).manifest.set_index("video_id")
+    assert m.loc["a", "patient_id"] == m.loc["a_2", "patient_id"] == "p1+p3" and m.loc["b", "patient_id"] == "p2"
+    assert [sorted(d["video_ids"]) for d in _report(out)["duplicates"]] == [["a", "a_2"]]

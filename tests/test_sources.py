@@ -245,8 +245,8 @@ def test_pocus_local_copy_with_manifest(tmp_path):
 
 
 def _blues_repo(root: Path) -> Path:
-    for stem in ["patient_1_L1", "patient_1_R1", "patient_2_L1", "patient_2_L1_2", "patient_3_R2"]:
-        make_video(root / "lus_videos" / f"{stem}.mp4", 20, 25, size=(40, 40))
+    for i, stem in enumerate(["patient_1_L1", "patient_1_R1", "patient_2_L1", "patient_2_L1_2", "patient_3_R2"]):
+        make_video(root / "lus_videos" / f"{stem}.mp4", 20 + i, 25, size=(40, 40))  # distinct files
     (root / "clinical_variables.csv").write_text("patient_id,cov_test,number_video_files,pat_age\n1,1,2.0,70\n2,0,2.0,55\n")
     (root / "severity.csv").write_text(
         "video_file,Severity Score,A-lines,B-lines,comments\n"
@@ -344,6 +344,7 @@ def test_real_covid_blues_labels_match_severity_csv(tmp_path):
         ds = load_dataset(out)
         rep = _report(out)
         assert rep["class_counts"] == dict(want) and rep["n_skipped"] == 0 and rep["n_quarantined"] == 0
+        assert rep["duplicates"] == []  # the 362 files are distinct (manifest.tsv sha256)
         m = ds.manifest
         assert len(m) == 362 and m["patient_id"].nunique() == 63
         assert (m["patient_id"] == ["patient_" + v.split("_")[1] for v in m["video_id"]]).all()
@@ -664,6 +665,8 @@ def test_real_pocus_videos_end_to_end(tmp_path):
     assert len(ds) == len(rows) == 114
     assert rep["n_quarantined"] == 0 and rep["n_skipped"] == 0
     assert rep["class_counts"] == expected == {"covid": 20, "pneumonia": 36, "regular": 56, "viral": 2}
+    # duplicate check (issue 11 item 7): the shared copy holds no byte-identical files, and none is reported
+    assert len({r["sha256"] for r in rows}) == len(rows) and rep["duplicates"] == []
     assert (ds.manifest["n_frames"] >= 1).all() and (ds.manifest["n_frames"] <= 30).all()
     by_file = {Path(r["file"]).name: r for r in rows}
     for _, row in ds.manifest.iterrows():

@@ -438,6 +438,96 @@ def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
         return None, "", f"{type(e).__name__}: {e}"
 
 
+def _merged_patient(ids: Sequence[str]) -> str:
+    ids = sorted(ids)
+    return "+".join(ids) if len(ids) <= 3 else f"{ids[0]}+{len(ids) - 1}_more"
+
+
+def group_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge the patients of manifest ``rows`` that share a ``source_sha256`` (the same file
+    listed twice, byte-identical copies), so that the copies land in one fold; in place.
+
+    Patients are merged transitively (a patient holding a copy of another patient's file
+    becomes one group with it), named by their ids joined with ``+``. Returns one report entry
+    per group of identical inputs.
+    """
+    by_sha: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["source_sha256"]:
+            by_sha.setdefault(r["source_sha256"], []).append(r)
+    groups = {sha: g for sha, g in by_sha.items() if len(g) > 1}
+    parent: dict[str, str] = {}
+
+    def root(p: str) -> str:
+        while parent.setdefault(p, p) != p:
+            p = parent[p]
+        return p
+
+    for g in groups.values():
+        for r in g[1:]:
+            parent[root(r["patient_id"])] = root(g[0]["patient_id"])
+    members: dict[str, list[str]] = {}
+    for p in list(parent):
+        members.setdefault(root(p), []).append(p)
+    renamed = {p: _merged_patient(ps) for ps in members.values() if len(ps) > 1 for p in ps}
+    for r in rows:
+        r["patient_id"] = renamed.get(r["patient_id"], r["patient_id"])
+    return [
+        {"source_sha256": sha, "video_ids": [r["video_id"] for r in g], "source_files": [r["source_file"] for r in g],
+         "labels": sorted({r["label_name"] for r in g}), "patient_id": g[0]["patient_id"]}
+        for sha, g in sorted(groups.items(), key=lambda kv: kv[1][0]["video_id"])
+    ]
+
+
+def _decode_into(writer: DatasetWriter, items: Sequence[Item], cfg: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Decode ``items`` (``workers`` threads) into ``writer``; the quarantined ones, with why."""
+    quarantined: list[dict[str, str]] = []
+    with ThreadPoolExecutor(max(1, int(cfg["workers"] or 1))) as pool:
+        for item, (frames, sha, err) in zip(items, pool.map(_load_one, items)):
+            if err is not None:
+                log.warning("%s: quarantined %s (%s)", writer.name, item.source_file, err)
+                quarantined.append({"video_id": item.video_id, "source_file": item.source_file, "reason": err})
+                continue
+            writer.add_video(
+                item.video_id, item.patient_id, item.label_name, frames,
+                source_file=item.source_file, source_sha256=sha, license=item.license, **item.extra,
+            )
+    return quarantined
+
+
+def _refuse_items(name: str, listing: Listing, final: Path) -> None:
+    """Errors before anything is decoded: no item, repeated ids, an input inside the output."""
+    items, skipped = listing.items, listing.skipped
+    if not items:
+        raise PrepareError(
+            f"dataset {name!r}: found nothing to prepare"
+            + (f" ({len(skipped)} input(s) skipped, e.g. {skipped[0]})" if skipped else "")
+            + ". Check --raw points at the downloaded or supplied data."
+        )
+    dup = sorted(i for i, c in Counter(it.video_id for it in items).items() if c > 1)
+    if dup:
+        raise ValueError(f"dataset {name!r}: the source module produced repeated video ids {dup[:5]}")
+    out = final.resolve()
+    for item in items:
+        if item.source is not None and (item.source.resolve().is_relative_to(out) or out.is_relative_to(item.source.resolve())):
+            raise OverlapError(
+                f"dataset {name!r}: input {item.source} lies inside the output folder {final} "
+                "(outputs must not overlap inputs). Nothing was changed; write elsewhere."
+            )
+
+
+def _refuse_failures(name: str, report: dict[str, Any], out_root: Path, cfg: Mapping[str, Any]) -> None:
+    quarantined, n, share = report["quarantined"], report["n_candidates"], report["failure_share"]
+    listing = "\n".join(f"  {q['source_file']}: {q['reason']}" for q in quarantined[:50])
+    more = f"\n  ... and {len(quarantined) - 50} more" if len(quarantined) > 50 else ""
+    raise PrepareError(
+        f"dataset {name!r}: {len(quarantined)} of {n} inputs failed to decode "
+        f"({share:.1%} > max_failure_share={cfg['max_failure_share']}):\n{listing}{more}\n"
+        f"Report: {out_root / f'{name}.prepare_report.json'}. Re-download the files "
+        "(delete them first), or raise max_failure_share to accept the loss."
+    )
+
+
 def write_dataset(
     source: Source, listing: Listing, out_root: str | Path, cfg: Mapping[str, Any], name: str
 ) -> Path:
@@ -448,78 +538,48 @@ def write_dataset(
     ``<out_root>/<name>.prepare_report.json`` and :class:`PrepareError` lists them.
     ``listing.skipped`` lists inputs left out on purpose (unknown label, licence filter...).
     ``listing.expected`` (e.g. published class counts) is compared in the report, never enforced.
+    Identical inputs are grouped into one patient (:func:`group_duplicates`) and reported.
     No item may lie inside the dataset folder (the raw folder was checked by :func:`refuse_overlap`).
     """
-    items, skipped, info, expected = listing.items, listing.skipped, listing.info, listing.expected
-    classes = list(listing.classes or source.classes)
     out_root = Path(out_root)
-    final = (out_root / name).resolve()
-    for item in items:
-        if item.source is not None and (item.source.resolve().is_relative_to(final) or final.is_relative_to(item.source.resolve())):
-            raise OverlapError(
-                f"dataset {name!r}: input {item.source} lies inside the output folder {out_root / name} "
-                "(outputs must not overlap inputs). Nothing was changed; write elsewhere."
-            )
+    classes = list(listing.classes or source.classes)
+    _refuse_items(name, listing, out_root / name)
     t0 = time.time()
-    if not items:
-        raise PrepareError(
-            f"dataset {name!r}: found nothing to prepare"
-            + (f" ({len(skipped)} input(s) skipped, e.g. {skipped[0]})" if skipped else "")
-            + ". Check --raw points at the downloaded or supplied data."
-        )
-    dup = sorted(i for i, c in Counter(it.video_id for it in items).items() if c > 1)
-    if dup:
-        raise ValueError(f"dataset {name!r}: the source module produced repeated video ids {dup[:5]}")
     sampling = {"fps": cfg["fps"], "max_frames": cfg["max_frames"], "store_size": cfg["store_size"]}
     writer = DatasetWriter(out_root, name, classes, store_size=cfg["store_size"], info={})
-    quarantined: list[dict[str, str]] = []
-    digests: list[str] = []
     try:
-        with ThreadPoolExecutor(max(1, int(cfg["workers"] or 1))) as pool:
-            for item, (frames, sha, err) in zip(items, pool.map(_load_one, items)):
-                if err is not None:
-                    log.warning("%s: quarantined %s (%s)", name, item.source_file, err)
-                    quarantined.append({"video_id": item.video_id, "source_file": item.source_file, "reason": err})
-                    continue
-                writer.add_video(
-                    item.video_id, item.patient_id, item.label_name, frames,
-                    source_file=item.source_file, source_sha256=sha, license=item.license, **item.extra,
-                )
-                digests.append(f"{item.source_file}\t{sha}")
-        n = len(items)
-        share = len(quarantined) / n
-        counts = Counter(r["label_name"] for r in writer.rows)
+        quarantined = _decode_into(writer, listing.items, cfg)
+        duplicates = group_duplicates(writer.rows)
+        for d in duplicates:
+            log.warning("%s: identical inputs %s are now one patient, %s", name, d["source_files"], d["patient_id"])
+        n, rows = len(listing.items), writer.rows
+        counts = Counter(r["label_name"] for r in rows)
         report = {
             "dataset": name,
             "source": source.name,
             "prepared": utc_timestamp(),
             "elapsed_s": None,
             "n_candidates": n,
-            "n_videos": len(writer.rows),
-            "n_frames": int(sum(r["n_frames"] for r in writer.rows)),
+            "n_videos": len(rows),
+            "n_frames": int(sum(r["n_frames"] for r in rows)),
             "class_counts": {c: int(counts.get(c, 0)) for c in classes},
             "n_quarantined": len(quarantined),
-            "failure_share": round(share, 4),
+            "failure_share": round(len(quarantined) / n, 4),
             "max_failure_share": cfg["max_failure_share"],
             "quarantined": quarantined,
-            "n_skipped": len(skipped),
-            "skipped": list(skipped),
+            "n_skipped": len(listing.skipped),
+            "skipped": list(listing.skipped),
+            "n_duplicate_groups": len(duplicates),
+            "duplicates": duplicates,
             "sampling": sampling,
+            **({"expected": dict(listing.expected)} if listing.expected else {}),
         }
-        if expected:
-            report["expected"] = dict(expected)
         report["elapsed_s"] = round(time.time() - t0, 2)
-        if share > float(cfg["max_failure_share"]) or not writer.rows:
+        if len(quarantined) / n > float(cfg["max_failure_share"]) or not rows:
             writer.abort()
             atomic_write_json(out_root / f"{name}.prepare_report.json", report)
-            listing = "\n".join(f"  {q['source_file']}: {q['reason']}" for q in quarantined[:50])
-            more = f"\n  ... and {len(quarantined) - 50} more" if len(quarantined) > 50 else ""
-            raise PrepareError(
-                f"dataset {name!r}: {len(quarantined)} of {n} inputs failed to decode "
-                f"({share:.1%} > max_failure_share={cfg['max_failure_share']}):\n{listing}{more}\n"
-                f"Report: {out_root / f'{name}.prepare_report.json'}. Re-download the files "
-                "(delete them first), or raise max_failure_share to accept the loss."
-            )
+            _refuse_failures(name, report, out_root, cfg)
+        digests = sorted(f"{r['source_file']}\t{r['source_sha256']}" for r in rows)
         writer.info.update(
             {
                 "source": source.name,
@@ -527,16 +587,15 @@ def write_dataset(
                 "citation": source.citation,
                 "license": source.license,
                 "homepage": source.homepage,
-                **dict(info or {}),
+                **listing.info,
                 "sampling": sampling,
-                "inputs_sha256": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),
+                "inputs_sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest(),
                 "n_quarantined": len(quarantined),
             }
         )
         atomic_write_json(writer.tmp_dir / "prepare_report.json", report)
-        stale = out_root / f"{name}.prepare_report.json"
         final = writer.finish()
-        stale.unlink(missing_ok=True)
+        (out_root / f"{name}.prepare_report.json").unlink(missing_ok=True)  # a stale failure report
         log.info("%s: wrote %d videos (%d frames) to %s", name, report["n_videos"], report["n_frames"], final)
         return final
     except BaseException:
