@@ -142,3 +142,80 @@ def test_the_same_file_listed_twice_in_a_csv_is_one_patient(tmp_path):
     m = load_dataset(out).manifest.set_index("video_id")
     assert m.loc["a", "patient_id"] == m.loc["a_2", "patient_id"] == "p1+p3" and m.loc["b", "patient_id"] == "p2"
     assert [sorted(d["video_ids"]) for d in _report(out)["duplicates"]] == [["a", "a_2"]]
+
+
+# ---------------------------------------------------------------------------- item 10
+
+
+def _cut(path: Path, share: float) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * share)])
+    return path
+
+
+def test_truncated_videos_are_listed_with_kept_and_expected_frames(tmp_path):
+    """Truncated videos kept 13 of 30 frames with nothing in the report."""
+    raw = tmp_path / "clips"
+    fx.make_video(raw / "a" / "long.avi", 250, 25)  # 10 s: 30 frames at 3 Hz
+    _cut(fx.make_video(raw / "a" / "cut.avi", 250, 25), 0.45)
+    _cut(fx.make_video(raw / "b" / "short.gif", 40, 10), 0.5)  # 4 s: 13 frames at 3 Hz
+    fx.make_video(raw / "b" / "fine.gif", 40, 10)
+    out = get_source("video_folder").prepare(raw, tmp_path / "data", OPTS, name="clips")
+    m = load_dataset(out).manifest.set_index("video_id")
+    rep = _report(out)
+    truncated = {t["video_id"]: t for t in rep["truncated"]}
+    assert sorted(truncated) == ["cut", "short"] and rep["n_truncated"] == 2
+    assert m.loc["long", "n_frames"] == 30 and m.loc["fine", "n_frames"] == 13
+    assert truncated["cut"]["expected_frames"] == 30 and truncated["cut"]["kept_frames"] == m.loc["cut", "n_frames"] < 30
+    assert truncated["short"]["kept_frames"] == m.loc["short", "n_frames"] < 13
+    assert truncated["short"]["expected_frames"] is None and "damaged" in truncated["short"]["reason"]  # a gif declares no count
+    assert truncated["cut"]["source_file"] == "a/cut.avi" and truncated["cut"]["reason"]
+
+
+def test_empty_class_folders_and_unsupported_files_are_listed(tmp_path):
+    """Empty class folders and .webm/.dcm/.part files were skipped with skipped: []."""
+    raw = tmp_path / "clips"
+    fx.make_video(raw / "a" / "v1.mp4", 10, 25)
+    fx.make_video(raw / "b" / "v2.mp4", 10, 25)
+    (raw / "empty").mkdir()
+    for name in ("clip.webm", "scan.dcm", "v3.mp4.part"):
+        (raw / "b" / name).write_bytes(b"\x00" * 64)
+    (raw / "b" / "no_frames").mkdir()
+    (raw / "loose.mp4").write_bytes((raw / "a" / "v1.mp4").read_bytes())
+    (raw / "a" / ".DS_Store").write_bytes(b"finder")  # hidden: not an input
+    out = get_source("video_folder").prepare(raw, tmp_path / "data", OPTS, name="clips")
+    skipped = {s["source_file"]: s["reason"] for s in _report(out)["skipped"]}
+    assert sorted(skipped) == ["b/clip.webm", "b/no_frames", "b/scan.dcm", "b/v3.mp4.part", "empty", "loose.mp4"]
+    assert "empty" in skipped["empty"] and "'.webm'" in skipped["b/clip.webm"] and "class folder" in skipped["loose.mp4"]
+    assert _report(out)["n_skipped"] == 6 and len(load_dataset(out)) == 2
+
+
+def test_csv_paths_outside_the_dataset_folder_are_refused(tmp_path):
+    """A CSV path like ../outside/x.mp4 was read from outside the dataset folder."""
+    root = tmp_path / "ds"
+    fx.make_video(root / "v" / "a.mp4", 10, 25)
+    fx.make_video(root / "v" / "b.mp4", 12, 25)
+    fx.make_video(tmp_path / "outside" / "x.mp4", 14, 25)
+    (root / "labels.csv").write_text(
+        f"path,label\nv/a.mp4,p\nv/b.mp4,q\n../outside/x.mp4,p\nv/../../outside/x.mp4,q\n{tmp_path / 'outside' / 'x.mp4'},p\n"
+    )
+    out = get_source("video_folder").prepare(root, tmp_path / "data", OPTS)
+    assert sorted(load_dataset(out).manifest["video_id"]) == ["a", "b"]
+    skipped = _report(out)["skipped"]
+    assert len(skipped) == 3 and all("outside the dataset folder" in s["reason"] for s in skipped)
+    assert skipped[0]["source_file"] == "../outside/x.mp4"
+
+
+def test_non_utf8_file_name_does_not_abort_prepare(tmp_path):
+    """One non-UTF-8 file name aborted the whole prepare without naming the file."""
+    raw = tmp_path / "clips"
+    fx.make_video(raw / "a" / "v1.mp4", 10, 25)
+    fx.make_video(raw / "b" / "tmp.mp4", 12, 25)
+    os.rename(raw / "b" / "tmp.mp4", os.fsencode(raw / "b") + b"/caf\xe9.mp4")
+    out = get_source("video_folder").prepare(raw, tmp_path / "data", OPTS, name="clips")
+    m = load_dataset(out).manifest.set_index("video_id")
+    assert sorted(m.index) == ["caf", "v1"] and m.loc["caf", "source_file"] == "b/caf\\xe9.mp4"
+    (odd,) = _report(out)["non_utf8_names"]
+    assert odd["source_file"] == "b/caf\\xe9.mp4" and odd["name"] == repr(os.fsdecode(b"b/caf\xe9.mp4"))
+    manifest_bytes = (out / "manifest.csv").read_bytes()
+    manifest_bytes.decode("utf-8")  # the manifest stays valid UTF-8

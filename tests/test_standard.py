@@ -79,3 +79,18 @@ def test_missing_column_and_folder(toy_dataset, tmp_path):
         load_dataset(toy_dataset)
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(tmp_path / "nowhere")
+
+
+def test_video_id_escaping_the_dataset_is_refused(toy_dataset, tmp_path):
+    """A video_id with ../ loaded an .npy from outside the dataset."""
+    np.save(tmp_path / "outside.npy", np.zeros((4, 40, 40), np.uint8))
+    manifest = pd.read_csv(toy_dataset / "manifest.csv", dtype=str)
+    manifest.loc[0, "video_id"] = "../../outside"
+    manifest.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=r"manifest.csv row 2.*'\.\./\.\./outside'.*plain file name"):
+        load_dataset(toy_dataset)
+    from hico.data.standard import StandardDataset  # the reader refuses it too
+
+    ds = StandardDataset(toy_dataset, manifest, ["a", "b", "c"])
+    with pytest.raises(DatasetError, match="plain file name"):
+        ds.frames("../../outside")

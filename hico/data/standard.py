@@ -44,6 +44,11 @@ class DatasetError(HicoError, ValueError):
     """A dataset folder that does not follow the standard format."""
 
 
+def is_plain_id(video_id: str) -> bool:
+    """Whether ``video_id`` names a file directly inside ``frames/`` (no path, no hidden name)."""
+    return bool(video_id) and not any(c in video_id for c in "/\\\0") and not video_id.startswith(".")
+
+
 def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     """Resize ``[T, H, W]`` uint8 frames so that min(H, W) == size (area/bilinear)."""
     if size is None or min(frames.shape[1:]) == size:
@@ -123,7 +128,7 @@ class DatasetWriter:
     ) -> None:
         if video_id in self._ids:
             raise DatasetError(f"dataset {self.name}: video_id {video_id!r} added twice")
-        if "/" in video_id or video_id.startswith("."):
+        if not is_plain_id(video_id):
             raise DatasetError(f"dataset {self.name}: video_id {video_id!r} must be a plain file name")
         if label_name not in self.classes:
             raise DatasetError(
@@ -218,6 +223,12 @@ class StandardDataset:
         return len(self.manifest)
 
     def frames_path(self, video_id: str) -> Path:
+        """``frames/<video_id>.npy``; a video_id that is not a plain file name is refused."""
+        if not is_plain_id(str(video_id)):
+            raise DatasetError(
+                f"dataset {self.root}: video_id {video_id!r} is not a plain file name; frames are read "
+                "only from the dataset's own frames/ folder"
+            )
         return self.root / "frames" / f"{video_id}.npy"
 
     def frames(self, video_id: str, mmap: bool = True) -> np.ndarray:
@@ -253,6 +264,15 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
         raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
     if manifest.empty:
         raise _fail(root, "manifest.csv has no rows", regen)
+    bad_ids = [(i, v) for i, v in enumerate(manifest["video_id"]) if not is_plain_id(v)]
+    if bad_ids:
+        i, v = bad_ids[0]
+        raise _fail(
+            root,
+            f"manifest.csv row {i + 2} has video_id {v!r}, which must be a plain file name (no '/' or "
+            "'\\', no leading '.'): frames are read only from the dataset's frames/ folder",
+            "Fix the video_id (and the name of its frames/<video_id>.npy).",
+        )
     dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
     if dup:
         raise _fail(root, f"manifest.csv repeats video_id {dup[:5]}", regen)

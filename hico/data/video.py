@@ -51,6 +51,30 @@ class Video:
     source_fps: float | None  # nominal rate of the source (None: unknown, e.g. frame folders)
     n_decoded: int  # source frames decoded (decoding stops once max_frames are chosen)
     times: list[float]  # seconds from the first frame, one per kept frame
+    truncated: str | None = None  # why the source looks cut short (None: it does not)
+    expected_frames: int | None = None  # frames a whole file would have given (None: unknown)
+
+
+def _truncation(
+    n_decoded: int, declared: int, nominal: float | None, fps: float | None, max_frames: int | None,
+    n_kept: int, damage: str | None,
+) -> tuple[str | None, int | None]:
+    """``(why, expected kept frames)`` when a decoded stream looks cut short, else ``(None, None)``.
+
+    Cut short: the decoder hit a damaged frame after some good ones, or decoding reached the end
+    of the stream with fewer frames than the container declares (``declared``; 0: unknown), by
+    more than 2 % (at least one frame: a few encoders declare one more than they write).
+    """
+    expected = None
+    if declared:
+        times = [i / nominal for i in range(declared)] if nominal else [float(i) for i in range(declared)]
+        expected = sum(1 for _ in select_times(times, fps if nominal else None, max_frames))
+    if damage:
+        return f"decoding stopped at a damaged frame after {n_decoded} frames ({damage})", expected
+    reached_end = max_frames is None or n_kept < max_frames
+    if declared and reached_end and n_decoded < declared - max(1, declared // 50):
+        return f"only {n_decoded} of the {declared} frames the file declares decode", expected
+    return None, None
 
 
 def is_video(path: str | Path) -> bool:
@@ -187,9 +211,10 @@ def _read_av(
         decoded: list[Any] = []  # the av.VideoFrame of every decoded index that may be chosen
         times: list[float] = []
         t0: float | None = None
+        damage: str | None = None
 
         def stream_times() -> Iterator[float]:
-            nonlocal t0
+            nonlocal t0, damage
             try:
                 for i, frame in enumerate(container.decode(stream)):
                     t = frame.time
@@ -208,7 +233,7 @@ def _read_av(
             except av.error.FFmpegError as e:
                 if not times:
                     raise VideoDecodeError(f"{path}: {type(e).__name__}: {e}") from e
-                # a truncated tail: keep what decoded (frames before the damage are valid)
+                damage = f"{type(e).__name__}: {e}"  # a truncated tail: frames before the damage are valid
 
         kept: list[np.ndarray] = []
         kept_t: list[float] = []
@@ -223,7 +248,8 @@ def _read_av(
             interp = "AREA" if size[0] <= frame.width else "BILINEAR"
             kept.append(frame.reformat(width=size[0], height=size[1], format="gray", interpolation=interp).to_ndarray())
             kept_t.append(times[idx])
-        return Video(_finish(path, kept), nominal, len(times), kept_t)
+        why, expected = _truncation(len(times), stream.frames or 0, nominal, fps, max_frames, len(kept), damage)
+        return Video(_finish(path, kept), nominal, len(times), kept_t, why, expected)
 
 
 def _open_image(path: Path) -> Any:
@@ -254,8 +280,10 @@ def _read_gif(
         frames_l: list[np.ndarray | None] = []
         times: list[float] = []
         durations: list[float] = []
+        damage: str | None = None
 
         def stream_times() -> Iterator[float]:
+            nonlocal damage
             t = 0.0
             try:
                 for frame in ImageSequence.Iterator(img):
@@ -271,6 +299,7 @@ def _read_gif(
             except (OSError, EOFError) as e:
                 if not times:
                     raise VideoDecodeError(f"{path}: {e}") from e
+                damage = f"{type(e).__name__}: {e}"  # a gif declares no frame count: damage is all we see
 
         kept = _Shrinker(short_side)
         kept_t: list[float] = []
@@ -278,7 +307,8 @@ def _read_gif(
             kept.add(frames_l[idx])
             kept_t.append(times[idx])
     nominal = 1.0 / float(np.median(durations)) if durations else None
-    return Video(_finish(path, kept.frames), nominal, len(times), kept_t)
+    why, expected = _truncation(len(times), 0, nominal, fps, max_frames, len(kept.frames), damage)
+    return Video(_finish(path, kept.frames), nominal, len(times), kept_t, why, expected)
 
 
 def read_video(
@@ -357,6 +387,29 @@ def read_frame_folder(
     return Video(_finish(folder, frames.frames), source_fps, len(files), [times[i] for i in chosen])
 
 
+def decode(
+    path: str | Path,
+    fps: float | None = 3.0,
+    max_frames: int | None = 30,
+    short_side: int | None = None,
+    source_fps: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Video:
+    """A video file, an image file (T = 1) or a frame folder, as a :class:`Video`."""
+    path = Path(path)
+    if path.is_dir():
+        return read_frame_folder(path, fps, max_frames, source_fps, short_side, max_pixels)
+    if is_image(path):
+        return Video(read_image(path, short_side, max_pixels), None, 1, [0.0])
+    if is_video(path):
+        return read_video(path, fps, max_frames, short_side, max_pixels)
+    raise VideoDecodeError(
+        f"{path}: unknown file type {path.suffix!r}; expected a video "
+        f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+        "or a folder of frames"
+    )
+
+
 def read_any(
     path: str | Path,
     fps: float | None = 3.0,
@@ -366,15 +419,4 @@ def read_any(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Frames of a video file, an image file (T = 1) or a frame folder, as uint8 ``[T, H, W]``."""
-    path = Path(path)
-    if path.is_dir():
-        return read_frame_folder(path, fps, max_frames, source_fps, short_side, max_pixels).frames
-    if is_image(path):
-        return read_image(path, short_side, max_pixels)
-    if is_video(path):
-        return read_video(path, fps, max_frames, short_side, max_pixels).frames
-    raise VideoDecodeError(
-        f"{path}: unknown file type {path.suffix!r}; expected a video "
-        f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
-        "or a folder of frames"
-    )
+    return decode(path, fps, max_frames, short_side, source_fps, max_pixels).frames

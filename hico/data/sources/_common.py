@@ -43,7 +43,7 @@ from hico.data.download import (
     utc_timestamp,
 )
 from hico.data.standard import DatasetWriter
-from hico.data.video import DEFAULT_MAX_PIXELS, frame_files, is_image, read_any
+from hico.data.video import DEFAULT_MAX_PIXELS, Video, decode, frame_files, is_image
 from hico.errors import HicoError
 from hico.io import atomic_write_json
 
@@ -76,6 +76,10 @@ class DataNotFoundError(HicoError, FileNotFoundError):
 
 class PrepareError(HicoError, RuntimeError):
     """Too many inputs failed to decode; the message lists them."""
+
+
+class SourceError(HicoError, ValueError):
+    """A bad source option or an unreadable label sheet; the message names the file, row or option."""
 
 
 def resolve_config(source: Source, config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -380,20 +384,36 @@ class Item:
     video_id: str
     patient_id: str
     label_name: str
-    load: Callable[[], np.ndarray]  # uint8 [T, H, W]; raise to quarantine
+    load: Callable[[], np.ndarray | Video]  # uint8 [T, H, W] (or a Video); raise to quarantine
     source_file: str  # path relative to the raw folder (or ``file#entry``)
     source: Path | None = None  # file/folder hashed for source_sha256 when sha256 is None
     sha256: str | None = None
     license: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    odd_name: str | None = None  # repr of a file name that is not valid UTF-8 (reported)
 
 
-def relative_name(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` in POSIX form; the full path when it lies elsewhere."""
+def text_name(name: str) -> str:
+    """``name`` as valid text: the bytes of a non-UTF-8 file name (which Python decodes to lone
+    surrogates) become ``\\xNN`` escapes, so manifests and reports stay valid UTF-8."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _raw_relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form (the full path when it lies elsewhere), as
+    valid text (:func:`text_name`)."""
+    return text_name(_raw_relative(path, root))
 
 
 def file_item(
@@ -402,40 +422,56 @@ def file_item(
     path: Path,
     root: Path,
     cfg: Mapping[str, Any],
-    load: Callable[[], np.ndarray] | None = None,
+    load: Callable[[], np.ndarray | Video] | None = None,
     **fields: Any,
 ) -> Item:
     """The :class:`Item` of a video file, image (T = 1) or frame folder ``path``.
 
-    Decoded by :func:`~hico.data.video.read_any` at the ``cfg`` sampling (``fps``,
+    Decoded by :func:`~hico.data.video.decode` at the ``cfg`` sampling (``fps``,
     ``max_frames``, ``store_size``, ``source_fps``) unless ``load`` is given; ``source_file`` is
     relative to ``root``; ``patient_id`` is the video id unless given in ``fields``.
     """
     fps, max_frames, size, src_fps = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg.get("source_fps")
     max_pixels = cfg["max_pixels"]
     fields.setdefault("patient_id", video_id)
+    raw_name = _raw_relative(path, root)
     return Item(
         video_id=video_id,
         label_name=label_name,
-        load=load or (lambda: read_any(path, fps, max_frames, size, src_fps, max_pixels)),
-        source_file=relative_name(path, root),
+        load=load or (lambda: decode(path, fps, max_frames, size, src_fps, max_pixels)),
+        source_file=text_name(raw_name),
         source=path if path.exists() else None,
+        odd_name=repr(raw_name) if text_name(raw_name) != raw_name else None,
         **fields,
     )
 
 
-def _load_one(item: Item) -> tuple[np.ndarray | None, str, str | None]:
+@dataclass
+class _Decoded:
+    """One item's outcome: its frames and source sha256, or why it was quarantined."""
+
+    frames: np.ndarray | None = None
+    sha256: str = ""
+    error: str | None = None
+    truncated: str | None = None
+    expected_frames: int | None = None
+
+
+def _load_one(item: Item) -> _Decoded:
     try:
-        frames = item.load()
-        frames = np.asarray(frames)
+        out = item.load()
+        video = out if isinstance(out, Video) else None
+        frames = np.asarray(out.frames if video is not None else out)
         if frames.ndim == 2:
             frames = frames[None]
         if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] == 0 or 0 in frames.shape:
             raise ValueError(f"decoded to {frames.dtype} {frames.shape}, expected uint8 [T>0, H, W]")
         sha = item.sha256 or (source_sha256(item.source) if item.source is not None else "")
-        return frames, sha, None
+        if video is None:
+            return _Decoded(frames, sha)
+        return _Decoded(frames, sha, truncated=video.truncated, expected_frames=video.expected_frames)
     except Exception as e:  # any decoder error quarantines the input, never the whole run
-        return None, "", f"{type(e).__name__}: {e}"
+        return _Decoded(error=f"{type(e).__name__}: {e}")
 
 
 def _merged_patient(ids: Sequence[str]) -> str:
@@ -479,20 +515,26 @@ def group_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _decode_into(writer: DatasetWriter, items: Sequence[Item], cfg: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Decode ``items`` (``workers`` threads) into ``writer``; the quarantined ones, with why."""
-    quarantined: list[dict[str, str]] = []
+def _decode_into(writer: DatasetWriter, items: Sequence[Item], cfg: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    """Decode ``items`` (``workers`` threads) into ``writer``; the quarantined ones, with why,
+    and the ones that look cut short (kept, and named)."""
+    quarantined: list[dict[str, Any]] = []
+    truncated: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max(1, int(cfg["workers"] or 1))) as pool:
-        for item, (frames, sha, err) in zip(items, pool.map(_load_one, items)):
-            if err is not None:
-                log.warning("%s: quarantined %s (%s)", writer.name, item.source_file, err)
-                quarantined.append({"video_id": item.video_id, "source_file": item.source_file, "reason": err})
+        for item, d in zip(items, pool.map(_load_one, items)):
+            if d.error is not None:
+                log.warning("%s: quarantined %s (%s)", writer.name, item.source_file, d.error)
+                quarantined.append({"video_id": item.video_id, "source_file": item.source_file, "reason": text_name(d.error)})
                 continue
+            if d.truncated:
+                log.warning("%s: %s looks cut short (%s)", writer.name, item.source_file, d.truncated)
+                truncated.append({"video_id": item.video_id, "source_file": item.source_file, "reason": text_name(d.truncated),
+                                  "kept_frames": int(d.frames.shape[0]), "expected_frames": d.expected_frames})
             writer.add_video(
-                item.video_id, item.patient_id, item.label_name, frames,
-                source_file=item.source_file, source_sha256=sha, license=item.license, **item.extra,
+                item.video_id, item.patient_id, item.label_name, d.frames,
+                source_file=item.source_file, source_sha256=d.sha256, license=item.license, **item.extra,
             )
-    return quarantined
+    return quarantined, truncated
 
 
 def _refuse_items(name: str, listing: Listing, final: Path) -> None:
@@ -548,7 +590,7 @@ def write_dataset(
     sampling = {"fps": cfg["fps"], "max_frames": cfg["max_frames"], "store_size": cfg["store_size"]}
     writer = DatasetWriter(out_root, name, classes, store_size=cfg["store_size"], info={})
     try:
-        quarantined = _decode_into(writer, listing.items, cfg)
+        quarantined, truncated = _decode_into(writer, listing.items, cfg)
         duplicates = group_duplicates(writer.rows)
         for d in duplicates:
             log.warning("%s: identical inputs %s are now one patient, %s", name, d["source_files"], d["patient_id"])
@@ -568,7 +610,13 @@ def write_dataset(
             "max_failure_share": cfg["max_failure_share"],
             "quarantined": quarantined,
             "n_skipped": len(listing.skipped),
-            "skipped": list(listing.skipped),
+            "skipped": [{k: text_name(str(v)) for k, v in d.items()} for d in listing.skipped],
+            "n_truncated": len(truncated),
+            "truncated": truncated,
+            "non_utf8_names": [
+                {"video_id": it.video_id, "source_file": it.source_file, "name": it.odd_name}
+                for it in listing.items if it.odd_name
+            ],
             "n_duplicate_groups": len(duplicates),
             "duplicates": duplicates,
             "sampling": sampling,

@@ -178,7 +178,7 @@ class Pocus(Source):
                         raise ValueError(f"sha256 {actual} differs from manifest.tsv ({expected_sha})")
                 if still:
                     return read_image(path, size, max_pixels)
-                return read_video(path, fps, max_frames, size, max_pixels).frames
+                return read_video(path, fps, max_frames, size, max_pixels)
 
             return load
 
