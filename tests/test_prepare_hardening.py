@@ -219,3 +219,44 @@ def test_non_utf8_file_name_does_not_abort_prepare(tmp_path):
     assert odd["source_file"] == "b/caf\\xe9.mp4" and odd["name"] == repr(os.fsdecode(b"b/caf\xe9.mp4"))
     manifest_bytes = (out / "manifest.csv").read_bytes()
     manifest_bytes.decode("utf-8")  # the manifest stays valid UTF-8
+
+
+# ---------------------------------------------------------------------------- item 11 (data)
+
+
+def test_set_classes_is_a_list_not_letters(tmp_path, capsys):
+    """`--set classes=covid,regular` was split into letters."""
+    raw = tmp_path / "clips"
+    fx.make_video(raw / "regular" / "v1.mp4", 10, 25)
+    fx.make_video(raw / "covid" / "v2.mp4", 12, 25)
+    rc = hico_main(["prepare", "video_folder", "--raw", str(raw), "--out", str(tmp_path / "data"), "--name", "c",
+                    "--set", "classes=regular,covid", "--set", "progress=false"])
+    assert rc == 0, capsys.readouterr().err
+    assert load_dataset(tmp_path / "data" / "c").classes == ["regular", "covid"]
+    pocus = get_source("pocus").config({"licenses": "CC BY 4.0, CC BY-NC 4.0"})
+    assert pocus["licenses"] == ["CC BY 4.0", "CC BY-NC 4.0"]
+    assert get_source("chestxray2017").config({"splits": "test,val"})["splits"] == ["test", "val"]
+
+
+@pytest.mark.parametrize("label, message", [
+    ("", r"labels.csv: row 3 \(v/b.mp4\) has an empty label"),
+    ("two", r"labels.csv row 3 has label 'two', not in the classes option \['one', 'three'\]"),
+])
+def test_bad_csv_label_names_file_and_row(tmp_path, label, message):
+    root = tmp_path / "ds"
+    fx.make_video(root / "v" / "a.mp4", 10, 25)
+    fx.make_video(root / "v" / "b.mp4", 12, 25)
+    (root / "labels.csv").write_text(f"path,label\nv/a.mp4,one\nv/b.mp4,{label}\n")
+    with pytest.raises(HicoError, match=message):
+        get_source("video_folder").prepare(root, tmp_path / "data", {**OPTS, "classes": ["one", "three"]})
+
+
+def test_source_errors_are_the_suites_errors(tmp_path):
+    with pytest.raises(HicoError, match="unknown option"):
+        get_source("pocus").config({"fsp": 3})
+    with pytest.raises(HicoError, match="unknown dataset source"):
+        get_source("pokus")
+    with pytest.raises(HicoError, match="label='covid'"):
+        get_source("covid_blues").prepare(tmp_path / "raw", tmp_path / "out", {"label": "covid"})
+    with pytest.raises(HicoError, match="max_frames"):
+        get_source("video_folder").config({"max_frames": -1})

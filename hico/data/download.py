@@ -229,7 +229,7 @@ class LockFile:
             try:
                 self.data: dict[str, Any] = json.loads(self.path.read_text())
             except json.JSONDecodeError as e:
-                raise ValueError(f"lock file {self.path} is not valid JSON ({e}); fix or delete it") from e
+                raise ChecksumError(f"lock file {self.path} is not valid JSON ({e}); fix or delete it") from e
         else:
             self.data = {"source": source, "files": {}}
         self.data.setdefault("files", {})
@@ -699,6 +699,9 @@ def safe_extract(
         raise UnsafeArchiveError(f"{archive} is neither a zip nor a tar archive; cannot extract it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would lock out the group of a shared data root
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:

@@ -44,6 +44,12 @@ class DatasetError(HicoError, ValueError):
     """A dataset folder that does not follow the standard format."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def is_plain_id(video_id: str) -> bool:
     """Whether ``video_id`` names a file directly inside ``frames/`` (no path, no hidden name)."""
     return bool(video_id) and not any(c in video_id for c in "/\\\0") and not video_id.startswith(".")
@@ -113,6 +119,7 @@ class DatasetWriter:
             )
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(dir=self.final_dir.parent, prefix=f".{name}.partial-"))
+        os.chmod(self.tmp_dir, 0o777 & ~_umask())  # mkdtemp's 0700 would lock out the group
         (self.tmp_dir / "frames").mkdir()
 
     def add_video(
@@ -232,11 +239,35 @@ class StandardDataset:
         return self.root / "frames" / f"{video_id}.npy"
 
     def frames(self, video_id: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.frames_path(video_id), mmap_mode="r" if mmap else None, allow_pickle=False)
+        path = self.frames_path(video_id)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(
+                f"{path}: cannot read the frames of video {video_id!r} ({type(e).__name__}: {e}); the "
+                "file is damaged or truncated. Re-create the dataset with `python -m hico prepare`."
+            ) from e
 
 
 def _fail(root: Path, what: str, fix: str) -> DatasetError:
     return DatasetError(f"dataset {root}: {what}. {fix}")
+
+
+def _integer_column(root: Path, manifest: pd.DataFrame, column: str) -> pd.Series:
+    """``manifest[column]`` as integers; the first value that is not one is named with its row."""
+    values = pd.to_numeric(manifest[column], errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raw = manifest[column].iloc[i]
+        shown = "empty" if pd.isna(raw) or str(raw).strip() == "" else repr(str(raw))
+        raise _fail(
+            root,
+            f"manifest.csv row {i + 2} (video_id={manifest['video_id'].iloc[i]!r}): {column} is {shown}, "
+            f"not an integer" + (" class index (classes.json)" if column == "label" else ""),
+            "Fix that row or re-create the dataset with `python -m hico prepare`.",
+        )
+    return values.astype(int)
 
 
 def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:
@@ -264,6 +295,8 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
         raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
     if manifest.empty:
         raise _fail(root, "manifest.csv has no rows", regen)
+    for column in ("label", "n_frames"):
+        manifest[column] = _integer_column(root, manifest, column)
     bad_ids = [(i, v) for i, v in enumerate(manifest["video_id"]) if not is_plain_id(v)]
     if bad_ids:
         i, v = bad_ids[0]

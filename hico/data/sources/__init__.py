@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hico.data.sources._common import Source
+from hico.data.sources._common import Source, SourceError
 from hico.overrides import parse_set
 
 
@@ -50,14 +50,14 @@ def list_sources(access: str | None = None, default_only: bool = False) -> list[
 def get_source(name: str) -> Source:
     """``SOURCE`` of the module ``hico.data.sources.<name>``, checked to be a :class:`Source` of that name."""
     if not name.isidentifier() or name.startswith("_"):
-        raise ValueError(f"{name!r} is not a source name")
+        raise SourceError(f"{name!r} is not a source name")
     try:
         mod = importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"{__name__}.{name}":
             raise
         known = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-        raise ValueError(f"unknown dataset source {name!r}; known sources: {', '.join(known)}") from None
+        raise SourceError(f"unknown dataset source {name!r}; known sources: {', '.join(known)}") from None
     src = getattr(mod, "SOURCE", None)
     if not isinstance(src, Source) or src.name != name:
         raise TypeError(

@@ -87,16 +87,19 @@ def resolve_config(source: Source, config: Mapping[str, Any] | None) -> dict[str
     cfg = {**COMMON_OPTIONS, **source.options}
     unknown = sorted(set(config or {}) - set(cfg))
     if unknown:
-        raise ValueError(
+        raise SourceError(
             f"source {source.name!r}: unknown option(s) {unknown}; valid options are {sorted(cfg)}"
         )
     cfg.update(config or {})
+    for key in source.list_options:  # `--set classes=a,b` is a list, not the letters of a string
+        if isinstance(cfg[key], str):
+            cfg[key] = [x.strip() for x in cfg[key].split(",") if x.strip()]
     for key in ("fps", "max_frames", "store_size", "max_pixels", "max_archive_bytes", "max_archive_ratio"):
         v = cfg[key]
         if v is not None and (not isinstance(v, int | float) or v <= 0):
-            raise ValueError(f"source {source.name!r}: option {key}={v!r} must be a positive number or None")
+            raise SourceError(f"source {source.name!r}: option {key}={v!r} must be a positive number or None")
     if not 0 <= float(cfg["max_failure_share"]) <= 1:
-        raise ValueError(f"source {source.name!r}: max_failure_share must lie in [0, 1], got {cfg['max_failure_share']}")
+        raise SourceError(f"source {source.name!r}: max_failure_share must lie in [0, 1], got {cfg['max_failure_share']}")
     return cfg
 
 
@@ -140,7 +143,7 @@ def github_files(
         for p in missing:
             found = {k: v for k, v in tree.items() if (k.startswith(p) if p.endswith("/") else k == p)}
             if not found:
-                raise FileNotFoundError(
+                raise SourceError(
                     f"source {name!r}: {repo}@{ref} has no file under {p!r}; check the options repo/ref"
                 )
             for path, entry in found.items():
@@ -230,7 +233,8 @@ class Source:
     Class attributes: ``name`` (= the module name), ``classes`` (label order), ``access``
     (``"public"`` or ``"restricted"``), ``enabled_by_default`` (used by the default
     configuration), ``license``, ``citation``, ``homepage``, ``options`` (the source's own
-    options and changed defaults; the common ones are :data:`COMMON_OPTIONS`) and
+    options and changed defaults; the common ones are :data:`COMMON_OPTIONS`), ``list_options``
+    (those of its options that hold lists: a string is read as comma-separated) and
     ``parallel_download`` (fetch ``workers`` files at a time: sources of many small files).
     """
 
@@ -242,6 +246,7 @@ class Source:
     citation: ClassVar[str] = ""
     homepage: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
+    list_options: ClassVar[tuple[str, ...]] = ()  # options that are lists (a string: comma-separated)
     parallel_download: ClassVar[bool] = False
 
     @property

@@ -71,6 +71,7 @@ class ChestXRay2017(ArchiveSource):
     )
     homepage = "https://data.mendeley.com/datasets/rscbjbr9sj/2"
     options = {"splits": ["test"]}
+    list_options = ("splits",)
     url = URL
     archive = ARCHIVE
 

@@ -45,6 +45,7 @@ from hico.data.sources._common import (
     Item,
     Listing,
     Source,
+    SourceError,
     file_item,
     github_remote_files,
 )
@@ -142,7 +143,7 @@ class CovidBlues(Source):
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         label = cfg["label"]
         if label not in LABEL_CLASSES:
-            raise ValueError(f"source 'covid_blues': option label={label!r} must be one of {sorted(LABEL_CLASSES)}")
+            raise SourceError(f"source 'covid_blues': option label={label!r} must be one of {sorted(LABEL_CLASSES)}")
         clinical = _find(raw, CLINICAL)
         videos_dir = _find(raw, VIDEO_DIR.rstrip("/"))
         sev_path = _find(raw, SEVERITY)

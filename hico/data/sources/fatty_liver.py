@@ -38,6 +38,7 @@ from hico.data.sources._common import (
     Item,
     Listing,
     Source,
+    SourceError,
     array_sha256,
     lock_for,
     mirror_url,
@@ -114,7 +115,7 @@ def read_mat(path: str | Path) -> list[dict[str, Any]]:
         import h5py
 
         if not h5py.is_hdf5(str(path)):
-            raise ValueError(f"{path}: neither a MATLAB v5 nor a v7.3 (HDF5) file ({e})") from e
+            raise SourceError(f"{path}: neither a MATLAB v5 nor a v7.3 (HDF5) file ({e})") from e
         return _read_v73(path)
 
 

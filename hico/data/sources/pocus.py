@@ -132,6 +132,7 @@ class Pocus(Source):
         "include_viral": False,
         "licenses": None,
     }
+    list_options = ("licenses",)
     parallel_download = True  # every POCUS convex file, upstream paths kept
 
     def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:

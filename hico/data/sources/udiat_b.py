@@ -34,6 +34,7 @@ from hico.data.sources._common import (
     DataNotFoundError,
     Listing,
     RestrictedSource,
+    SourceError,
     file_item,
     unique_ids,
 )
@@ -82,7 +83,7 @@ def read_labels(sheet: Path, image_keys: set[str]) -> dict[str, str]:
         elif key_share > best:
             key_col, best = c, key_share
     if label_col is None or key_col is None or best < 0.5:
-        raise ValueError(
+        raise SourceError(
             f"{sheet}: could not find an image-name column and a benign/malignant column "
             f"(columns: {list(df.columns)}). Pass a CSV with columns image,label via the labels option."
         )

@@ -37,6 +37,7 @@ from hico.data.sources._common import (
     DataNotFoundError,
     Listing,
     RestrictedSource,
+    SourceError,
     file_item,
     find_frame_folders,
     unique_ids,
@@ -75,7 +76,7 @@ class US4(RestrictedSource):
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         self.user_folder(raw)
         if cfg["label_map"] not in LABEL_MAPS:
-            raise ValueError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
+            raise SourceError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
         classes, mapping = LABEL_MAPS[cfg["label_map"]]
         candidates = find_frame_folders(raw) + [p for p in iter_files(raw) if is_video(p)]
         keep, skipped = [], []

@@ -141,6 +141,7 @@ class VideoFolder(RestrictedSource):
     citation = ""
     homepage = ""
     options = {"csv": None, "classes": None, "source_fps": None, "license": "", "citation": ""}
+    list_options = ("classes",)
     how_to_get = "your own data"
     expect = (
         "class folders <raw>/<class>/<video file | image | folder of frames>, or a CSV with columns "
