@@ -7,7 +7,8 @@ page), or servers that ignore ranges. Every
 request is logged so tests can assert that a download resumed.
 
 Builders write videos whose frame ``i`` is a flat gray of value ``level(i)``, so a test can tell
-which source frames a resampler kept even after lossy compression.
+which source frames a resampler kept even after lossy compression. :func:`tree_digest` fingerprints
+a folder tree, to show that a command left its input untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -265,3 +267,19 @@ def zip_tree(root: Path, arc_prefix: str = "") -> bytes:
         if p.is_file():
             entries[f"{arc_prefix}{p.relative_to(root).as_posix()}"] = p.read_bytes()
     return zip_bytes(entries)
+
+
+def tree_digest(root: str | os.PathLike) -> str:
+    """sha256 of every name (as bytes), file mode and file content under ``root``."""
+    h = hashlib.sha256()
+    root_b = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(root_b):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(os.path.relpath(p, root_b) + b"\0" + str(st.st_mode).encode())
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()

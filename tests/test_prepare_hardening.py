@@ -3,7 +3,6 @@ out, truncates or merges is named in ``prepare_report.json``. Exact inputs from 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,20 +22,7 @@ except ImportError:  # tests/ imported as a package
 OPTS = {"progress": False, "workers": 1}
 
 
-def tree_digest(root: str | os.PathLike) -> str:
-    """sha256 of every name (as bytes), file mode and file content under ``root``."""
-    h = hashlib.sha256()
-    root_b = os.fsencode(root)
-    for dirpath, dirnames, filenames in os.walk(root_b):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            h.update(os.path.relpath(p, root_b) + b"\0" + str(st.st_mode).encode())
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as fh:
-                    h.update(hashlib.sha256(fh.read()).digest())
-    return h.hexdigest()
+tree_digest = fx.tree_digest
 
 
 def _clips(root: Path) -> Path:
