@@ -429,9 +429,6 @@ def fetch(
     broken transfer. Raises :class:`ChecksumError` if the final download does not match, and
     :class:`DownloadError` when the server never delivers.
     """
-    import pooch
-    import requests
-
     raw_dir = Path(raw_dir)
     target = raw_dir / remote.path
     expected = _expected(remote, lock)
@@ -455,6 +452,23 @@ def fetch(
                     "and download again."
                 ) from None
             raise
+
+    _download(remote, raw_dir, target, verify, retries, progress, timeout)
+    if first_time and lock is not None:
+        _record(lock, remote, target)
+        log.warning(
+            "%s: no published checksum; recorded its sha256 in %s -- commit that file", remote.path, lock.path
+        )
+    return target
+
+
+def _download(
+    remote: RemoteFile, raw_dir: Path, target: Path, verify: Callable[[Path, str | None], None],
+    retries: int, progress: bool, timeout: float,
+) -> None:
+    """One fetch through pooch (retries with back-off) with our resuming or Drive downloader."""
+    import pooch
+    import requests
 
     target.parent.mkdir(parents=True, exist_ok=True)  # here, not in pooch: threads race on makedirs
     part = target.with_name(target.name + ".part")
@@ -481,12 +495,6 @@ def fetch(
         ) from e
     finally:
         pooch_log.setLevel(old_level)
-    if first_time and lock is not None:
-        _record(lock, remote, target)
-        log.warning(
-            "%s: no published checksum; recorded its sha256 in %s -- commit that file", remote.path, lock.path
-        )
-    return target
 
 
 def _recorded_size(remote: RemoteFile, lock: LockFile | None) -> int | None:

@@ -270,31 +270,9 @@ def _integer_column(root: Path, manifest: pd.DataFrame, column: str) -> pd.Serie
     return values.astype(int)
 
 
-def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:
-    """Read and validate a standard dataset folder; errors say which file and how to fix it."""
-    root = Path(root)
-    regen = f"Re-create it with `python -m hico prepare` (or `python -m hico simulate`) into {root}."
-    if not root.is_dir():
-        raise _fail(root, "folder does not exist", regen)
-    for fname in ("manifest.csv", "classes.json", "dataset.json"):
-        if not (root / fname).exists():
-            raise _fail(root, f"missing {fname}", regen)
-    try:
-        classes = json.loads((root / "classes.json").read_text())
-        info = json.loads((root / "dataset.json").read_text())
-    except json.JSONDecodeError as e:
-        raise _fail(root, f"unreadable JSON ({e})", regen) from e
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
-        raise _fail(root, "classes.json must be a non-empty JSON list of class names", regen)
-    text_columns = {c: str for c in ("video_id", "patient_id", "label_name", "source_file", "source_sha256", "license")}
-    manifest = pd.read_csv(root / "manifest.csv", dtype=text_columns)
-    for column in set(text_columns) & set(manifest.columns):
-        manifest[column] = manifest[column].fillna("")
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
-    if manifest.empty:
-        raise _fail(root, "manifest.csv has no rows", regen)
+def _check_rows(root: Path, manifest: pd.DataFrame, classes: list[str], regen: str) -> None:
+    """The manifest's rows: integer labels and counts, plain unique ids, labels in classes.json
+    (converts ``label`` and ``n_frames`` to int in place); the first bad row is named."""
     for column in ("label", "n_frames"):
         manifest[column] = _integer_column(root, manifest, column)
     bad_ids = [(i, v) for i, v in enumerate(manifest["video_id"]) if not is_plain_id(v)]
@@ -327,6 +305,34 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
             f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
             "Make label and label_name agree.",
         )
+
+
+def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:
+    """Read and validate a standard dataset folder; errors say which file and how to fix it."""
+    root = Path(root)
+    regen = f"Re-create it with `python -m hico prepare` (or `python -m hico simulate`) into {root}."
+    if not root.is_dir():
+        raise _fail(root, "folder does not exist", regen)
+    for fname in ("manifest.csv", "classes.json", "dataset.json"):
+        if not (root / fname).exists():
+            raise _fail(root, f"missing {fname}", regen)
+    try:
+        classes = json.loads((root / "classes.json").read_text())
+        info = json.loads((root / "dataset.json").read_text())
+    except json.JSONDecodeError as e:
+        raise _fail(root, f"unreadable JSON ({e})", regen) from e
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
+        raise _fail(root, "classes.json must be a non-empty JSON list of class names", regen)
+    text_columns = {c: str for c in ("video_id", "patient_id", "label_name", "source_file", "source_sha256", "license")}
+    manifest = pd.read_csv(root / "manifest.csv", dtype=text_columns)
+    for column in set(text_columns) & set(manifest.columns):
+        manifest[column] = manifest[column].fillna("")
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
+    if manifest.empty:
+        raise _fail(root, "manifest.csv has no rows", regen)
+    _check_rows(root, manifest, classes, regen)
     ds = StandardDataset(root, manifest, classes, info)
     if check_frames:
         for vid, n in zip(manifest["video_id"], manifest["n_frames"]):

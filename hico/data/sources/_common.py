@@ -575,6 +575,41 @@ def _refuse_failures(name: str, report: dict[str, Any], out_root: Path, cfg: Map
     )
 
 
+def _report(
+    source: Source, listing: Listing, name: str, cfg: Mapping[str, Any], classes: list[str],
+    rows: list[dict[str, Any]], quarantined: list[dict], truncated: list[dict], duplicates: list[dict],
+) -> dict[str, Any]:
+    """``prepare_report.json``: what was written, and every input left out, cut short or merged."""
+    n = len(listing.items)
+    counts = Counter(r["label_name"] for r in rows)
+    return {
+        "dataset": name,
+        "source": source.name,
+        "prepared": utc_timestamp(),
+        "elapsed_s": None,
+        "n_candidates": n,
+        "n_videos": len(rows),
+        "n_frames": int(sum(r["n_frames"] for r in rows)),
+        "class_counts": {c: int(counts.get(c, 0)) for c in classes},
+        "n_quarantined": len(quarantined),
+        "failure_share": round(len(quarantined) / n, 4),
+        "max_failure_share": cfg["max_failure_share"],
+        "quarantined": quarantined,
+        "n_skipped": len(listing.skipped),
+        "skipped": [{k: text_name(str(v)) for k, v in d.items()} for d in listing.skipped],
+        "n_truncated": len(truncated),
+        "truncated": truncated,
+        "non_utf8_names": [
+            {"video_id": it.video_id, "source_file": it.source_file, "name": it.odd_name}
+            for it in listing.items if it.odd_name
+        ],
+        "n_duplicate_groups": len(duplicates),
+        "duplicates": duplicates,
+        "sampling": {"fps": cfg["fps"], "max_frames": cfg["max_frames"], "store_size": cfg["store_size"]},
+        **({"expected": dict(listing.expected)} if listing.expected else {}),
+    }
+
+
 def write_dataset(
     source: Source, listing: Listing, out_root: str | Path, cfg: Mapping[str, Any], name: str
 ) -> Path:
@@ -592,7 +627,6 @@ def write_dataset(
     classes = list(listing.classes or source.classes)
     _refuse_items(name, listing, out_root / name)
     t0 = time.time()
-    sampling = {"fps": cfg["fps"], "max_frames": cfg["max_frames"], "store_size": cfg["store_size"]}
     writer = DatasetWriter(out_root, name, classes, store_size=cfg["store_size"], info={})
     try:
         quarantined, truncated = _decode_into(writer, listing.items, cfg)
@@ -600,33 +634,7 @@ def write_dataset(
         for d in duplicates:
             log.warning("%s: identical inputs %s are now one patient, %s", name, d["source_files"], d["patient_id"])
         n, rows = len(listing.items), writer.rows
-        counts = Counter(r["label_name"] for r in rows)
-        report = {
-            "dataset": name,
-            "source": source.name,
-            "prepared": utc_timestamp(),
-            "elapsed_s": None,
-            "n_candidates": n,
-            "n_videos": len(rows),
-            "n_frames": int(sum(r["n_frames"] for r in rows)),
-            "class_counts": {c: int(counts.get(c, 0)) for c in classes},
-            "n_quarantined": len(quarantined),
-            "failure_share": round(len(quarantined) / n, 4),
-            "max_failure_share": cfg["max_failure_share"],
-            "quarantined": quarantined,
-            "n_skipped": len(listing.skipped),
-            "skipped": [{k: text_name(str(v)) for k, v in d.items()} for d in listing.skipped],
-            "n_truncated": len(truncated),
-            "truncated": truncated,
-            "non_utf8_names": [
-                {"video_id": it.video_id, "source_file": it.source_file, "name": it.odd_name}
-                for it in listing.items if it.odd_name
-            ],
-            "n_duplicate_groups": len(duplicates),
-            "duplicates": duplicates,
-            "sampling": sampling,
-            **({"expected": dict(listing.expected)} if listing.expected else {}),
-        }
+        report = _report(source, listing, name, cfg, classes, rows, quarantined, truncated, duplicates)
         report["elapsed_s"] = round(time.time() - t0, 2)
         if len(quarantined) / n > float(cfg["max_failure_share"]) or not rows:
             writer.abort()
@@ -641,7 +649,7 @@ def write_dataset(
                 "license": source.license,
                 "homepage": source.homepage,
                 **listing.info,
-                "sampling": sampling,
+                "sampling": report["sampling"],
                 "inputs_sha256": hashlib.sha256("\n".join(digests).encode()).hexdigest(),
                 "n_quarantined": len(quarantined),
             }
