@@ -11,24 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hico.errors import USER_ERROR_EXIT, HicoError
-
-
-def _set_to_dict(pairs: list[str]) -> dict[str, Any]:
-    """``["optimizer.lr=0.1", "epochs=2"]`` -> nested dict with YAML-typed values."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
+from hico.overrides import parse_set
 
 
 def _overrides(args) -> list[dict[str, Any]]:
@@ -41,7 +25,7 @@ def _overrides(args) -> list[dict[str, Any]]:
                 raise SystemExit(f"--overrides must be a JSON object or a list of objects, got {text!r}")
             found.append(item)
     if args.set:
-        found.append(_set_to_dict(args.set))
+        found.append(parse_set(args.set))
     return found
 
 

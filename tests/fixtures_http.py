@@ -2,11 +2,13 @@
 
 :class:`FileServer` is a threaded ``http.server`` on 127.0.0.1, port 0, serving in-memory files
 with ``Range`` support (206 / 416), and on demand a truncated body (full Content-Length, part of
-the bytes, then the connection closes), a changed file, or servers that ignore ranges. Every
+the bytes, then the connection closes), a changed file, a given Content-Type (an HTML error
+page), or servers that ignore ranges. Every
 request is logged so tests can assert that a download resumed.
 
 Builders write videos whose frame ``i`` is a flat gray of value ``level(i)``, so a test can tell
-which source frames a resampler kept even after lossy compression.
+which source frames a resampler kept even after lossy compression. :func:`tree_digest` fingerprints
+a folder tree, to show that a command left its input untouched.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +36,7 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: dict[str, list[int]] = {}  # path -> byte counts of the next broken answers
+        self.content_types: dict[str, str] = {}  # path -> Content-Type (default application/octet-stream)
         self.ignore_range = False
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -54,7 +58,8 @@ class FileServer:
                 with server._lock:
                     data = server.files.get(path)
                     cut = server.truncate[path].pop(0) if server.truncate.get(path) else None
-                    server.requests.append({"path": path, "range": rng, "truncated": cut is not None})
+                    server.requests.append({"path": path, "range": rng, "truncated": cut is not None,
+                                            "accept_encoding": self.headers.get("Accept-Encoding")})
                 if data is None:
                     self.send_error(404, "not found")
                     return
@@ -71,7 +76,7 @@ class FileServer:
                     status = 206
                 payload = data[start:]
                 self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Type", server.content_types.get(path, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(payload)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -97,8 +102,12 @@ class FileServer:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
 
-    def add(self, path: str, data: bytes) -> str:
+    def add(self, path: str, data: bytes, content_type: str | None = None) -> str:
         self.files[path] = data
+        if content_type:
+            self.content_types[path] = content_type
+        else:
+            self.content_types.pop(path, None)
         return self.url(path)
 
     def add_json(self, path: str, obj) -> str:
@@ -258,3 +267,19 @@ def zip_tree(root: Path, arc_prefix: str = "") -> bytes:
         if p.is_file():
             entries[f"{arc_prefix}{p.relative_to(root).as_posix()}"] = p.read_bytes()
     return zip_bytes(entries)
+
+
+def tree_digest(root: str | os.PathLike) -> str:
+    """sha256 of every name (as bytes), file mode and file content under ``root``."""
+    h = hashlib.sha256()
+    root_b = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(root_b):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(os.path.relpath(p, root_b) + b"\0" + str(st.st_mode).encode())
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()

@@ -223,6 +223,84 @@ def test_github_tree_lists_blobs(http_server, tmp_path):
         github_tree("o/r", "big", api_url=http_server.url("api"))
 
 
+# ---------------------------------------------------------------------------- first downloads (issue 11 item 3)
+
+HTML_ERROR = b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head><body>try later</body></html>\n"
+
+
+def _zip_payload() -> bytes:
+    return zip_bytes({f"Dataset_BUSI_with_GT/benign/benign ({i}).png": bytes(range(256)) * 40 for i in range(8)})
+
+
+def _busi(tmp_path, http_server):
+    from hico.data.sources import get_source
+
+    opts = {"lock_dir": str(tmp_path / "locks"), "progress": False, "retries": 1, "base_url": http_server.url("raw")}
+    return get_source("busi"), opts, tmp_path / "locks" / "busi.json"
+
+
+def _recorded(lock_path: Path) -> dict:
+    return json.loads(lock_path.read_text())["files"] if lock_path.exists() else {}
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"])
+def test_first_download_of_an_html_error_page_is_refused_and_not_recorded(http_server, tmp_path, content_type):
+    """A source without a published checksum recorded the sha256 of whatever came first."""
+    busi, opts, lock_path = _busi(tmp_path, http_server)
+    http_server.add("raw/Dataset_BUSI.zip", HTML_ERROR, content_type=content_type)
+    with pytest.raises(ChecksumError, match="HTML"):
+        busi.download(tmp_path / "raw", opts)
+    assert "Dataset_BUSI.zip" not in _recorded(lock_path)
+    assert not list((tmp_path / "raw").glob("Dataset_BUSI.zip*"))
+    good = _zip_payload()
+    http_server.add("raw/Dataset_BUSI.zip", good)  # the server recovers: the genuine file is taken
+    assert (busi.download(tmp_path / "raw", opts) / "Dataset_BUSI.zip").read_bytes() == good
+    assert _recorded(lock_path)["Dataset_BUSI.zip"]["sha256"] == sha256(good)
+
+
+def test_first_download_cut_short_is_refused_and_not_recorded(http_server, tmp_path):
+    """A body that ends early (here with a Content-Length that says so) is not the archive."""
+    busi, opts, lock_path = _busi(tmp_path, http_server)
+    good = _zip_payload()
+    http_server.add("raw/Dataset_BUSI.zip", good[: len(good) // 2])
+    with pytest.raises(ChecksumError, match="zip"):
+        busi.download(tmp_path / "raw", opts)
+    assert "Dataset_BUSI.zip" not in _recorded(lock_path)
+    http_server.add("raw/Dataset_BUSI.zip", good)
+    http_server.break_next("raw/Dataset_BUSI.zip", at=len(good) // 3, times=5)  # and short of its Content-Length
+    with pytest.raises(DownloadError):
+        busi.download(tmp_path / "raw", opts)
+    assert "Dataset_BUSI.zip" not in _recorded(lock_path)
+    http_server.truncate.clear()
+    assert (busi.download(tmp_path / "raw", opts) / "Dataset_BUSI.zip").read_bytes() == good
+    assert _recorded(lock_path)["Dataset_BUSI.zip"] == {**_recorded(lock_path)["Dataset_BUSI.zip"], "sha256": sha256(good), "size": len(good)}
+
+
+def test_an_existing_html_copy_is_not_recorded_as_the_first_download(http_server, tmp_path):
+    busi, opts, lock_path = _busi(tmp_path, http_server)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "Dataset_BUSI.zip").write_bytes(HTML_ERROR)  # e.g. a browser's "download"
+    good = _zip_payload()
+    http_server.add("raw/Dataset_BUSI.zip", good)
+    assert (busi.download(tmp_path / "raw", opts) / "Dataset_BUSI.zip").read_bytes() == good
+    assert _recorded(lock_path)["Dataset_BUSI.zip"]["sha256"] == sha256(good)
+
+
+def test_downloads_ask_for_the_bytes_as_stored(http_server, tmp_path):
+    """Range offsets and Content-Length count stored bytes, so no transfer encoding is accepted."""
+    url = http_server.add("f.bin", DATA)
+    fetch(RemoteFile(url, "f.bin", f"sha256:{sha256(DATA)}"), tmp_path, **FAST)
+    assert http_server.requests_for("f.bin")[0]["accept_encoding"] == "identity"
+
+
+def test_a_recorded_size_is_checked_with_the_recorded_hash(http_server, tmp_path):
+    url = http_server.add("a.bin", DATA)
+    lock = LockFile(tmp_path / "l.json", "src")
+    lock.update("a.bin", size=len(DATA) + 1)  # only a size is known
+    with pytest.raises(ChecksumError, match="bytes"):
+        fetch(RemoteFile(url, "a.bin", "lock"), tmp_path / "raw", lock, retries=0, progress=False)
+
+
 # ---------------------------------------------------------------------------- safe extraction
 
 
@@ -295,6 +373,73 @@ def test_safe_extract_refuses_non_archives(tmp_path):
     p.write_bytes(b"not an archive")
     with pytest.raises(UnsafeArchiveError, match="neither"):
         safe_extract(p, tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------- extraction budgets (issue 11 item 4)
+
+
+class _Zeros(io.RawIOBase):
+    """``n`` zero bytes, read in chunks (a bomb's payload without holding it in memory)."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def _zip_bomb(path: Path, n: int) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open("zeros.bin", "w") as fh:
+        shutil.copyfileobj(_Zeros(n), fh, 1 << 20)
+    return path
+
+
+def _tar_bomb(path: Path, n: int) -> Path:
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = n
+    with tarfile.open(path, "w:gz", compresslevel=9) as tf:
+        tf.addfile(info, io.BufferedReader(_Zeros(n)))
+    return path
+
+
+@pytest.mark.parametrize("make, name", [(_zip_bomb, "bomb.zip"), (_tar_bomb, "bomb.tar.gz")])
+def test_archive_bombs_are_refused_before_extraction(tmp_path, make, name):
+    """A 204 KB zip or tar.gz expanded to 200 MB with no size or ratio limit."""
+    arc = make(tmp_path / name, 200 * 2**20)
+    assert arc.stat().st_size < 400_000
+    with pytest.raises(UnsafeArchiveError, match="budget"):
+        safe_extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with pytest.raises(UnsafeArchiveError, match="max_archive_bytes"):  # a bytes budget alone
+        safe_extract(arc, tmp_path / "out", max_bytes=2**20, max_ratio=None)
+
+
+def test_archive_budgets_let_genuine_archives_through(tmp_path):
+    small = _zip_bomb(tmp_path / "small.zip", 50_000)  # ratio ~ 50000 / 200: over the default ratio
+    with pytest.raises(UnsafeArchiveError, match="ratio"):
+        safe_extract(small, tmp_path / "a")
+    out = safe_extract(small, tmp_path / "a", max_ratio=None)  # the option lifts it
+    assert (out / "zeros.bin").stat().st_size == 50_000
+    assert (safe_extract(_tar_bomb(tmp_path / "t.tar.gz", 1000), tmp_path / "t", max_ratio=1000) / "zeros.bin").read_bytes() == bytes(1000)
+
+
+def test_source_options_carry_the_extraction_budget(tmp_path):
+    from hico.data.sources import get_source
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _zip_bomb(raw / "Dataset_BUSI.zip", 20 * 2**20)
+    with pytest.raises(UnsafeArchiveError, match="max_archive_ratio=100"):
+        get_source("busi").prepare(raw, tmp_path / "data", {"progress": False})
+    with pytest.raises(UnsafeArchiveError, match="max_archive_bytes=1000"):
+        get_source("busi").prepare(raw, tmp_path / "data", {"progress": False, "max_archive_bytes": 1000, "max_archive_ratio": None})
+    assert not (raw / "Dataset_BUSI").exists() and not (tmp_path / "data").exists()
 
 
 # ---------------------------------------------------------------------------- no unpickling anywhere

@@ -53,3 +53,11 @@ def test_clear_errors(tmp_path):
     make_folds(m, 2).iloc[:-3].to_csv(tmp_path / "f.csv", index=False)
     with pytest.raises(FoldError, match="no fold for 3 videos"):
         read_folds(tmp_path / "f.csv", m)
+
+
+@pytest.mark.parametrize("value, shown", [("two", "'two'"), ("", "empty")])
+def test_a_fold_that_is_not_an_integer_is_named(tmp_path, value, shown):
+    path = tmp_path / "folds.csv"
+    path.write_text(f"video_id,fold\np0v0,0\np0v1,{value}\n")
+    with pytest.raises(FoldError, match=rf"folds.csv row 3 \(video_id='p0v1'\): fold is {shown}"):
+        read_folds(path)

@@ -6,20 +6,29 @@ the standard format; restricted sets from fixture folders; the real POCUS videos
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import shutil
 import time
 import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hico.data.download import ChecksumError, UnsafeArchiveError
+from hico.data.sources import fatty_liver as fatty_liver_module
 from hico.data.sources import get_source, list_sources, main_download, main_prepare
-from hico.data.sources._common import DataNotFoundError, PrepareError
+from hico.data.sources import pocus as pocus_module
+from hico.data.sources._common import LOCK_DIR, DataNotFoundError, PrepareError
 from hico.data.standard import load_dataset
 from hico.data.video import select_times
+
+try:
+    from conftest import shared_path
+except ImportError:  # tests/ imported as a package
+    from tests.conftest import shared_path
 
 try:
     import fixtures_http as fx
@@ -72,14 +81,15 @@ def test_registry_lists_every_source():
 @pytest.mark.parametrize("name", list_sources())
 def test_every_source_module_is_its_own_spec(name):
     mod = get_source(name)
-    doc = mod.__doc__ or ""
+    doc = mod.spec
+    assert doc == importlib.import_module(f"hico.data.sources.{name}").__doc__
     for section in SECTIONS:
         assert any(line.strip().startswith(section) for line in doc.splitlines()), f"{name}: docstring lacks {section!r}"
-    assert mod.NAME == name and mod.ACCESS in ("public", "restricted")
-    assert isinstance(mod.OPTIONS, dict)
+    assert mod.name == name and mod.access in ("public", "restricted")
+    assert isinstance(mod.options, dict)
     with pytest.raises(ValueError, match="unknown option"):
         mod.prepare("/nonexistent", "/tmp/never", {"no_such_option": 1})
-    if mod.ACCESS == "restricted":
+    if mod.access == "restricted":
         assert mod.remote_files({}) == []
 
 
@@ -94,7 +104,7 @@ def test_restricted_missing_path_says_where_to_get_and_put_the_data(tmp_path, na
 
 
 def test_shipped_pocus_lock_pins_the_upstream_tree():
-    lock = json.loads((Path(get_source("pocus").__file__).parent / "locks" / "pocus.json").read_text())
+    lock = json.loads((LOCK_DIR / "pocus.json").read_text())
     videos = {k: v for k, v in lock["files"].items() if k.startswith("data/pocus_videos/convex/")}
     assert len(videos) == 124 and all(len(v["git_blob_sha1"]) == 40 for v in videos.values())
     tsv = SHARED_POCUS / "upstream_convex_tree.tsv"
@@ -235,8 +245,8 @@ def test_pocus_local_copy_with_manifest(tmp_path):
 
 
 def _blues_repo(root: Path) -> Path:
-    for stem in ["patient_1_L1", "patient_1_R1", "patient_2_L1", "patient_2_L1_2", "patient_3_R2"]:
-        make_video(root / "lus_videos" / f"{stem}.mp4", 20, 25, size=(40, 40))
+    for i, stem in enumerate(["patient_1_L1", "patient_1_R1", "patient_2_L1", "patient_2_L1_2", "patient_3_R2"]):
+        make_video(root / "lus_videos" / f"{stem}.mp4", 20 + i, 25, size=(40, 40))  # distinct files
     (root / "clinical_variables.csv").write_text("patient_id,cov_test,number_video_files,pat_age\n1,1,2.0,70\n2,0,2.0,55\n")
     (root / "severity.csv").write_text(
         "video_file,Severity Score,A-lines,B-lines,comments\n"
@@ -253,7 +263,7 @@ def _blues_repo(root: Path) -> Path:
 def test_covid_blues_end_to_end(http_server, tmp_path):
     mod = get_source("covid_blues")
     repo = _blues_repo(tmp_path / "repo")
-    http_server.add_github("NinaWie/COVID-BLUES", mod.OPTIONS["ref"], repo)
+    http_server.add_github("NinaWie/COVID-BLUES", mod.options["ref"], repo)
     opts = _opts(tmp_path, http_server, api=True)
     names = sorted(r.path for r in mod.remote_files(opts))
     assert "LICENSE" in names and "lus_videos/patient_2_L1_2.mp4" in names and not any(".github" in n for n in names)
@@ -272,6 +282,78 @@ def test_covid_blues_end_to_end(http_server, tmp_path):
     assert np.isnan(m.loc["patient_2_L1_2", "severity"])
     assert m.loc["patient_2_L1", "zone"] == "L1"
     assert _report(out)["skipped"][0]["source_file"] == "lus_videos/patient_3_R2.mp4"
+
+
+@pytest.mark.parametrize("label, classes, expected, skipped", [
+    ("pcr", ["pcr_negative", "pcr_positive"],
+     {"patient_1_L1": "pcr_positive", "patient_1_R1": "pcr_positive", "patient_2_L1": "pcr_negative",
+      "patient_2_L1_2": "pcr_negative"}, ["patient_3_R2"]),
+    ("b_lines", ["b_lines_absent", "b_lines_present"],
+     {"patient_1_L1": "b_lines_present", "patient_1_R1": "b_lines_absent", "patient_2_L1": "b_lines_absent"},
+     ["patient_2_L1_2", "patient_3_R2"]),
+    ("severity", ["severity_0", "severity_1", "severity_2", "severity_3"],
+     {"patient_1_L1": "severity_2", "patient_1_R1": "severity_0", "patient_2_L1": "severity_1"},
+     ["patient_2_L1_2", "patient_3_R2"]),
+])
+def test_covid_blues_label_option(tmp_path, label, classes, expected, skipped):
+    raw = _blues_repo(tmp_path / "repo")
+    with open(raw / "severity.csv", "a") as fh:  # patient 3 has no PCR result but a severity row
+        fh.write("patient_3_R2,,yes,,\n")
+    out = get_source("covid_blues").prepare(raw, tmp_path / "data", _opts(tmp_path, label=label), name=f"blues_{label}")
+    ds = load_dataset(out)
+    m = ds.manifest.set_index("video_id")
+    assert ds.classes == classes
+    assert dict(m["label_name"]) == expected
+    assert all(m.loc[v, "patient_id"] == "patient_" + v.split("_")[1] for v in m.index)
+    assert list(m["label"]) == [classes.index(n) for n in m["label_name"]]
+    rep = _report(out)
+    assert sorted(Path(s["source_file"]).stem for s in rep["skipped"]) == skipped
+    assert all(s["reason"].startswith(f"label={label}:") for s in rep["skipped"])
+    assert json.loads((out / "dataset.json").read_text())["label"] == label
+    assert "CC BY-NC-ND 4.0" in json.loads((out / "dataset.json").read_text())["license"]
+
+
+def test_covid_blues_unknown_label_option_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pcr"):
+        get_source("covid_blues").prepare(_blues_repo(tmp_path / "repo"), tmp_path / "data", _opts(tmp_path, label="covid"))
+
+
+def test_covid_blues_licence_is_non_commercial():
+    mod = get_source("covid_blues")
+    assert mod.license.startswith("CC BY-NC-ND 4.0") and "NonCommercial" in mod.spec
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `covid_blues`"))
+    assert "CC BY-NC-ND 4.0" in row and "CC BY-ND 4.0" not in row
+
+
+@pytest.mark.shared
+def test_real_covid_blues_labels_match_severity_csv(tmp_path):
+    """All 362 real videos, one 32-px frame each: the class counts of every label option are
+    those of severity.csv / clinical_variables.csv, and each patient's videos share a fold."""
+    from hico.data.folds import make_folds
+
+    raw = shared_path("data", "covid_blues")
+    with open(raw / "severity.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    severity = Counter(f"severity_{int(float(r['Severity Score']))}" for r in rows)
+    b_lines = Counter("b_lines_present" if r["B-lines"].strip() == "yes" else "b_lines_absent" for r in rows)
+    assert severity == {"severity_0": 120, "severity_1": 111, "severity_2": 83, "severity_3": 48}  # README there
+    opts = _opts(tmp_path, max_frames=1, store_size=32, fps=None)
+    for label, want in [("b_lines", b_lines), ("severity", severity)]:
+        out = get_source("covid_blues").prepare(raw, tmp_path / "data", {**opts, "label": label}, name=label)
+        ds = load_dataset(out)
+        rep = _report(out)
+        assert rep["class_counts"] == dict(want) and rep["n_skipped"] == 0 and rep["n_quarantined"] == 0
+        assert rep["duplicates"] == []  # the 362 files are distinct (manifest.tsv sha256)
+        m = ds.manifest
+        assert len(m) == 362 and m["patient_id"].nunique() == 63
+        assert (m["patient_id"] == ["patient_" + v.split("_")[1] for v in m["video_id"]]).all()
+        folds = make_folds(m, 5, 0).set_index("video_id")["fold"]
+        assert (m.assign(fold=m["video_id"].map(folds)).groupby("patient_id")["fold"].nunique() == 1).all()
+    pcr = load_dataset(get_source("covid_blues").prepare(raw, tmp_path / "data", opts, name="pcr")).manifest
+    per_patient = pcr.groupby("patient_id")["label_name"].agg(set)
+    assert (per_patient.map(len) == 1).all()
+    assert Counter(next(iter(s)) for s in per_patient) == {"pcr_positive": 33, "pcr_negative": 30}
 
 
 # ---------------------------------------------------------------------------- butterfly_uscl
@@ -397,14 +479,14 @@ def _write_mat_v73(path: Path, patients: list[dict]) -> None:
 def test_fatty_liver_reads_both_mat_versions(http_server, tmp_path, version):
     mod = get_source("fatty_liver")
     patients = _liver_patients()
-    mat = tmp_path / "src" / mod.MAT
+    mat = tmp_path / "src" / fatty_liver_module.MAT
     mat.parent.mkdir()
     (_write_mat_v5 if version == "v5" else _write_mat_v73)(mat, patients)
     data = mat.read_bytes()
-    http_server.add(f"raw/{mod.MAT}", data)
+    http_server.add(f"raw/{fatty_liver_module.MAT}", data)
     opts = _opts(tmp_path, http_server)
     (tmp_path / "locks").mkdir()
-    (tmp_path / "locks" / "fatty_liver.json").write_text(json.dumps({"files": {mod.MAT: {"md5": md5(data)}}}))
+    (tmp_path / "locks" / "fatty_liver.json").write_text(json.dumps({"files": {fatty_liver_module.MAT: {"md5": md5(data)}}}))
     out = mod.prepare(mod.download(tmp_path / "raw", opts), tmp_path / "data", {**opts, "store_size": None})
     ds = load_dataset(out)
     m = ds.manifest.set_index("video_id")
@@ -418,10 +500,10 @@ def test_fatty_liver_reads_both_mat_versions(http_server, tmp_path, version):
 
 def test_fatty_liver_published_md5_mismatch_is_refused(http_server, tmp_path):
     mod = get_source("fatty_liver")
-    http_server.add(f"raw/{mod.MAT}", b"not the zenodo file")
+    http_server.add(f"raw/{fatty_liver_module.MAT}", b"not the zenodo file")
     with pytest.raises(ChecksumError, match="md5"):
         mod.download(tmp_path / "raw", _opts(tmp_path, http_server, retries=0))
-    assert mod.remote_files({})[0].checksum == f"md5:{mod.MD5}"
+    assert mod.remote_files({})[0].checksum == f"md5:{fatty_liver_module.MD5}"
 
 
 # ---------------------------------------------------------------------------- chestxray2017 (optional)
@@ -573,7 +655,7 @@ def test_real_pocus_videos_end_to_end(tmp_path):
     pocus = get_source("pocus")
     expected: dict[str, int] = {}
     for r in rows:
-        lab = pocus.MANIFEST_LABELS[r["label"]]
+        lab = pocus_module.MANIFEST_LABELS[r["label"]]
         expected[lab] = expected.get(lab, 0) + 1
     t0 = time.time()
     out = pocus.prepare(SHARED_POCUS, tmp_path / "data", {"include_viral": True, "progress": False, "lock_dir": str(tmp_path)})
@@ -583,6 +665,8 @@ def test_real_pocus_videos_end_to_end(tmp_path):
     assert len(ds) == len(rows) == 114
     assert rep["n_quarantined"] == 0 and rep["n_skipped"] == 0
     assert rep["class_counts"] == expected == {"covid": 20, "pneumonia": 36, "regular": 56, "viral": 2}
+    # duplicate check (issue 11 item 7): the shared copy holds no byte-identical files, and none is reported
+    assert len({r["sha256"] for r in rows}) == len(rows) and rep["duplicates"] == []
     assert (ds.manifest["n_frames"] >= 1).all() and (ds.manifest["n_frames"] <= 30).all()
     by_file = {Path(r["file"]).name: r for r in rows}
     for _, row in ds.manifest.iterrows():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -79,3 +81,52 @@ def test_missing_column_and_folder(toy_dataset, tmp_path):
         load_dataset(toy_dataset)
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(tmp_path / "nowhere")
+
+
+def test_video_id_escaping_the_dataset_is_refused(toy_dataset, tmp_path):
+    """A video_id with ../ loaded an .npy from outside the dataset."""
+    np.save(tmp_path / "outside.npy", np.zeros((4, 40, 40), np.uint8))
+    manifest = pd.read_csv(toy_dataset / "manifest.csv", dtype=str)
+    manifest.loc[0, "video_id"] = "../../outside"
+    manifest.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=r"manifest.csv row 2.*'\.\./\.\./outside'.*plain file name"):
+        load_dataset(toy_dataset)
+    from hico.data.standard import StandardDataset  # the reader refuses it too
+
+    ds = StandardDataset(toy_dataset, manifest, ["a", "b", "c"])
+    with pytest.raises(DatasetError, match="plain file name"):
+        ds.frames("../../outside")
+
+
+def test_truncated_frames_file_is_named(toy_dataset):
+    """A truncated .npy gave "mmap length is greater than file size", with no path."""
+    path = toy_dataset / "frames" / "toy-p0-v0.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match=r"toy-p0-v0\.npy.*(damaged|truncated)"):
+        load_dataset(toy_dataset)
+    ds = load_dataset(toy_dataset, check_frames=False)
+    with pytest.raises(DatasetError, match=r"toy-p0-v0\.npy"):
+        ds.frames("toy-p0-v0")
+
+
+@pytest.mark.parametrize("value, shown", [("two", "'two'"), ("", "empty"), ("1.5", "'1.5'")])
+def test_label_that_is_not_a_class_index_is_named(toy_dataset, value, shown):
+    """A label `two` or an empty label gave a bare TypeError."""
+    m = pd.read_csv(toy_dataset / "manifest.csv", dtype=str, keep_default_na=False)
+    m.loc[3, "label"] = value
+    m.to_csv(toy_dataset / "manifest.csv", index=False)
+    with pytest.raises(DatasetError, match=rf"manifest.csv row 5 \(video_id='toy-p1-v1'\): label is {shown}"):
+        load_dataset(toy_dataset)
+
+
+def test_writer_folders_get_the_umask_permissions(tmp_path):
+    """mkdtemp made the dataset folder 0700, unreadable to the group of a shared data root."""
+    old = os.umask(0o002)
+    try:
+        with DatasetWriter(tmp_path, "ds", ["x"]) as w:
+            w.add_video("v", "p", "x", np.zeros((1, 8, 8), np.uint8))
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "ds", tmp_path / "ds" / "frames"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o775, p
+    assert stat.S_IMODE((tmp_path / "ds" / "frames" / "v.npy").stat().st_mode) == 0o664

@@ -224,3 +224,73 @@ def test_one_real_pocus_file_per_container_decodes():
         expected = len(list(select_times([i / fps for i in range(n_src)], 3.0, 30)))
         assert abs(len(v.frames) - expected) <= 1, (suffix, len(v.frames), expected)
         assert v.frames.dtype == np.uint8 and min(v.frames.shape[1:]) == 64
+
+
+# ---------------------------------------------------------------------------- decode budgets (issue 11 item 4)
+
+
+def gif_canvas_bomb(width: int = 10000, height: int = 10000) -> bytes:
+    """A valid 85-byte GIF: a ``width`` x ``height`` canvas holding one 1 x 1 frame (a decoder
+    that composites frames onto the canvas gets a full canvas per frame)."""
+    import struct
+
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    control = b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 100 ms
+    text = b"a tiny file that declares a huge canvas"[:38]
+    comment = b"\x21\xfe" + bytes([len(text)]) + text + b"\x00"
+    image = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # LZW: clear, 0, end
+    data = screen + control + comment + image + b"\x3b"
+    assert len(data) == 85
+    return data
+
+
+def test_gif_canvas_bomb_is_refused_before_decoding(tmp_path):
+    """85 bytes declaring 10000 x 10000 took 2 GB: the declared size is checked first."""
+    import resource
+    import time
+
+    path = tmp_path / "bomb.gif"
+    path.write_bytes(gif_canvas_bomb())
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    t0 = time.perf_counter()
+    with pytest.raises(VideoDecodeError, match=r"10000 x 10000.*max_pixels"):
+        read_video(path)
+    assert time.perf_counter() - t0 < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000  # < 200 MB more at peak
+    with pytest.raises(VideoDecodeError, match="max_pixels"):
+        read_any(path)
+
+
+@pytest.mark.parametrize("kind", ["gif", "mp4", "png", "frames"])
+def test_max_pixels_budget_applies_to_every_input(tmp_path, kind):
+    path = {
+        "gif": lambda: make_video(tmp_path / "a.gif", 6, 10),
+        "mp4": lambda: make_video(tmp_path / "a.mp4", 6, 25),
+        "png": lambda: make_image(tmp_path / "a.png", 90, size=(48, 64)),
+        "frames": lambda: make_frame_folder(tmp_path / "seq", 3, size=(48, 64)),
+    }[kind]()
+    assert read_any(path, max_pixels=48 * 64).shape[1:] == (48, 64)  # at the budget: decoded
+    with pytest.raises(VideoDecodeError, match="max_pixels"):
+        read_any(path, max_pixels=48 * 64 - 1)
+
+
+@pytest.mark.parametrize("kind", ["gif", "frames"])
+def test_frames_are_shrunk_one_at_a_time(tmp_path, monkeypatch, kind):
+    """The gif decoder kept every full canvas, then resized the float32 stack of all of them."""
+    import hico.data.video as video
+
+    seen: list[tuple[int, ...]] = []
+    real = video.resize_short_side
+
+    def spy(frames, size):
+        seen.append(tuple(frames.shape))
+        return real(frames, size)
+
+    monkeypatch.setattr(video, "resize_short_side", spy)
+    if kind == "gif":
+        frames = read_video(make_gif(tmp_path / "a.gif", [100] * 12, size=(96, 128)), fps=None, short_side=24).frames
+    else:
+        frames = read_frame_folder(make_frame_folder(tmp_path / "seq", 12, size=(96, 128)), short_side=24).frames
+    assert frames.shape == (12, 24, 32)
+    assert seen and all(s[0] == 1 for s in seen)  # never a stack of full-size frames
+    assert _levels(frames) == [level(i) for i in range(12)]

@@ -9,6 +9,12 @@ Every :class:`RemoteFile` carries one checksum:
   lock file (``hico/data/sources/locks/<source>.json``) and every later download and every
   existing copy is checked against it.
 
+Before any file is trusted (above all a first download, which nothing else checks) its content
+is checked (:func:`check_content`): an HTML page (an error or login page served with status
+200) is refused, so is a file whose magic bytes are not of the kinds the source serves
+(``RemoteFile.content``, e.g. ``("zip",)``; a zip cut short lacks its central directory), and
+a transfer must deliver the whole length its server declared (Content-Length / Content-Range).
+
 :func:`fetch` drives :mod:`pooch` (retries with back-off, download into a temporary file that is
 moved into place only once complete) with a downloader that resumes an interrupted transfer from
 ``<file>.part`` by an HTTP ``Range`` request, or through :mod:`gdown` for Google Drive. A partial
@@ -16,7 +22,8 @@ file is never used: it becomes the target only after its checksum matches; a com
 with a wrong checksum is deleted. An existing target is re-verified before it is trusted.
 
 :func:`safe_extract` unpacks zip/tar archives into a fresh folder, refusing any member that
-would land outside it (absolute paths, ``..``, links, devices). No function here unpickles.
+would land outside it (absolute paths, ``..``, links, devices) and any archive that would expand
+beyond its budget (total bytes, expansion ratio). No function here unpickles.
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ class ChecksumError(HicoError, ValueError):
     """A file's content does not match its expected checksum (pooch retries on ValueError)."""
 
 
+class UnexpectedContentError(ChecksumError):
+    """A download that is not the file asked for: an HTML page, other magic bytes, a cut-short archive."""
+
+
 class UnsafeArchiveError(HicoError, ValueError):
     """An archive member would be written outside the extraction folder, or is a link/device."""
 
@@ -67,7 +78,8 @@ class RemoteFile:
 
     ``checksum`` is ``"sha256:<hex>"``, ``"md5:<hex>"``, ``"gitsha1:<hex>"`` or ``"lock"``.
     ``gdrive_id`` makes :func:`fetch` use gdown (Google Drive's confirm page, cookies) unless
-    ``url`` was redirected elsewhere (tests, mirrors).
+    ``url`` was redirected elsewhere (tests, mirrors). ``content``: the kinds of file the
+    source serves (:data:`CONTENT_KINDS`; empty: any but HTML).
     """
 
     url: str
@@ -75,6 +87,7 @@ class RemoteFile:
     checksum: str = "lock"
     size: int | None = None
     gdrive_id: str | None = None
+    content: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         p = PurePosixPath(self.path)
@@ -87,6 +100,9 @@ class RemoteFile:
                     f"RemoteFile {self.path}: checksum {self.checksum!r} is not "
                     f"'<kind>:<hex>' with kind in {CHECKSUM_KINDS}, nor 'lock'"
                 )
+        unknown = set(self.content) - set(CONTENT_KINDS)
+        if unknown:
+            raise ValueError(f"RemoteFile {self.path}: content kinds {sorted(unknown)} not in {CONTENT_KINDS}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +154,62 @@ def verify_file(path: str | Path, checksum: str, size: int | None = None) -> str
 
 
 # --------------------------------------------------------------------------------------------
+# content: what a file is, from its bytes
+
+#: magic bytes of the kinds of file sources serve: ``(offset, bytes)`` alternatives
+MAGIC: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "zip": ((0, b"PK\x03\x04"), (0, b"PK\x05\x06")),
+    "gzip": ((0, b"\x1f\x8b"),),
+    "bz2": ((0, b"BZh"),),
+    "xz": ((0, b"\xfd7zXZ\x00"),),
+    "tar": ((257, b"ustar"),),
+    "rar": ((0, b"Rar!\x1a\x07"),),
+    "7z": ((0, b"7z\xbc\xaf\x27\x1c"),),
+    "mat": ((0, b"MATLAB 5.0 MAT-file"), (0, b"MATLAB 7.3 MAT-file")),
+}
+CONTENT_KINDS = tuple(MAGIC)
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def content_kind(path: str | Path) -> str | None:
+    """The kind of ``path`` from its first bytes (a key of :data:`MAGIC`, ``"html"``, or None)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    for kind, signatures in MAGIC.items():
+        if any(head[off:off + len(sig)] == sig for off, sig in signatures):
+            return kind
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "html"
+    return None
+
+
+def check_content(path: str | Path, kinds: Sequence[str] = (), content_type: str | None = None, what: str = "") -> None:
+    """Raise :class:`UnexpectedContentError` if ``path`` is an HTML page (by its bytes or the
+    server's ``content_type``), not one of ``kinds`` (empty: any), or a zip without its end."""
+    path = Path(path)
+    what = what or str(path)
+    kind = content_kind(path)
+    media = (content_type or "").split(";")[0].strip().lower()
+    if kind == "html" or media in HTML_TYPES:
+        raise UnexpectedContentError(
+            f"{what}: the server sent an HTML page ({media or 'by its bytes'}), not the file: an error, "
+            "login or quota page. Nothing was recorded; try again later, or fetch the file by hand."
+        )
+    if kinds and kind not in kinds:
+        head = path.read_bytes()[:16]
+        raise UnexpectedContentError(
+            f"{what}: expected {' or '.join(kinds)} content, got {kind or 'other bytes'} (starts {head!r}). "
+            "Nothing was recorded; check the URL or fetch the file by hand."
+        )
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise UnexpectedContentError(
+            f"{what}: a zip archive without its central directory ({path.stat().st_size} bytes): the "
+            "transfer was cut short. Nothing was recorded; download it again."
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # lock file: checksums recorded at first download, checked ever after
 
 
@@ -157,7 +229,7 @@ class LockFile:
             try:
                 self.data: dict[str, Any] = json.loads(self.path.read_text())
             except json.JSONDecodeError as e:
-                raise ValueError(f"lock file {self.path} is not valid JSON ({e}); fix or delete it") from e
+                raise ChecksumError(f"lock file {self.path} is not valid JSON ({e}); fix or delete it") from e
         else:
             self.data = {"source": source, "files": {}}
         self.data.setdefault("files", {})
@@ -192,7 +264,8 @@ class LockFile:
 # downloaders (pooch's Downloader protocol: downloader(url, output_file, pooch))
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
+    """Now, in UTC, to the second, ISO 8601 (the ``recorded`` / ``prepared`` time stamps)."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
@@ -209,16 +282,18 @@ class ResumableHTTPDownloader:
     """Stream ``url`` into ``part``, resuming from its current size with ``Range: bytes=N-``.
 
     A 206 answer is appended; a 200 answer (no range support) restarts the file; a 416 answer
-    (the part is already as long as, or longer than, the file) discards the part. A body shorter
-    than its Content-Length raises (requests' ChunkedEncodingError), leaving ``part`` to resume
-    from on the next try. Once complete, ``verify(part)`` runs; the verified file is then moved
-    to pooch's temporary output, which pooch moves into place.
+    (the part is already as long as, or longer than, the file) discards the part. The bytes are
+    asked for as stored (``Accept-Encoding: identity``), so offsets and lengths count file
+    bytes. A part shorter than the length the server declared (Content-Length, or the total of
+    Content-Range) raises (requests' ChunkedEncodingError), leaving ``part`` to resume from on
+    the next try. Once complete, ``verify(part, content_type)`` runs; the verified file is then
+    moved to pooch's temporary output, which pooch moves into place.
     """
 
     def __init__(
         self,
         part: Path,
-        verify: Callable[[Path], None],
+        verify: Callable[[Path, str | None], None],
         progress: bool = True,
         timeout: float = 60.0,
         headers: dict[str, str] | None = None,
@@ -237,7 +312,7 @@ class ResumableHTTPDownloader:
             return r.status_code == 200
         self.part.parent.mkdir(parents=True, exist_ok=True)
         offset = self.part.stat().st_size if self.part.exists() else 0
-        headers = dict(self.headers)
+        headers = {"Accept-Encoding": "identity", **self.headers}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
@@ -245,30 +320,48 @@ class ResumableHTTPDownloader:
                 self.part.unlink(missing_ok=True)
                 raise ChecksumError(f"{url}: server refused range {offset}-; partial file discarded")
             r.raise_for_status()
-            if offset and r.status_code == 206:
+            if offset and r.status_code == 206 and _range_start(r) == offset:
                 mode = "ab"
             else:
                 mode, offset = "wb", 0
-            length = r.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else None
-            written = 0
+            total = _declared_total(r, offset)
             with open(self.part, mode) as fh, _progress_bar(self.progress, total, offset, Path(self.part.name).stem) as bar:
                 for block in r.iter_content(NET_CHUNK):
                     fh.write(block)
-                    written += len(block)
                     bar.update(len(block))
-            if length and length.isdigit() and written != int(length):
-                raise requests.exceptions.ChunkedEncodingError(
-                    f"{url}: got {written} of {length} bytes; will resume"
-                )
-        self.verify(self.part)
+            size = self.part.stat().st_size
+            if total is not None and size != total:
+                if size > total:  # more than declared: not a resumable state
+                    self.part.unlink(missing_ok=True)
+                raise requests.exceptions.ChunkedEncodingError(f"{url}: got {size} of {total} bytes; will resume")
+            content_type = r.headers.get("Content-Type")
+        self.verify(self.part, content_type)
         os.replace(self.part, output_file)
+
+
+def _range_start(r: Any) -> int | None:
+    """The first byte of a 206 answer (``Content-Range: bytes <start>-<end>/<total>``)."""
+    spec = r.headers.get("Content-Range", "")
+    try:
+        return int(spec.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _declared_total(r: Any, offset: int) -> int | None:
+    """The whole file's length as the server declared it (None: not declared)."""
+    if r.status_code == 206:
+        total = r.headers.get("Content-Range", "").rpartition("/")[2]
+        if total.isdigit():
+            return int(total)
+    length = r.headers.get("Content-Length")
+    return offset + int(length) if length and length.isdigit() else None
 
 
 class GDriveDownloader:
     """Google Drive through gdown (confirm page for large files, resume from its own .part)."""
 
-    def __init__(self, file_id: str, staging: Path, verify: Callable[[Path], None], progress: bool = True, timeout: float = 60.0):
+    def __init__(self, file_id: str, staging: Path, verify: Callable[[Path, str | None], None], progress: bool = True, timeout: float = 60.0):
         self.file_id = file_id
         self.staging = staging
         self.verify = verify
@@ -288,7 +381,7 @@ class GDriveDownloader:
         except Exception as e:  # gdown raises its own errors; make pooch retry them
             raise requests.exceptions.RequestException(f"Google Drive file {self.file_id}: {e}") from e
         try:
-            self.verify(self.staging)
+            self.verify(self.staging, None)
         except ChecksumError:
             self.staging.unlink(missing_ok=True)
             raise
@@ -336,38 +429,46 @@ def fetch(
     broken transfer. Raises :class:`ChecksumError` if the final download does not match, and
     :class:`DownloadError` when the server never delivers.
     """
-    import pooch
-    import requests
-
     raw_dir = Path(raw_dir)
     target = raw_dir / remote.path
     expected = _expected(remote, lock)
+    size = remote.size if remote.size is not None else _recorded_size(remote, lock)
     first_time = remote.checksum == "lock" and not expected
-    if target.exists():
-        why = None
-        for kind, value in expected:
-            why = why or verify_file(target, f"{kind}:{value}", remote.size)
-        if why is None:
-            if first_time and lock is not None:
-                log.warning("%s: recording sha256 of the existing copy in %s", target, lock.path)
-                lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=_now())
-            return target
-        log.warning("%s does not match its checksum (%s); downloading it again", target, why)
-        target.unlink()
-
     what = f"{remote.path} (from {remote.url})"
+    if target.exists() and _existing_copy_ok(target, remote, expected, size, lock, what):
+        return target
 
-    def verify(p: Path) -> None:
+    def verify(p: Path, content_type: str | None) -> None:
         try:
-            _check(p, expected, remote.size, what)
+            _check(p, expected, size, what)
+            if first_time:  # no checksum vouches for it: at least it must look like the file
+                check_content(p, remote.content, content_type, what)
         except ChecksumError as e:
-            if remote.checksum == "lock":
-                raise ChecksumError(
+            p.unlink(missing_ok=True)
+            if remote.checksum == "lock" and not first_time:
+                raise type(e)(
                     f"{e} Its sha256 was recorded in {lock.path if lock else 'the lock file'} at "
                     "first download; if the publisher really changed the file, delete that entry "
                     "and download again."
                 ) from None
             raise
+
+    _download(remote, raw_dir, target, verify, retries, progress, timeout)
+    if first_time and lock is not None:
+        _record(lock, remote, target)
+        log.warning(
+            "%s: no published checksum; recorded its sha256 in %s -- commit that file", remote.path, lock.path
+        )
+    return target
+
+
+def _download(
+    remote: RemoteFile, raw_dir: Path, target: Path, verify: Callable[[Path, str | None], None],
+    retries: int, progress: bool, timeout: float,
+) -> None:
+    """One fetch through pooch (retries with back-off) with our resuming or Drive downloader."""
+    import pooch
+    import requests
 
     target.parent.mkdir(parents=True, exist_ok=True)  # here, not in pooch: threads race on makedirs
     part = target.with_name(target.name + ".part")
@@ -394,12 +495,42 @@ def fetch(
         ) from e
     finally:
         pooch_log.setLevel(old_level)
-    if first_time and lock is not None:
-        lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=_now())
-        log.warning(
-            "%s: no published checksum; recorded its sha256 in %s -- commit that file", remote.path, lock.path
-        )
-    return target
+
+
+def _recorded_size(remote: RemoteFile, lock: LockFile | None) -> int | None:
+    if remote.checksum != "lock" or lock is None:
+        return None
+    size = (lock.entry(remote.path) or {}).get("size")
+    return int(size) if size is not None else None
+
+
+def _record(lock: LockFile, remote: RemoteFile, target: Path) -> None:
+    lock.update(remote.path, sha256=file_sha256(target), size=target.stat().st_size, url=remote.url, recorded=utc_timestamp())
+
+
+def _existing_copy_ok(
+    target: Path, remote: RemoteFile, expected: list[tuple[str, str]], size: int | None, lock: LockFile | None, what: str
+) -> bool:
+    """Whether the copy already at ``target`` is the file (recording it if it is the first);
+    a copy that is not is deleted, to be downloaded again."""
+    why = None
+    for kind, value in expected:
+        why = why or verify_file(target, f"{kind}:{value}", size)
+    if not expected:
+        if size is not None and target.stat().st_size != size:
+            why = f"{target} has {target.stat().st_size} bytes, expected {size}"
+        try:
+            check_content(target, remote.content, what=str(target))
+        except UnexpectedContentError as e:
+            why = why or str(e)
+    if why is None:
+        if remote.checksum == "lock" and not expected and lock is not None:
+            log.warning("%s: recording sha256 of the existing copy in %s", target, lock.path)
+            _record(lock, remote, target)
+        return True
+    log.warning("%s does not match its checksum (%s); downloading it again", target, why)
+    target.unlink()
+    return False
 
 
 def fetch_all(
@@ -505,11 +636,59 @@ def archive_kind(path: str | Path) -> str | None:
     return None
 
 
-def safe_extract(archive: str | Path, dest: str | Path, skip: Callable[[str], bool] | None = None) -> Path:
+#: default extraction budgets: total uncompressed bytes, and uncompressed / archive bytes
+#: (images and video barely compress; a ratio of 100 is text at best, 1000 a bomb)
+DEFAULT_MAX_ARCHIVE_BYTES = 32 * 2**30
+DEFAULT_MAX_ARCHIVE_RATIO = 100.0
+
+
+class ArchiveBudgetError(UnsafeArchiveError):
+    """An archive that would expand beyond the extraction budget (a decompression bomb)."""
+
+
+def _check_budget(archive: Path, total: int, max_bytes: int | None, max_ratio: float | None) -> None:
+    size = max(archive.stat().st_size, 1)
+    over_bytes = max_bytes is not None and total > max_bytes
+    over_ratio = max_ratio is not None and total / size > max_ratio
+    if over_bytes or over_ratio:
+        raise ArchiveBudgetError(
+            f"{archive}: {size:,} bytes would expand to {total:,} bytes (ratio {total / size:,.0f}), beyond "
+            f"the extraction budget (max_archive_bytes={max_bytes}, max_archive_ratio={max_ratio}); "
+            "nothing was extracted. Raise those source options if the archive is genuine."
+        )
+
+
+def _extract_zip(zf: zipfile.ZipFile, tmp: Path, skip: Callable[[str], bool] | None, max_bytes: int | None) -> None:
+    written = 0
+    for info in zf.infolist():
+        if skip and skip(info.filename):
+            continue
+        target = _member_target(tmp, info.filename)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as dst:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                written += len(block)
+                if max_bytes is not None and written > max_bytes:  # declared sizes can lie
+                    raise ArchiveBudgetError(f"{zf.filename}: expands beyond max_archive_bytes={max_bytes}")
+                dst.write(block)
+
+
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    skip: Callable[[str], bool] | None = None,
+    max_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_ratio: float | None = DEFAULT_MAX_ARCHIVE_RATIO,
+) -> Path:
     """Extract a zip or tar archive into ``dest`` (created; replaced if from another archive).
 
     Every member is checked first; one unsafe member refuses the whole archive with
-    :class:`UnsafeArchiveError` and nothing is written. Extraction goes to a temporary sibling
+    :class:`UnsafeArchiveError` and nothing is written, and so does a total uncompressed size
+    above ``max_bytes`` or above ``max_ratio`` times the archive's size
+    (:class:`ArchiveBudgetError`; None: no limit). Extraction goes to a temporary sibling
     folder renamed into place, with ``.extracted.json`` naming the archive's sha256, so a
     finished ``dest`` from the same archive is reused as is. ``skip(name)`` drops members
     (e.g. ``__MACOSX/``).
@@ -528,27 +707,24 @@ def safe_extract(archive: str | Path, dest: str | Path, skip: Callable[[str], bo
         raise UnsafeArchiveError(f"{archive} is neither a zip nor a tar archive; cannot extract it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would lock out the group of a shared data root
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 _check_zip(zf, tmp)
-                for info in zf.infolist():
-                    if skip and skip(info.filename):
-                        continue
-                    target = _member_target(tmp, info.filename)
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
+                sizes = [i.file_size for i in zf.infolist() if not (skip and skip(i.filename))]
+                _check_budget(archive, sum(sizes), max_bytes, max_ratio)
+                _extract_zip(zf, tmp, skip, max_bytes)
         else:
             with tarfile.open(archive) as tf:
                 _check_tar(tf, tmp)
                 members = [m for m in tf.getmembers() if not (skip and skip(m.name))]
+                _check_budget(archive, sum(m.size for m in members if m.isfile()), max_bytes, max_ratio)
                 kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tf.extractall(tmp, members=members, **kwargs)
-        atomic_write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "extracted": _now()})
+        atomic_write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "extracted": utc_timestamp()})
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

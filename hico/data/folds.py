@@ -59,9 +59,19 @@ def read_folds(path: str | Path, manifest: pd.DataFrame | None = None) -> pd.Dat
     path = Path(path)
     if not path.exists():
         raise FoldError(f"{path} does not exist; create it with `python -m hico folds`")
-    folds = pd.read_csv(path, dtype={"video_id": str})
+    folds = pd.read_csv(path, dtype={"video_id": str, "fold": str}, keep_default_na=False)
     if list(folds.columns[:2]) != ["video_id", "fold"]:
         raise FoldError(f"{path}: expected columns video_id,fold; got {list(folds.columns)}")
+    fold = pd.to_numeric(folds["fold"], errors="coerce")
+    bad = fold.isna() | (fold != fold.round())
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raw = folds["fold"].iloc[i].strip()
+        raise FoldError(
+            f"{path.name} row {i + 2} (video_id={folds['video_id'].iloc[i]!r}): fold is "
+            f"{repr(raw) if raw else 'empty'}, not an integer ({path}); re-run `python -m hico folds`"
+        )
+    folds["fold"] = fold.astype(int)
     if manifest is not None:
         missing = set(manifest["video_id"]) - set(folds["video_id"])
         if missing:

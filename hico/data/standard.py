@@ -44,6 +44,17 @@ class DatasetError(HicoError, ValueError):
     """A dataset folder that does not follow the standard format."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_plain_id(video_id: str) -> bool:
+    """Whether ``video_id`` names a file directly inside ``frames/`` (no path, no hidden name)."""
+    return bool(video_id) and not any(c in video_id for c in "/\\\0") and not video_id.startswith(".")
+
+
 def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     """Resize ``[T, H, W]`` uint8 frames so that min(H, W) == size (area/bilinear)."""
     if size is None or min(frames.shape[1:]) == size:
@@ -54,15 +65,28 @@ def resize_short_side(frames: np.ndarray, size: int | None) -> np.ndarray:
     t, h, w = frames.shape
     scale = size / min(h, w)
     new_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().unsqueeze(1)
+    frames = np.ascontiguousarray(frames)
+    if not frames.flags.writeable:  # e.g. a view of a decoded image; torch wants its own
+        frames = frames.copy()
+    x = torch.from_numpy(frames).float().unsqueeze(1)
     mode = "area" if scale < 1 else "bilinear"
     kwargs = {} if mode == "area" else {"align_corners": False}
     y = F.interpolate(x, size=new_hw, mode=mode, **kwargs)
     return y.round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
 
 
+def _replaceable(folder: Path) -> bool:
+    """Whether ``folder`` may be replaced by a new dataset: an empty folder, or a dataset."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    return not any(folder.iterdir()) or ((folder / "dataset.json").is_file() and (folder / "manifest.csv").is_file())
+
+
 class DatasetWriter:
     """Write one dataset in the standard format, atomically.
+
+    An existing dataset folder of the same name is replaced when the new one is complete; any
+    other existing folder (the user's files) is refused before anything is written.
 
     >>> with DatasetWriter(root, "pocus", classes=["covid", "pneumonia", "regular"]) as w:
     ...     w.add_video("Cov-1", patient_id="Cov-1", label_name="covid", frames=arr)
@@ -87,8 +111,15 @@ class DatasetWriter:
         self.overwrite = overwrite
         self.rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
+        if self.final_dir.exists() and not _replaceable(self.final_dir):
+            raise DatasetError(
+                f"{self.final_dir} exists and is not a dataset folder (it lacks dataset.json and "
+                "manifest.csv), so it is not replaced: nothing was changed. Move it away or choose "
+                "another dataset name (--name)."
+            )
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(dir=self.final_dir.parent, prefix=f".{name}.partial-"))
+        os.chmod(self.tmp_dir, 0o777 & ~_umask())  # mkdtemp's 0700 would lock out the group
         (self.tmp_dir / "frames").mkdir()
 
     def add_video(
@@ -104,7 +135,7 @@ class DatasetWriter:
     ) -> None:
         if video_id in self._ids:
             raise DatasetError(f"dataset {self.name}: video_id {video_id!r} added twice")
-        if "/" in video_id or video_id.startswith("."):
+        if not is_plain_id(video_id):
             raise DatasetError(f"dataset {self.name}: video_id {video_id!r} must be a plain file name")
         if label_name not in self.classes:
             raise DatasetError(
@@ -199,14 +230,81 @@ class StandardDataset:
         return len(self.manifest)
 
     def frames_path(self, video_id: str) -> Path:
+        """``frames/<video_id>.npy``; a video_id that is not a plain file name is refused."""
+        if not is_plain_id(str(video_id)):
+            raise DatasetError(
+                f"dataset {self.root}: video_id {video_id!r} is not a plain file name; frames are read "
+                "only from the dataset's own frames/ folder"
+            )
         return self.root / "frames" / f"{video_id}.npy"
 
     def frames(self, video_id: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.frames_path(video_id), mmap_mode="r" if mmap else None, allow_pickle=False)
+        path = self.frames_path(video_id)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(
+                f"{path}: cannot read the frames of video {video_id!r} ({type(e).__name__}: {e}); the "
+                "file is damaged or truncated. Re-create the dataset with `python -m hico prepare`."
+            ) from e
 
 
 def _fail(root: Path, what: str, fix: str) -> DatasetError:
     return DatasetError(f"dataset {root}: {what}. {fix}")
+
+
+def _integer_column(root: Path, manifest: pd.DataFrame, column: str) -> pd.Series:
+    """``manifest[column]`` as integers; the first value that is not one is named with its row."""
+    values = pd.to_numeric(manifest[column], errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raw = manifest[column].iloc[i]
+        shown = "empty" if pd.isna(raw) or str(raw).strip() == "" else repr(str(raw))
+        raise _fail(
+            root,
+            f"manifest.csv row {i + 2} (video_id={manifest['video_id'].iloc[i]!r}): {column} is {shown}, "
+            f"not an integer" + (" class index (classes.json)" if column == "label" else ""),
+            "Fix that row or re-create the dataset with `python -m hico prepare`.",
+        )
+    return values.astype(int)
+
+
+def _check_rows(root: Path, manifest: pd.DataFrame, classes: list[str], regen: str) -> None:
+    """The manifest's rows: integer labels and counts, plain unique ids, labels in classes.json
+    (converts ``label`` and ``n_frames`` to int in place); the first bad row is named."""
+    for column in ("label", "n_frames"):
+        manifest[column] = _integer_column(root, manifest, column)
+    bad_ids = [(i, v) for i, v in enumerate(manifest["video_id"]) if not is_plain_id(v)]
+    if bad_ids:
+        i, v = bad_ids[0]
+        raise _fail(
+            root,
+            f"manifest.csv row {i + 2} has video_id {v!r}, which must be a plain file name (no '/' or "
+            "'\\', no leading '.'): frames are read only from the dataset's frames/ folder",
+            "Fix the video_id (and the name of its frames/<video_id>.npy).",
+        )
+    dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
+    if dup:
+        raise _fail(root, f"manifest.csv repeats video_id {dup[:5]}", regen)
+    bad = manifest[(manifest["label"] < 0) | (manifest["label"] >= len(classes))]
+    if len(bad):
+        row = bad.iloc[0]
+        raise _fail(
+            root,
+            f"manifest.csv row video_id={row['video_id']!r} has label {row['label']} outside "
+            f"classes.json ({len(classes)} classes: {classes})",
+            "Fix the label or add the class to classes.json.",
+        )
+    mismatch = manifest[[classes[int(i)] != n for i, n in zip(manifest["label"], manifest["label_name"])]]
+    if len(mismatch):
+        row = mismatch.iloc[0]
+        raise _fail(
+            root,
+            f"manifest.csv row video_id={row['video_id']!r}: label {row['label']} is "
+            f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
+            "Make label and label_name agree.",
+        )
 
 
 def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:
@@ -234,27 +332,7 @@ def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset
         raise _fail(root, f"manifest.csv lacks columns {missing} (expected {MANIFEST_COLUMNS})", regen)
     if manifest.empty:
         raise _fail(root, "manifest.csv has no rows", regen)
-    dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
-    if dup:
-        raise _fail(root, f"manifest.csv repeats video_id {dup[:5]}", regen)
-    bad = manifest[(manifest["label"] < 0) | (manifest["label"] >= len(classes))]
-    if len(bad):
-        row = bad.iloc[0]
-        raise _fail(
-            root,
-            f"manifest.csv row video_id={row['video_id']!r} has label {row['label']} outside "
-            f"classes.json ({len(classes)} classes: {classes})",
-            "Fix the label or add the class to classes.json.",
-        )
-    mismatch = manifest[[classes[int(i)] != n for i, n in zip(manifest["label"], manifest["label_name"])]]
-    if len(mismatch):
-        row = mismatch.iloc[0]
-        raise _fail(
-            root,
-            f"manifest.csv row video_id={row['video_id']!r}: label {row['label']} is "
-            f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
-            "Make label and label_name agree.",
-        )
+    _check_rows(root, manifest, classes, regen)
     ds = StandardDataset(root, manifest, classes, info)
     if check_frames:
         for vid, n in zip(manifest["video_id"], manifest["n_frames"]):

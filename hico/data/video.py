@@ -12,6 +12,11 @@ work too). Grayscale is ITU-R 601 luma everywhere: FFmpeg's ``gray`` conversion 
 same pass, area filter) for PyAV, Pillow's ``convert("L")`` for gifs and images, so an mp4 and a
 gif of the same clip give the same pixels. Undecodable or empty inputs raise
 :class:`VideoDecodeError`; the caller quarantines them.
+
+Decode budget: a frame (a gif's canvas, an image, a video stream) larger than ``max_pixels``
+is refused from its declared size, before anything is decoded, and every kept frame is shrunk
+to ``short_side`` as it is decoded, so memory never holds more than a couple of full-size frames
+(a few bytes of gif can declare a 10000 x 10000 canvas for every frame).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from hico.errors import HicoError
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpeg", ".mpg", ".mov", ".m4v", ".gif", ".wmv", ".mkv"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GIF_DEFAULT_FRAME_S = 0.1  # browsers show a gif frame with no (or ~0) duration for 100 ms
+#: default decode budget: pixels of one frame (4096 x 4096; ultrasound frames are ~1 MP, X-rays ~8)
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class VideoDecodeError(HicoError, RuntimeError):
@@ -44,6 +51,30 @@ class Video:
     source_fps: float | None  # nominal rate of the source (None: unknown, e.g. frame folders)
     n_decoded: int  # source frames decoded (decoding stops once max_frames are chosen)
     times: list[float]  # seconds from the first frame, one per kept frame
+    truncated: str | None = None  # why the source looks cut short (None: it does not)
+    expected_frames: int | None = None  # frames a whole file would have given (None: unknown)
+
+
+def _truncation(
+    n_decoded: int, declared: int, nominal: float | None, fps: float | None, max_frames: int | None,
+    n_kept: int, damage: str | None,
+) -> tuple[str | None, int | None]:
+    """``(why, expected kept frames)`` when a decoded stream looks cut short, else ``(None, None)``.
+
+    Cut short: the decoder hit a damaged frame after some good ones, or decoding reached the end
+    of the stream with fewer frames than the container declares (``declared``; 0: unknown), by
+    more than 2 % (at least one frame: a few encoders declare one more than they write).
+    """
+    expected = None
+    if declared:
+        times = [i / nominal for i in range(declared)] if nominal else [float(i) for i in range(declared)]
+        expected = sum(1 for _ in select_times(times, fps if nominal else None, max_frames))
+    if damage:
+        return f"decoding stopped at a damaged frame after {n_decoded} frames ({damage})", expected
+    reached_end = max_frames is None or n_kept < max_frames
+    if declared and reached_end and n_decoded < declared - max(1, declared // 50):
+        return f"only {n_decoded} of the {declared} frames the file declares decode", expected
+    return None, None
 
 
 def is_video(path: str | Path) -> bool:
@@ -121,24 +152,48 @@ def _check_file(path: Path) -> None:
         raise VideoDecodeError(f"{path}: empty file (0 bytes)")
 
 
-def _finish(
-    path: Path, frames: list[np.ndarray], short_side: int | None
-) -> np.ndarray:
+def check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a frame whose declared size exceeds the decode budget, before decoding it."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoDecodeError(
+            f"{path}: frames of {width} x {height} = {width * height:,} pixels exceed the decode budget "
+            f"max_pixels={max_pixels:,}; refused before decoding (raise the option max_pixels if the "
+            "file is genuine)"
+        )
+
+
+class _Shrinker:
+    """Each kept frame, shrunk to ``short_side`` as it arrives (one frame in float at a time).
+
+    A few files change resolution mid-stream: such a frame is first brought to the first
+    frame's size (bilinear), as the whole stack used to be.
+    """
+
+    def __init__(self, short_side: int | None):
+        self.short_side = short_side
+        self.first: tuple[int, int] | None = None
+        self.frames: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.first is None:
+            self.first = frame.shape
+        elif frame.shape != self.first:
+            from PIL import Image
+
+            h, w = self.first
+            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+        self.frames.append(resize_short_side(frame[None], self.short_side)[0])
+
+
+def _finish(path: Path, frames: list[np.ndarray]) -> np.ndarray:
     if not frames:
         raise VideoDecodeError(f"{path}: no decodable frame")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:  # a few files change resolution mid-stream: bring all to the first size
-        h, w = frames[0].shape
-        from PIL import Image
-
-        frames = [
-            f if f.shape == (h, w) else np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
-            for f in frames
-        ]
-    return resize_short_side(np.stack(frames), short_side)
+    return np.stack(frames)
 
 
-def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
+def _read_av(
+    path: Path, fps: float | None, max_frames: int | None, short_side: int | None, max_pixels: int | None
+) -> Video:
     import av
 
     try:
@@ -149,15 +204,17 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
         if not container.streams.video:
             raise VideoDecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        check_pixels(path, stream.codec_context.width or 0, stream.codec_context.height or 0, max_pixels)
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         nominal = float(rate) if rate else None
         decoded: list[Any] = []  # the av.VideoFrame of every decoded index that may be chosen
         times: list[float] = []
         t0: float | None = None
+        damage: str | None = None
 
         def stream_times() -> Iterator[float]:
-            nonlocal t0
+            nonlocal t0, damage
             try:
                 for i, frame in enumerate(container.decode(stream)):
                     t = frame.time
@@ -176,7 +233,7 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
             except av.error.FFmpegError as e:
                 if not times:
                     raise VideoDecodeError(f"{path}: {type(e).__name__}: {e}") from e
-                # a truncated tail: keep what decoded (frames before the damage are valid)
+                damage = f"{type(e).__name__}: {e}"  # a truncated tail: frames before the damage are valid
 
         kept: list[np.ndarray] = []
         kept_t: list[float] = []
@@ -184,28 +241,49 @@ def _read_av(path: Path, fps: float | None, max_frames: int | None, short_side: 
         for idx in select_times(stream_times(), fps, max_frames):
             frame = decoded[idx]
             if size is None:
+                check_pixels(path, frame.width, frame.height, max_pixels)  # the stream may not declare it
                 size = _target_wh(frame.width, frame.height, short_side)
             # swscale does luma and resizing in one C pass (area filter when shrinking); its gray
             # equals the ITU-R 601 luma of the RGB frame
             interp = "AREA" if size[0] <= frame.width else "BILINEAR"
             kept.append(frame.reformat(width=size[0], height=size[1], format="gray", interpolation=interp).to_ndarray())
             kept_t.append(times[idx])
-        return Video(_finish(path, kept, None), nominal, len(times), kept_t)
+        why, expected = _truncation(len(times), stream.frames or 0, nominal, fps, max_frames, len(kept), damage)
+        return Video(_finish(path, kept), nominal, len(times), kept_t, why, expected)
 
 
-def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side: int | None) -> Video:
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+def _open_image(path: Path) -> Any:
+    """``PIL.Image.open``, with Pillow's own bomb guard left to :func:`check_pixels` (our budget)."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise VideoDecodeError(f"{path}: {e}; refused before decoding (max_pixels)") from e
+
+
+def _read_gif(
+    path: Path, fps: float | None, max_frames: int | None, short_side: int | None, max_pixels: int | None
+) -> Video:
+    from PIL import ImageSequence, UnidentifiedImageError
 
     try:
-        img = Image.open(path)
+        img = _open_image(path)
     except (UnidentifiedImageError, OSError) as e:
         raise VideoDecodeError(f"{path}: not a readable gif ({e})") from e
     with img:
+        check_pixels(path, *img.size, max_pixels)  # every frame is composited onto this canvas
         frames_l: list[np.ndarray | None] = []
         times: list[float] = []
         durations: list[float] = []
+        damage: str | None = None
 
         def stream_times() -> Iterator[float]:
+            nonlocal damage
             t = 0.0
             try:
                 for frame in ImageSequence.Iterator(img):
@@ -221,14 +299,16 @@ def _read_gif(path: Path, fps: float | None, max_frames: int | None, short_side:
             except (OSError, EOFError) as e:
                 if not times:
                     raise VideoDecodeError(f"{path}: {e}") from e
+                damage = f"{type(e).__name__}: {e}"  # a gif declares no frame count: damage is all we see
 
-        kept: list[np.ndarray] = []
+        kept = _Shrinker(short_side)
         kept_t: list[float] = []
         for idx in select_times(stream_times(), fps, max_frames):
-            kept.append(frames_l[idx])
+            kept.add(frames_l[idx])
             kept_t.append(times[idx])
     nominal = 1.0 / float(np.median(durations)) if durations else None
-    return Video(_finish(path, kept, short_side), nominal, len(times), kept_t)
+    why, expected = _truncation(len(times), 0, nominal, fps, max_frames, len(kept.frames), damage)
+    return Video(_finish(path, kept.frames), nominal, len(times), kept_t, why, expected)
 
 
 def read_video(
@@ -236,27 +316,30 @@ def read_video(
     fps: float | None = 3.0,
     max_frames: int | None = 30,
     short_side: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Video:
     """Decode a video file to grayscale uint8 ``[T, H, W]``, resampled to ``fps``.
 
     ``short_side`` resizes so that min(H, W) equals it (None keeps the decoded size).
-    Raises :class:`VideoDecodeError` for empty, unreadable or frameless files.
+    Raises :class:`VideoDecodeError` for empty, unreadable or frameless files, and for frames
+    of more than ``max_pixels`` (None: no budget).
     """
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() == ".gif":
-        return _read_gif(path, fps, max_frames, short_side)
-    return _read_av(path, fps, max_frames, short_side)
+        return _read_gif(path, fps, max_frames, short_side, max_pixels)
+    return _read_av(path, fps, max_frames, short_side, max_pixels)
 
 
-def read_image(path: str | Path, short_side: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, short_side: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A still image as grayscale uint8 ``[1, H, W]`` (16-bit and float images are rescaled)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     _check_file(path)
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
+            check_pixels(path, *img.size, max_pixels)
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
@@ -271,7 +354,7 @@ def read_image(path: str | Path, short_side: int | None = None) -> np.ndarray:
         raise VideoDecodeError(f"{path}: not a readable image ({e})") from e
     if gray.ndim != 2 or gray.size == 0:
         raise VideoDecodeError(f"{path}: image has shape {gray.shape}, expected a 2-D picture")
-    return _finish(path, [gray], short_side)
+    return resize_short_side(gray[None], short_side)
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -287,6 +370,7 @@ def read_frame_folder(
     max_frames: int | None = None,
     source_fps: float | None = None,
     short_side: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Video:
     """A folder of frame images as one video. Resampled only when ``source_fps`` is known."""
     folder = Path(folder)
@@ -297,10 +381,33 @@ def read_frame_folder(
         fps = None
     times = [i / source_fps for i in range(len(files))] if source_fps else [float(i) for i in range(len(files))]
     chosen = list(select_times(times, fps, max_frames))
-    frames: list[np.ndarray] = []
+    frames = _Shrinker(short_side)
     for i in chosen:
-        frames.append(read_image(files[i])[0])
-    return Video(_finish(folder, frames, short_side), source_fps, len(files), [times[i] for i in chosen])
+        frames.add(read_image(files[i], max_pixels=max_pixels)[0])
+    return Video(_finish(folder, frames.frames), source_fps, len(files), [times[i] for i in chosen])
+
+
+def decode(
+    path: str | Path,
+    fps: float | None = 3.0,
+    max_frames: int | None = 30,
+    short_side: int | None = None,
+    source_fps: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Video:
+    """A video file, an image file (T = 1) or a frame folder, as a :class:`Video`."""
+    path = Path(path)
+    if path.is_dir():
+        return read_frame_folder(path, fps, max_frames, source_fps, short_side, max_pixels)
+    if is_image(path):
+        return Video(read_image(path, short_side, max_pixels), None, 1, [0.0])
+    if is_video(path):
+        return read_video(path, fps, max_frames, short_side, max_pixels)
+    raise VideoDecodeError(
+        f"{path}: unknown file type {path.suffix!r}; expected a video "
+        f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+        "or a folder of frames"
+    )
 
 
 def read_any(
@@ -309,17 +416,7 @@ def read_any(
     max_frames: int | None = 30,
     short_side: int | None = None,
     source_fps: float | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Frames of a video file, an image file (T = 1) or a frame folder, as uint8 ``[T, H, W]``."""
-    path = Path(path)
-    if path.is_dir():
-        return read_frame_folder(path, fps, max_frames, source_fps, short_side).frames
-    if is_image(path):
-        return read_image(path, short_side)
-    if is_video(path):
-        return read_video(path, fps, max_frames, short_side).frames
-    raise VideoDecodeError(
-        f"{path}: unknown file type {path.suffix!r}; expected a video "
-        f"({', '.join(sorted(VIDEO_EXTENSIONS))}), an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
-        "or a folder of frames"
-    )
+    return decode(path, fps, max_frames, short_side, source_fps, max_pixels).frames

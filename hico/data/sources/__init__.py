@@ -1,11 +1,13 @@
 """One module per dataset source; each turns its raw files into the standard dataset format.
 
 A source module ``hico/data/sources/<name>.py`` has a docstring that is its spec (source,
-licence, citation, label map, sampling, grouping) and defines:
+licence, citation, label map, sampling, grouping) and defines ``SOURCE``, an instance of a
+:class:`~hico.data.sources._common.Source` subclass (``RestrictedSource`` for a set the user
+supplies, ``ArchiveSource`` for one archive without a published checksum) with:
 
-- ``NAME``, ``CLASSES``, ``ACCESS`` (``"public"`` or ``"restricted"``), ``ENABLED_BY_DEFAULT``,
-  ``LICENSE``, ``CITATION``, ``HOMEPAGE``, ``OPTIONS`` (its options and defaults; the common
-  ones are in :data:`hico.data.sources._common.COMMON_OPTIONS`);
+- ``name`` (= the module name), ``classes``, ``access`` (``"public"`` or ``"restricted"``),
+  ``enabled_by_default``, ``license``, ``citation``, ``homepage``, ``options`` (its options and
+  defaults; the common ones are in :data:`hico.data.sources._common.COMMON_OPTIONS`);
 - ``remote_files(config) -> list[RemoteFile]`` (empty for restricted sets);
 - ``download(raw_dir, config) -> Path`` (fetch and verify; for a restricted set: check the
   user's folder and say where to get the data);
@@ -24,10 +26,10 @@ import json
 import pkgutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-REQUIRED = ("NAME", "CLASSES", "ACCESS", "remote_files", "download", "prepare")
+from hico.data.sources._common import Source, SourceError
+from hico.overrides import parse_set
 
 
 def list_sources(access: str | None = None, default_only: bool = False) -> list[str]:
@@ -36,33 +38,33 @@ def list_sources(access: str | None = None, default_only: bool = False) -> list[
     names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
     out = []
     for n in names:
-        mod = get_source(n)
-        if access is not None and mod.ACCESS != access:
+        src = get_source(n)
+        if access is not None and src.access != access:
             continue
-        if default_only and not getattr(mod, "ENABLED_BY_DEFAULT", False):
+        if default_only and not src.enabled_by_default:
             continue
         out.append(n)
     return out
 
 
-def get_source(name: str) -> ModuleType:
-    """The source module ``hico.data.sources.<name>``, checked for the required attributes."""
+def get_source(name: str) -> Source:
+    """``SOURCE`` of the module ``hico.data.sources.<name>``, checked to be a :class:`Source` of that name."""
     if not name.isidentifier() or name.startswith("_"):
-        raise ValueError(f"{name!r} is not a source name")
+        raise SourceError(f"{name!r} is not a source name")
     try:
         mod = importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as e:
         if e.name != f"{__name__}.{name}":
             raise
         known = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-        raise ValueError(f"unknown dataset source {name!r}; known sources: {', '.join(known)}") from None
-    missing = [a for a in REQUIRED if not hasattr(mod, a)]
-    if missing or mod.NAME != name:
+        raise SourceError(f"unknown dataset source {name!r}; known sources: {', '.join(known)}") from None
+    src = getattr(mod, "SOURCE", None)
+    if not isinstance(src, Source) or src.name != name:
         raise TypeError(
-            f"{mod.__file__}: a source module must define {', '.join(REQUIRED)} with NAME == "
-            f"{name!r} (missing: {missing or 'none'}, NAME={getattr(mod, 'NAME', None)!r})"
+            f"{mod.__file__}: a source module must define SOURCE, an instance of a Source subclass "
+            f"with name == {name!r} (found {src!r})"
         )
-    return mod
+    return src
 
 
 def download(name: str, raw_dir: str | Path, config: dict[str, Any] | None = None) -> Path:
@@ -78,19 +80,13 @@ def prepare(name: str, raw_dir: str | Path, out_root: str | Path, config: dict[s
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    import yaml
-
     opts: dict[str, Any] = {}
     if args.options:
         value = json.loads(args.options)
         if not isinstance(value, dict):
             raise SystemExit(f"--options must be a JSON object, got {args.options!r}")
         opts.update(value)
-    for pair in args.set or []:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        opts[key] = yaml.safe_load(value)
+    opts.update(parse_set(args.set))
     return opts
 
 
@@ -119,7 +115,7 @@ def _run(fn, *a) -> int:
     return 0
 
 
-def _source_or_exit(parser: argparse.ArgumentParser, name: str) -> ModuleType:
+def _source_or_exit(parser: argparse.ArgumentParser, name: str) -> Source:
     try:
         return get_source(name)
     except ValueError as e:

@@ -25,43 +25,22 @@ Grouping
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk, safe_extract
+from hico.data.download import iter_files, macos_junk
 from hico.data.sources._common import (
+    ArchiveSource,
     DataNotFoundError,
+    Listing,
+    extract,
     file_item,
-    resolve_config,
-    single_archive_source_functions,
     unique_ids,
-    write_dataset,
 )
-
-NAME = "busi"
-CLASSES = ["benign", "malignant", "normal"]
-ACCESS = "public"
-ENABLED_BY_DEFAULT = True
-LICENSE = "none stated (data article CC BY 4.0; Kaggle lists CC0)"
-CITATION = (
-    "Al-Dhabyani W., Gomaa M., Khaled H., Fahmy A. Dataset of breast ultrasound images. "
-    "Data in Brief 28:104863, 2020. doi:10.1016/j.dib.2019.104863"
-)
-HOMEPAGE = "https://scholar.cu.edu.eg/?q=afahmy/pages/dataset"
-OPTIONS: dict[str, Any] = {}
 
 URL = "https://ssd.mathworks.com/supportfiles/image/data/Dataset_BUSI.zip"
 ARCHIVE = "Dataset_BUSI.zip"
 EXTRACTED = "Dataset_BUSI"
-
-
-def _self():
-    return sys.modules[__name__]
-
-
-remote_files, download = single_archive_source_functions(__name__, URL, ARCHIVE)
 
 
 def _video_id(path: Path) -> str:
@@ -69,26 +48,39 @@ def _video_id(path: Path) -> str:
     return f"{path.parent.name.lower()}_{m.group(1)}" if m else f"{path.parent.name.lower()}_{path.stem}"
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = Path(raw_dir)
-    if (raw / ARCHIVE).exists():
-        safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=macos_junk)
-    images = [
-        p for p in iter_files(raw, {".png", ".jpg", ".jpeg", ".bmp"})
-        if p.parent.name.lower() in CLASSES and "_mask" not in p.stem.lower()
-    ]
-    if not images:
-        raise DataNotFoundError(
-            f"dataset 'busi': no images in benign/ malignant/ normal/ folders under {raw}. "
-            f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
-            "Dataset_BUSI_with_GT/ there."
-        )
-    ids = unique_ids(_video_id(p) for p in images)
-    items = [file_item(vid, p.parent.name.lower(), p, raw, cfg, license=LICENSE) for vid, p in zip(ids, images)]
-    return write_dataset(
-        _self(), items, out_root, cfg, info={"version": URL}, name=name,
-        expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},
+class Busi(ArchiveSource):
+    name = "busi"
+    classes = ["benign", "malignant", "normal"]
+    access = "public"
+    enabled_by_default = True
+    license = "none stated (data article CC BY 4.0; Kaggle lists CC0)"
+    citation = (
+        "Al-Dhabyani W., Gomaa M., Khaled H., Fahmy A. Dataset of breast ultrasound images. "
+        "Data in Brief 28:104863, 2020. doi:10.1016/j.dib.2019.104863"
     )
+    homepage = "https://scholar.cu.edu.eg/?q=afahmy/pages/dataset"
+    options = {}
+    url = URL
+    archive = ARCHIVE
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        if (raw / ARCHIVE).exists():
+            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=macos_junk)
+        images = [
+            p for p in iter_files(raw, {".png", ".jpg", ".jpeg", ".bmp"})
+            if p.parent.name.lower() in self.classes and "_mask" not in p.stem.lower()
+        ]
+        if not images:
+            raise DataNotFoundError(
+                f"dataset 'busi': no images in benign/ malignant/ normal/ folders under {raw}. "
+                f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
+                "Dataset_BUSI_with_GT/ there."
+            )
+        ids = unique_ids(_video_id(p) for p in images)
+        items = [file_item(vid, p.parent.name.lower(), p, raw, cfg, license=self.license) for vid, p in zip(ids, images)]
+        return Listing(
+            items, info={"version": URL}, expected={"class_counts": {"benign": 437, "malignant": 210, "normal": 133}},
+        )
+
+
+SOURCE = Busi()

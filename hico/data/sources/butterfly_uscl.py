@@ -27,34 +27,21 @@ Grouping
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import RemoteFile, archive_kind, macos_junk, safe_extract
+from hico.data.download import RemoteFile, archive_kind, macos_junk
 from hico.data.sources._common import (
     DataNotFoundError,
-    fetch_remote_files,
+    Listing,
+    Source,
+    extract,
     file_item,
     find_frame_folders,
     mirror_url,
-    resolve_config,
     unique_ids,
-    write_dataset,
 )
-
-NAME = "butterfly_uscl"
-CLASSES = ["regular", "covid"]
-ACCESS = "public"
-ENABLED_BY_DEFAULT = True
-LICENSE = "none stated (Butterfly Network gallery material; research use, no redistribution)"
-CITATION = (
-    "Chen Y. et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model through Video "
-    "Contrastive Representation Learning. MICCAI 2021."
-)
-HOMEPAGE = "https://github.com/983632847/USCL"
-OPTIONS: dict[str, Any] = {"max_frames": None, "source_fps": None}
 
 GDRIVE_ID = "1zefZInevopumI-VdX6r7Bj-6pj_WILrr"
 ARCHIVE = "butterfly_uscl.download"
@@ -62,22 +49,7 @@ EXTRACTED = "extracted"
 PREFIXES = {"Reg": "regular", "Cov": "covid"}
 
 
-def _self():
-    return sys.modules[__name__]
-
-
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    cfg = resolve_config(_self(), config)
-    url = mirror_url(cfg, ARCHIVE, f"https://drive.google.com/uc?id={GDRIVE_ID}")
-    gdrive_id = None if cfg["base_url"] else GDRIVE_ID  # a mirror is plain HTTP
-    return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id)]
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    return fetch_remote_files(_self(), raw_dir, config)
-
-
-def _extract(raw: Path) -> None:
+def _extract(raw: Path, cfg: dict[str, Any]) -> None:
     archive = raw / ARCHIVE
     if not archive.exists():
         return
@@ -86,32 +58,50 @@ def _extract(raw: Path) -> None:
             f"dataset 'butterfly_uscl': {archive} is neither zip nor tar (rar?). Extract it by hand "
             f"into {raw / EXTRACTED}/ (one folder per video) and run prepare again."
         )
-    safe_extract(archive, raw / EXTRACTED, skip=macos_junk)
+    extract(archive, raw / EXTRACTED, cfg, skip=macos_junk)
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = Path(raw_dir)
-    if not raw.exists():
-        raise DataNotFoundError(
-            f"dataset 'butterfly_uscl': {raw} does not exist. Run `python -m hico download "
-            f"butterfly_uscl --raw {raw}` (Google Drive file {GDRIVE_ID} of the USCL README)."
-        )
-    _extract(raw)
-    folders = find_frame_folders(raw)
-    keep, skipped = [], []
-    for f in folders:
-        label = PREFIXES.get(f.name[:3])
-        rel = f.relative_to(raw).as_posix()
-        if label is None:
-            skipped.append({"source_file": rel, "reason": f"folder prefix {f.name[:3]!r} is not Reg/Cov"})
-        else:
-            keep.append((f, label))
-    ids = unique_ids(f.name for f, _ in keep)
-    items = [file_item(vid, label, f, raw, cfg, license=LICENSE) for vid, (f, label) in zip(ids, keep)]
-    return write_dataset(
-        _self(), items, out_root, cfg, info={"version": f"gdrive:{GDRIVE_ID}"}, skipped=skipped, name=name,
-        expected={"videos": 22, "frames": 1533},
+class ButterflyUSCL(Source):
+    name = "butterfly_uscl"
+    classes = ["regular", "covid"]
+    access = "public"
+    enabled_by_default = True
+    license = "none stated (Butterfly Network gallery material; research use, no redistribution)"
+    citation = (
+        "Chen Y. et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model through Video "
+        "Contrastive Representation Learning. MICCAI 2021."
     )
+    homepage = "https://github.com/983632847/USCL"
+    options = {"max_frames": None, "source_fps": None}
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = self.config(config)
+        url = mirror_url(cfg, ARCHIVE, f"https://drive.google.com/uc?id={GDRIVE_ID}")
+        gdrive_id = None if cfg["base_url"] else GDRIVE_ID  # a mirror is plain HTTP
+        archives = ("zip", "tar", "gzip", "bz2", "xz", "rar", "7z")  # the Drive file's format is not published
+        return [RemoteFile(url=url, path=ARCHIVE, checksum="lock", gdrive_id=gdrive_id, content=archives)]
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        if not raw.exists():
+            raise DataNotFoundError(
+                f"dataset 'butterfly_uscl': {raw} does not exist. Run `python -m hico download "
+                f"butterfly_uscl --raw {raw}` (Google Drive file {GDRIVE_ID} of the USCL README)."
+            )
+        _extract(raw, cfg)
+        folders = find_frame_folders(raw)
+        keep, skipped = [], []
+        for f in folders:
+            label = PREFIXES.get(f.name[:3])
+            rel = f.relative_to(raw).as_posix()
+            if label is None:
+                skipped.append({"source_file": rel, "reason": f"folder prefix {f.name[:3]!r} is not Reg/Cov"})
+            else:
+                keep.append((f, label))
+        ids = unique_ids(f.name for f, _ in keep)
+        items = [file_item(vid, label, f, raw, cfg, license=self.license) for vid, (f, label) in zip(ids, keep)]
+        return Listing(
+            items, info={"version": f"gdrive:{GDRIVE_ID}"}, skipped=skipped, expected={"videos": 22, "frames": 1533},
+        )
+
+
+SOURCE = ButterflyUSCL()

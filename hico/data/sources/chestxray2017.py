@@ -29,32 +29,18 @@ Grouping
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk, safe_extract
+from hico.data.download import iter_files, macos_junk
 from hico.data.sources._common import (
+    ArchiveSource,
     DataNotFoundError,
+    Listing,
+    extract,
     file_item,
-    resolve_config,
-    single_archive_source_functions,
     unique_ids,
-    write_dataset,
 )
-
-NAME = "chestxray2017"
-CLASSES = ["normal", "pneumonia"]
-ACCESS = "public"
-ENABLED_BY_DEFAULT = False
-LICENSE = "CC BY 4.0"
-CITATION = (
-    "Kermany D., Zhang K., Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
-    "Images for Classification. Mendeley Data V2, 2018. doi:10.17632/rscbjbr9sj.2"
-)
-HOMEPAGE = "https://data.mendeley.com/datasets/rscbjbr9sj/2"
-OPTIONS: dict[str, Any] = {"splits": ["test"]}
 
 ARCHIVE = "ChestXRay2017.zip"
 URL = (
@@ -65,13 +51,6 @@ EXTRACTED = "ChestXRay2017"
 _PATIENT = [re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-")]
 
 
-def _self():
-    return sys.modules[__name__]
-
-
-remote_files, download = single_archive_source_functions(__name__, URL, ARCHIVE)
-
-
 def patient_of(filename: str) -> str:
     for rx in _PATIENT:
         m = rx.match(filename)
@@ -80,35 +59,50 @@ def patient_of(filename: str) -> str:
     return Path(filename).stem
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = Path(raw_dir)
-    splits = [s.lower() for s in cfg["splits"]]
-    if (raw / ARCHIVE).exists():
-        def skip(member: str) -> bool:
-            parts = [p.lower() for p in PurePosixPath(member).parts]
-            return macos_junk(member) or not any(s in parts for s in splits)
+class ChestXRay2017(ArchiveSource):
+    name = "chestxray2017"
+    classes = ["normal", "pneumonia"]
+    access = "public"
+    enabled_by_default = False
+    license = "CC BY 4.0"
+    citation = (
+        "Kermany D., Zhang K., Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+        "Images for Classification. Mendeley Data V2, 2018. doi:10.17632/rscbjbr9sj.2"
+    )
+    homepage = "https://data.mendeley.com/datasets/rscbjbr9sj/2"
+    options = {"splits": ["test"]}
+    list_options = ("splits",)
+    url = URL
+    archive = ARCHIVE
 
-        safe_extract(raw / ARCHIVE, raw / EXTRACTED, skip=skip)
-    images = []
-    for p in iter_files(raw, {".jpeg", ".jpg", ".png"}):
-        parts = [x.lower() for x in p.relative_to(raw).parts]
-        if len(parts) >= 3 and parts[-2] in CLASSES and parts[-3] in splits:
-            images.append(p)
-    if not images:
-        raise DataNotFoundError(
-            f"dataset 'chestxray2017': no chest_xray/<split>/<NORMAL|PNEUMONIA>/*.jpeg for splits "
-            f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
-            f"(about 1.2 GB from {HOMEPAGE})."
-        )
-    ids = unique_ids(f"{p.parent.parent.name.lower()}_{p.stem}" for p in images)
-    items = []
-    for vid, p in zip(ids, images):
-        low = p.name.lower()
-        subtype = "bacteria" if "bacteria" in low else "virus" if "virus" in low else ""
-        extra = {"split": p.parent.parent.name.lower(), "subtype": subtype}
-        label = p.parent.name.lower()
-        items.append(file_item(vid, label, p, raw, cfg, patient_id=patient_of(p.name), license=LICENSE, extra=extra))
-    return write_dataset(_self(), items, out_root, cfg, info={"version": "mendeley:rscbjbr9sj.2"}, name=name)
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        splits = [s.lower() for s in cfg["splits"]]
+        if (raw / ARCHIVE).exists():
+            def skip(member: str) -> bool:
+                parts = [p.lower() for p in PurePosixPath(member).parts]
+                return macos_junk(member) or not any(s in parts for s in splits)
+
+            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=skip)
+        images = []
+        for p in iter_files(raw, {".jpeg", ".jpg", ".png"}):
+            parts = [x.lower() for x in p.relative_to(raw).parts]
+            if len(parts) >= 3 and parts[-2] in self.classes and parts[-3] in splits:
+                images.append(p)
+        if not images:
+            raise DataNotFoundError(
+                f"dataset 'chestxray2017': no chest_xray/<split>/<NORMAL|PNEUMONIA>/*.jpeg for splits "
+                f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
+                f"(about 1.2 GB from {self.homepage})."
+            )
+        ids = unique_ids(f"{p.parent.parent.name.lower()}_{p.stem}" for p in images)
+        items = []
+        for vid, p in zip(ids, images):
+            low = p.name.lower()
+            subtype = "bacteria" if "bacteria" in low else "virus" if "virus" in low else ""
+            extra = {"split": p.parent.parent.name.lower(), "subtype": subtype}
+            label = p.parent.name.lower()
+            items.append(file_item(vid, label, p, raw, cfg, patient_id=patient_of(p.name), license=self.license, extra=extra))
+        return Listing(items, info={"version": "mendeley:rscbjbr9sj.2"})
+
+
+SOURCE = ChestXRay2017()

@@ -26,65 +26,56 @@ Grouping
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
+    RestrictedSource,
     file_item,
     find_frame_folders,
-    restricted_source_functions,
     unique_ids,
-    user_folder,
-    write_dataset,
 )
 
-NAME = "clust"
-CLASSES = ["CIL", "ETH", "ICR", "MED", "SMT"]
-ACCESS = "restricted"
-ENABLED_BY_DEFAULT = False
-LICENSE = "CLUST challenge terms (challenge use only, no redistribution)"
-CITATION = (
-    "De Luca V. et al. The 2014 liver ultrasound tracking benchmark. Phys Med Biol 60(14):5571-5599, "
-    "2015. doi:10.1088/0031-9155/60/14/5571"
-)
-HOMEPAGE = "https://clust.ethz.ch/data.html"
-OPTIONS: dict[str, Any] = {"source_fps": None}
-
-HOW_TO_GET = (
-    "request a login at https://clust.ethz.ch/data.html (institutional e-mail; challenge use only)"
-)
-EXPECT = "the 2D sequences, one folder per sequence named <CENTER>-<nn>[-<k>] holding its PNG frames (or Data/ with them)"
 _SEQ = re.compile(r"^(CIL|ETH|ICR|MED|SMT)-(\d+)(?:-(\d+))?", re.IGNORECASE)
 
 
-def _self():
-    return sys.modules[__name__]
+class Clust(RestrictedSource):
+    name = "clust"
+    classes = ["CIL", "ETH", "ICR", "MED", "SMT"]
+    enabled_by_default = False
+    license = "CLUST challenge terms (challenge use only, no redistribution)"
+    citation = (
+        "De Luca V. et al. The 2014 liver ultrasound tracking benchmark. Phys Med Biol 60(14):5571-5599, "
+        "2015. doi:10.1088/0031-9155/60/14/5571"
+    )
+    homepage = "https://clust.ethz.ch/data.html"
+    options = {"source_fps": None}
+    how_to_get = (
+        "request a login at https://clust.ethz.ch/data.html (institutional e-mail; challenge use only)"
+    )
+    expect = "the 2D sequences, one folder per sequence named <CENTER>-<nn>[-<k>] holding its PNG frames (or Data/ with them)"
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
+        keep, skipped = [], []
+        for folder in find_frame_folders(raw):
+            seq = folder.parent if folder.name.lower() == "data" else folder
+            m = _SEQ.match(seq.name)
+            if not m:
+                rel = folder.relative_to(raw).as_posix()
+                skipped.append({"source_file": rel, "reason": "not a <CENTER>-<nn> sequence folder"})
+                continue
+            keep.append((folder, seq.name, m.group(1).upper(), f"{m.group(1).upper()}-{m.group(2)}"))
+        if not keep:
+            raise DataNotFoundError(f"dataset 'clust': no sequence folder under {raw}. Expected {self.expect}.")
+        ids = unique_ids(seq for _, seq, _, _ in keep)
+        items = [
+            file_item(vid, center, folder, raw, cfg, patient_id=patient, license=self.license)
+            for vid, (folder, _, center, patient) in zip(ids, keep)
+        ]
+        return Listing(items, skipped=skipped, info={"version": f"local folder {raw}"})
 
 
-remote_files, download = restricted_source_functions(__name__)
-
-
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg, raw = user_folder(_self(), raw_dir, config)
-    keep, skipped = [], []
-    for folder in find_frame_folders(raw):
-        seq = folder.parent if folder.name.lower() == "data" else folder
-        m = _SEQ.match(seq.name)
-        if not m:
-            rel = folder.relative_to(raw).as_posix()
-            skipped.append({"source_file": rel, "reason": "not a <CENTER>-<nn> sequence folder"})
-            continue
-        keep.append((folder, seq.name, m.group(1).upper(), f"{m.group(1).upper()}-{m.group(2)}"))
-    if not keep:
-        raise DataNotFoundError(f"dataset 'clust': no sequence folder under {raw}. Expected {EXPECT}.")
-    ids = unique_ids(seq for _, seq, _, _ in keep)
-    items = [
-        file_item(vid, center, folder, raw, cfg, patient_id=patient, license=LICENSE)
-        for vid, (folder, _, center, patient) in zip(ids, keep)
-    ]
-    return write_dataset(_self(), items, out_root, cfg, skipped=skipped, name=name, info={"version": f"local folder {raw}"})
+SOURCE = Clust()

@@ -26,7 +26,6 @@ Grouping
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,44 +36,18 @@ from hico.data.download import RemoteFile
 from hico.data.sources._common import (
     DataNotFoundError,
     Item,
+    Listing,
+    Source,
+    SourceError,
     array_sha256,
-    fetch_remote_files,
     lock_for,
     mirror_url,
-    resolve_config,
-    write_dataset,
 )
 from hico.data.standard import resize_short_side
-
-NAME = "fatty_liver"
-CLASSES = ["normal", "fatty"]
-ACCESS = "public"
-ENABLED_BY_DEFAULT = True
-LICENSE = "CC BY 4.0"
-CITATION = (
-    "Byra M. et al. Transfer learning with deep convolutional neural network for liver steatosis "
-    "assessment in ultrasound images. Int J CARS 13:1895-1903, 2018. doi:10.1007/s11548-018-1843-2"
-)
-HOMEPAGE = "https://zenodo.org/records/1009146"
-OPTIONS: dict[str, Any] = {}
 
 MAT = "dataset_liver_bmodes_steatosis_assessment_IJCARS.mat"
 URL = f"https://zenodo.org/records/1009146/files/{MAT}?download=1"
 MD5 = "c87da28a498eae0f0874408c7ac92524"
-
-
-def _self():
-    return sys.modules[__name__]
-
-
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    cfg = resolve_config(_self(), config)
-    md5 = (lock_for(NAME, cfg).entry(MAT) or {}).get("md5", MD5)
-    return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}")]
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    return fetch_remote_files(_self(), raw_dir, config)
 
 
 def _scalar(x: Any) -> float:
@@ -142,51 +115,68 @@ def read_mat(path: str | Path) -> list[dict[str, Any]]:
         import h5py
 
         if not h5py.is_hdf5(str(path)):
-            raise ValueError(f"{path}: neither a MATLAB v5 nor a v7.3 (HDF5) file ({e})") from e
+            raise SourceError(f"{path}: neither a MATLAB v5 nor a v7.3 (HDF5) file ({e})") from e
         return _read_v73(path)
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg = resolve_config(_self(), config)
-    raw = Path(raw_dir)
-    mat = raw / MAT
-    if not mat.exists():
-        found = sorted(raw.glob("*.mat")) if raw.is_dir() else []
-        if len(found) != 1:
-            raise DataNotFoundError(
-                f"dataset 'fatty_liver': {mat} not found. Run `python -m hico download fatty_liver "
-                f"--raw {raw}` or put {MAT} from https://zenodo.org/records/1009146 there."
-            )
-        mat = found[0]
-    patients = read_mat(mat)
-    size, max_frames = cfg["store_size"], cfg["max_frames"]
-    items = []
-    skipped = []
-    for i, p in enumerate(patients):
-        if p["class"] not in (0, 1):
-            skipped.append({"source_file": f"{mat.name}#data({i + 1})", "reason": f"class {p['class']} is not 0/1"})
-            continue
-        vid = f"patient_{p['id']:02d}"
-
-        def load(p=p):
-            frames = _to_uint8(p["images"])
-            return resize_short_side(frames[:max_frames] if max_frames else frames, size)
-
-        items.append(
-            Item(
-                video_id=vid,
-                patient_id=vid,
-                label_name=CLASSES[p["class"]],
-                load=load,
-                source_file=f"{mat.relative_to(raw).as_posix()}#data({i + 1})",
-                sha256=array_sha256(p["images"]),
-                license=LICENSE,
-                extra={"fat": p["fat"]},
-            )
-        )
-    return write_dataset(
-        _self(), items, out_root, cfg, info={"version": "zenodo:1009146"}, skipped=skipped, name=name,
-        expected={"patients": 55, "class_counts": {"fatty": 38, "normal": 17}, "frames_per_patient": 10},
+class FattyLiver(Source):
+    name = "fatty_liver"
+    classes = ["normal", "fatty"]
+    access = "public"
+    enabled_by_default = True
+    license = "CC BY 4.0"
+    citation = (
+        "Byra M. et al. Transfer learning with deep convolutional neural network for liver steatosis "
+        "assessment in ultrasound images. Int J CARS 13:1895-1903, 2018. doi:10.1007/s11548-018-1843-2"
     )
+    homepage = "https://zenodo.org/records/1009146"
+    options = {}
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = self.config(config)
+        md5 = (lock_for(self.name, cfg).entry(MAT) or {}).get("md5", MD5)
+        return [RemoteFile(url=mirror_url(cfg, MAT, URL), path=MAT, checksum=f"md5:{md5}", content=("mat",))]
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        mat = raw / MAT
+        if not mat.exists():
+            found = sorted(raw.glob("*.mat")) if raw.is_dir() else []
+            if len(found) != 1:
+                raise DataNotFoundError(
+                    f"dataset 'fatty_liver': {mat} not found. Run `python -m hico download fatty_liver "
+                    f"--raw {raw}` or put {MAT} from https://zenodo.org/records/1009146 there."
+                )
+            mat = found[0]
+        patients = read_mat(mat)
+        size, max_frames = cfg["store_size"], cfg["max_frames"]
+        items = []
+        skipped = []
+        for i, p in enumerate(patients):
+            if p["class"] not in (0, 1):
+                skipped.append({"source_file": f"{mat.name}#data({i + 1})", "reason": f"class {p['class']} is not 0/1"})
+                continue
+            vid = f"patient_{p['id']:02d}"
+
+            def load(p=p):
+                frames = _to_uint8(p["images"])
+                return resize_short_side(frames[:max_frames] if max_frames else frames, size)
+
+            items.append(
+                Item(
+                    video_id=vid,
+                    patient_id=vid,
+                    label_name=self.classes[p["class"]],
+                    load=load,
+                    source_file=f"{mat.relative_to(raw).as_posix()}#data({i + 1})",
+                    sha256=array_sha256(p["images"]),
+                    license=self.license,
+                    extra={"fat": p["fat"]},
+                )
+            )
+        return Listing(
+            items, skipped=skipped, info={"version": "zenodo:1009146"},
+            expected={"patients": 55, "class_counts": {"fatty": 38, "normal": 17}, "frames_per_patient": 10},
+        )
+
+
+SOURCE = FattyLiver()

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,33 +44,13 @@ from typing import Any
 from hico.data.download import RemoteFile, file_sha256
 from hico.data.sources._common import (
     DataNotFoundError,
-    fetch_remote_files,
+    Listing,
+    Source,
     file_item,
     github_remote_files,
-    resolve_config,
     unique_ids,
-    write_dataset,
 )
 from hico.data.video import is_image, is_video, read_image, read_video
-
-NAME = "pocus"
-CLASSES = ["covid", "pneumonia", "regular"]
-ACCESS = "public"
-ENABLED_BY_DEFAULT = True
-LICENSE = "per file (CC BY / CC BY-NC / CC BY-NC-SA; see the manifest's license column)"
-CITATION = (
-    "Born J. et al. Accelerating Detection of Lung Pathologies with Explainable Ultrasound "
-    "Image Analysis. Applied Sciences 11(2):672, 2021. doi:10.3390/app11020672"
-)
-HOMEPAGE = "https://github.com/jannisborn/covid19_ultrasound"
-OPTIONS: dict[str, Any] = {
-    "repo": "jannisborn/covid19_ultrasound",
-    "ref": "master",
-    "api_url": None,
-    "include_images": True,
-    "include_viral": False,
-    "licenses": None,
-}
 
 VIDEO_DIR = "data/pocus_videos/convex/"
 IMAGE_DIR = "data/pocus_images/convex/"
@@ -85,27 +64,12 @@ MANIFEST_LABELS = {
 }
 
 
-def _self():
-    return sys.modules[__name__]
-
-
 def label_of(filename: str) -> str | None:
     low = filename.lower()
     for prefix, label in PREFIX_LABELS:
         if low.startswith(prefix):
             return label
     return None
-
-
-def remote_files(config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
-    cfg = resolve_config(_self(), config)
-    prefixes = [VIDEO_DIR, METADATA] + ([IMAGE_DIR] if cfg["include_images"] else [])
-    return github_remote_files(NAME, cfg, prefixes)
-
-
-def download(raw_dir: str | Path, config: Mapping[str, Any] | None = None) -> Path:
-    """Fetch every POCUS convex file into ``raw_dir`` (upstream paths kept), verified."""
-    return fetch_remote_files(_self(), raw_dir, config, parallel=True)
 
 
 def _norm_license(s: str) -> str:
@@ -149,71 +113,95 @@ def _media_files(raw: Path, include_images: bool) -> list[tuple[Path, bool]]:
     return out
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    """Write ``<out_root>/pocus/`` from a download (:func:`download`) or a local copy."""
-    cfg = resolve_config(_self(), config)
-    raw = Path(raw_dir)
-    media = _media_files(raw, cfg["include_images"])
-    if not media:
-        raise DataNotFoundError(
-            f"dataset 'pocus': no videos under {raw} (looked for {VIDEO_DIR}, videos/). "
-            f"Run `python -m hico download pocus --raw {raw}` first, or point --raw at a checkout "
-            "of jannisborn/covid19_ultrasound or at a folder with videos/ and manifest.tsv."
-        )
-    classes = CLASSES + (["viral"] if cfg["include_viral"] else [])
-    manifest = _read_manifest(raw)
-    licenses = _read_metadata_licenses(raw)
-    allowed = None if cfg["licenses"] is None else {_norm_license(x) for x in cfg["licenses"]}
-    keep: list[tuple[Path, bool, str, str]] = []
-    skipped: list[dict[str, str]] = []
-    for path, still in media:
-        rel = path.relative_to(raw).as_posix()
-        label = label_of(path.name)
-        if label is None or label not in classes:
-            why = "no Cov/Pne/Reg prefix" if label is None else f"class {label!r} not enabled (include_viral)"
-            skipped.append({"source_file": rel, "reason": why})
-            continue
-        row = manifest.get(path.name, {})
-        lic = row.get("license") or licenses.get(path.stem, "")
-        if allowed is not None and _norm_license(lic) not in allowed:
-            skipped.append({"source_file": rel, "reason": f"licence {lic!r} not in the licenses option"})
-            continue
-        keep.append((path, still, label, lic))
-
-    fps, max_frames, size = cfg["fps"], cfg["max_frames"], cfg["store_size"]
-
-    def loader(path: Path, still: bool, expected_sha: str | None):
-        def load():
-            if expected_sha:
-                actual = file_sha256(path)
-                if actual != expected_sha:
-                    raise ValueError(f"sha256 {actual} differs from manifest.tsv ({expected_sha})")
-            if still:
-                return read_image(path, size)
-            return read_video(path, fps, max_frames, size).frames
-
-        return load
-
-    ids = unique_ids(p.stem for p, _, _, _ in keep)
-    items = []
-    for vid, (path, still, label, lic) in zip(ids, keep):
-        sha = manifest.get(path.name, {}).get("sha256")
-        items.append(
-            file_item(
-                vid, label, path, raw, cfg, load=loader(path, still, sha),
-                sha256=sha or None, license=lic, extra={"kind": "image" if still else "video"},
-            )
-        )
-    expected = None
-    if manifest:
-        counts: dict[str, int] = {}
-        for r in manifest.values():
-            lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
-            counts[lab] = counts.get(lab, 0) + 1
-        expected = {"class_counts_manifest": counts}
-    info = {"version": f"{cfg['repo']}@{cfg['ref']}" if not manifest else f"local copy {raw}"}
-    return write_dataset(
-        _self(), items, out_root, cfg, classes=classes, info=info, skipped=skipped, name=name, expected=expected
+class Pocus(Source):
+    name = "pocus"
+    classes = ["covid", "pneumonia", "regular"]
+    access = "public"
+    enabled_by_default = True
+    license = "per file (CC BY / CC BY-NC / CC BY-NC-SA; see the manifest's license column)"
+    citation = (
+        "Born J. et al. Accelerating Detection of Lung Pathologies with Explainable Ultrasound "
+        "Image Analysis. Applied Sciences 11(2):672, 2021. doi:10.3390/app11020672"
     )
+    homepage = "https://github.com/jannisborn/covid19_ultrasound"
+    options = {
+        "repo": "jannisborn/covid19_ultrasound",
+        "ref": "master",
+        "api_url": None,
+        "include_images": True,
+        "include_viral": False,
+        "licenses": None,
+    }
+    list_options = ("licenses",)
+    parallel_download = True  # every POCUS convex file, upstream paths kept
+
+    def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
+        cfg = self.config(config)
+        prefixes = [VIDEO_DIR, METADATA] + ([IMAGE_DIR] if cfg["include_images"] else [])
+        return github_remote_files(self.name, cfg, prefixes)
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        """Write ``<out_root>/pocus/`` from a download (:meth:`download`) or a local copy."""
+        media = _media_files(raw, cfg["include_images"])
+        if not media:
+            raise DataNotFoundError(
+                f"dataset 'pocus': no videos under {raw} (looked for {VIDEO_DIR}, videos/). "
+                f"Run `python -m hico download pocus --raw {raw}` first, or point --raw at a checkout "
+                "of jannisborn/covid19_ultrasound or at a folder with videos/ and manifest.tsv."
+            )
+        classes = self.classes + (["viral"] if cfg["include_viral"] else [])
+        manifest = _read_manifest(raw)
+        licenses = _read_metadata_licenses(raw)
+        allowed = None if cfg["licenses"] is None else {_norm_license(x) for x in cfg["licenses"]}
+        keep: list[tuple[Path, bool, str, str]] = []
+        skipped: list[dict[str, str]] = []
+        for path, still in media:
+            rel = path.relative_to(raw).as_posix()
+            label = label_of(path.name)
+            if label is None or label not in classes:
+                why = "no Cov/Pne/Reg prefix" if label is None else f"class {label!r} not enabled (include_viral)"
+                skipped.append({"source_file": rel, "reason": why})
+                continue
+            row = manifest.get(path.name, {})
+            lic = row.get("license") or licenses.get(path.stem, "")
+            if allowed is not None and _norm_license(lic) not in allowed:
+                skipped.append({"source_file": rel, "reason": f"licence {lic!r} not in the licenses option"})
+                continue
+            keep.append((path, still, label, lic))
+
+        fps, max_frames, size, max_pixels = cfg["fps"], cfg["max_frames"], cfg["store_size"], cfg["max_pixels"]
+
+        def loader(path: Path, still: bool, expected_sha: str | None):
+            def load():
+                if expected_sha:
+                    actual = file_sha256(path)
+                    if actual != expected_sha:
+                        raise ValueError(f"sha256 {actual} differs from manifest.tsv ({expected_sha})")
+                if still:
+                    return read_image(path, size, max_pixels)
+                return read_video(path, fps, max_frames, size, max_pixels)
+
+            return load
+
+        ids = unique_ids(p.stem for p, _, _, _ in keep)
+        items = []
+        for vid, (path, still, label, lic) in zip(ids, keep):
+            sha = manifest.get(path.name, {}).get("sha256")
+            items.append(
+                file_item(
+                    vid, label, path, raw, cfg, load=loader(path, still, sha),
+                    sha256=sha or None, license=lic, extra={"kind": "image" if still else "video"},
+                )
+            )
+        expected = None
+        if manifest:
+            counts: dict[str, int] = {}
+            for r in manifest.values():
+                lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
+                counts[lab] = counts.get(lab, 0) + 1
+            expected = {"class_counts_manifest": counts}
+        info = {"version": f"{cfg['repo']}@{cfg['ref']}" if not manifest else f"local copy {raw}"}
+        return Listing(items, classes=classes, info=info, skipped=skipped, expected=expected)
+
+
+SOURCE = Pocus()

@@ -25,8 +25,6 @@ Grouping
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,38 +32,13 @@ import pandas as pd
 
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
+    RestrictedSource,
+    SourceError,
     file_item,
-    restricted_source_functions,
     unique_ids,
-    user_folder,
-    write_dataset,
 )
 from hico.data.video import is_image
-
-NAME = "udiat_b"
-CLASSES = ["benign", "malignant"]
-ACCESS = "restricted"
-ENABLED_BY_DEFAULT = False
-LICENSE = "UDIAT Dataset B licence agreement (research use, no redistribution)"
-CITATION = (
-    "Yap M.H. et al. Automated Breast Ultrasound Lesions Detection Using Convolutional Neural "
-    "Networks. IEEE J Biomed Health Inform 22(4):1218-1226, 2018. doi:10.1109/JBHI.2017.2731873"
-)
-HOMEPAGE = "https://helward.mmu.ac.uk/STAFF/m.yap/dataset.php"
-OPTIONS: dict[str, Any] = {"labels": None}
-
-HOW_TO_GET = (
-    "apply at https://helward.mmu.ac.uk/STAFF/m.yap/dataset.php (institutional e-mail, signed "
-    "licence agreement; no redistribution)"
-)
-EXPECT = "original/*.png plus the label sheet (.xlsx or a CSV with image and benign/malignant columns)"
-
-
-def _self():
-    return sys.modules[__name__]
-
-
-remote_files, download = restricted_source_functions(__name__)
 
 
 def _norm_label(value: Any) -> str | None:
@@ -110,39 +83,57 @@ def read_labels(sheet: Path, image_keys: set[str]) -> dict[str, str]:
         elif key_share > best:
             key_col, best = c, key_share
     if label_col is None or key_col is None or best < 0.5:
-        raise ValueError(
+        raise SourceError(
             f"{sheet}: could not find an image-name column and a benign/malignant column "
             f"(columns: {list(df.columns)}). Pass a CSV with columns image,label via the labels option."
         )
     return {_key(k): _norm_label(v) for k, v in zip(df[key_col], df[label_col]) if _norm_label(v) and pd.notna(k)}
 
 
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg, raw = user_folder(_self(), raw_dir, config)
-    img_dir = next((d for d in (raw / "original", raw / "Original", raw) if d.is_dir()), raw)
-    images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
-    if not images:
-        raise DataNotFoundError(f"dataset 'udiat_b': no images in {img_dir}. Expected {EXPECT}.")
-    if cfg["labels"]:
-        sheet = Path(cfg["labels"]) if Path(cfg["labels"]).is_absolute() else raw / cfg["labels"]
-    else:
-        sheets = sorted([*raw.glob("*.xlsx"), *raw.glob("*.xls"), *raw.glob("*.csv")])
-        if not sheets:
-            raise DataNotFoundError(f"dataset 'udiat_b': no label sheet (.xlsx/.csv) in {raw}. Expected {EXPECT}.")
-        sheet = sheets[0]
-    labels = read_labels(sheet, {_key(p.name) for p in images})
-    keep, skipped = [], []
-    for p in images:
-        lab = labels.get(_key(p.name))
-        if lab is None:
-            skipped.append({"source_file": p.relative_to(raw).as_posix(), "reason": f"no label in {sheet.name}"})
-        else:
-            keep.append((p, lab))
-    ids = unique_ids(f"udiat_{p.stem}" for p, _ in keep)
-    items = [file_item(vid, lab, p, raw, cfg, license=LICENSE) for vid, (p, lab) in zip(ids, keep)]
-    return write_dataset(
-        _self(), items, out_root, cfg, skipped=skipped, name=name,
-        info={"version": f"local folder {raw}", "labels": sheet.name}, expected={"images": 163},
+class UdiatB(RestrictedSource):
+    name = "udiat_b"
+    classes = ["benign", "malignant"]
+    enabled_by_default = False
+    license = "UDIAT Dataset B licence agreement (research use, no redistribution)"
+    citation = (
+        "Yap M.H. et al. Automated Breast Ultrasound Lesions Detection Using Convolutional Neural "
+        "Networks. IEEE J Biomed Health Inform 22(4):1218-1226, 2018. doi:10.1109/JBHI.2017.2731873"
     )
+    homepage = "https://helward.mmu.ac.uk/STAFF/m.yap/dataset.php"
+    options = {"labels": None}
+    how_to_get = (
+        "apply at https://helward.mmu.ac.uk/STAFF/m.yap/dataset.php (institutional e-mail, signed "
+        "licence agreement; no redistribution)"
+    )
+    expect = "original/*.png plus the label sheet (.xlsx or a CSV with image and benign/malignant columns)"
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
+        img_dir = next((d for d in (raw / "original", raw / "Original", raw) if d.is_dir()), raw)
+        images = sorted(p for p in img_dir.iterdir() if p.is_file() and is_image(p))
+        if not images:
+            raise DataNotFoundError(f"dataset 'udiat_b': no images in {img_dir}. Expected {self.expect}.")
+        if cfg["labels"]:
+            sheet = Path(cfg["labels"]) if Path(cfg["labels"]).is_absolute() else raw / cfg["labels"]
+        else:
+            sheets = sorted([*raw.glob("*.xlsx"), *raw.glob("*.xls"), *raw.glob("*.csv")])
+            if not sheets:
+                raise DataNotFoundError(f"dataset 'udiat_b': no label sheet (.xlsx/.csv) in {raw}. Expected {self.expect}.")
+            sheet = sheets[0]
+        labels = read_labels(sheet, {_key(p.name) for p in images})
+        keep, skipped = [], []
+        for p in images:
+            lab = labels.get(_key(p.name))
+            if lab is None:
+                skipped.append({"source_file": p.relative_to(raw).as_posix(), "reason": f"no label in {sheet.name}"})
+            else:
+                keep.append((p, lab))
+        ids = unique_ids(f"udiat_{p.stem}" for p, _ in keep)
+        items = [file_item(vid, lab, p, raw, cfg, license=self.license) for vid, (p, lab) in zip(ids, keep)]
+        return Listing(
+            items, skipped=skipped, info={"version": f"local folder {raw}", "labels": sheet.name},
+            expected={"images": 163},
+        )
+
+
+SOURCE = UdiatB()

@@ -29,33 +29,20 @@ Grouping
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hico.data.download import iter_files
 from hico.data.sources._common import (
     DataNotFoundError,
+    Listing,
+    RestrictedSource,
+    SourceError,
     file_item,
     find_frame_folders,
-    restricted_source_functions,
     unique_ids,
-    user_folder,
-    write_dataset,
 )
 from hico.data.video import is_video
-
-NAME = "us4"
-ACCESS = "restricted"
-ENABLED_BY_DEFAULT = False
-LICENSE = "as granted by the USCL authors (not redistributable)"
-CITATION = (
-    "Chen Y. et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model through Video "
-    "Contrastive Representation Learning. MICCAI 2021."
-)
-HOMEPAGE = "https://github.com/983632847/USCL"
-OPTIONS: dict[str, Any] = {"label_map": "us4", "max_frames": None, "source_fps": None}
 
 _US4 = {"Rb1": 0, "Rb2": 1, "Rb3": 2, "Rb4": 3, "Rb5": 4, "F0_": 5, "F1_": 6, "F2_": 7, "F3_": 8, "F4_": 9,
         "Reg": 10, "Cov": 11, "Ali": 10, "Bli": 11, "Ple": 11, "Oth": 11}
@@ -66,51 +53,55 @@ LABEL_MAPS: dict[str, tuple[list[str], dict[str, int]]] = {
     "butterfly": (["regular", "covid"], {"Reg": 0, "Cov": 1}),
     "covid19_lusms": (["A-lines", "B-lines", "pleural", "other"], {"Ali": 0, "Bli": 1, "Ple": 2, "Oth": 3}),
 }
-CLASSES = LABEL_MAPS["us4"][0]
-
-HOW_TO_GET = (
-    "US-4 is not public. Butterfly: `hico download butterfly_uscl`; CLUST: https://clust.ethz.ch "
-    "(licence); Liver Fibrosis and COVID19-LUSMS: ask the USCL authors (zhangchunhui@iie.ac.cn, "
-    "liuli@cuhk.edu.cn; https://github.com/983632847/USCL/issues/4)."
-)
-EXPECT = "one folder per video named <Cls>... (Rb1..Rb5, F0_..F4_, Reg, Cov, Ali, Bli, Ple, Oth) holding its frames"
 
 
-def _self():
-    return sys.modules[__name__]
-
-
-remote_files, download = restricted_source_functions(__name__)
-
-
-def prepare(
-    raw_dir: str | Path, out_root: str | Path, config: Mapping[str, Any] | None = None, name: str | None = None
-) -> Path:
-    cfg, raw = user_folder(_self(), raw_dir, config)
-    if cfg["label_map"] not in LABEL_MAPS:
-        raise ValueError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
-    classes, mapping = LABEL_MAPS[cfg["label_map"]]
-    candidates = find_frame_folders(raw) + [p for p in iter_files(raw) if is_video(p)]
-    keep, skipped = [], []
-    for p in sorted(candidates):
-        prefix = p.name[:3]
-        rel = p.relative_to(raw).as_posix()
-        if prefix in mapping:
-            keep.append((p, classes[mapping[prefix]], prefix))
-        else:
-            skipped.append({"source_file": rel, "reason": f"prefix {prefix!r} not in label map {cfg['label_map']!r}"})
-    if not keep:
-        raise DataNotFoundError(
-            f"dataset 'us4': no video folder under {raw} starts with a known prefix "
-            f"({', '.join(mapping)}). Expected {EXPECT}."
-        )
-    ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in keep)
-    items = [
-        file_item(vid, label, p, raw, cfg, license=LICENSE, extra={"prefix": prefix})
-        for vid, (p, label, prefix) in zip(ids, keep)
-    ]
-    return write_dataset(
-        _self(), items, out_root, cfg, classes=classes, skipped=skipped, name=name,
-        info={"version": f"local folder {raw}", "label_map": cfg["label_map"]},
-        expected={"videos": 1051, "frames": 23231} if cfg["label_map"] == "us4" else None,
+class US4(RestrictedSource):
+    name = "us4"
+    classes = LABEL_MAPS["us4"][0]
+    enabled_by_default = False
+    license = "as granted by the USCL authors (not redistributable)"
+    citation = (
+        "Chen Y. et al. USCL: Pretraining Deep Ultrasound Image Diagnosis Model through Video "
+        "Contrastive Representation Learning. MICCAI 2021."
     )
+    homepage = "https://github.com/983632847/USCL"
+    options = {"label_map": "us4", "max_frames": None, "source_fps": None}
+    how_to_get = (
+        "US-4 is not public. Butterfly: `hico download butterfly_uscl`; CLUST: https://clust.ethz.ch "
+        "(licence); Liver Fibrosis and COVID19-LUSMS: ask the USCL authors (zhangchunhui@iie.ac.cn, "
+        "liuli@cuhk.edu.cn; https://github.com/983632847/USCL/issues/4)."
+    )
+    expect = "one folder per video named <Cls>... (Rb1..Rb5, F0_..F4_, Reg, Cov, Ali, Bli, Ple, Oth) holding its frames"
+
+    def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
+        self.user_folder(raw)
+        if cfg["label_map"] not in LABEL_MAPS:
+            raise SourceError(f"us4: label_map {cfg['label_map']!r} is not one of {sorted(LABEL_MAPS)}")
+        classes, mapping = LABEL_MAPS[cfg["label_map"]]
+        candidates = find_frame_folders(raw) + [p for p in iter_files(raw) if is_video(p)]
+        keep, skipped = [], []
+        for p in sorted(candidates):
+            prefix = p.name[:3]
+            rel = p.relative_to(raw).as_posix()
+            if prefix in mapping:
+                keep.append((p, classes[mapping[prefix]], prefix))
+            else:
+                skipped.append({"source_file": rel, "reason": f"prefix {prefix!r} not in label map {cfg['label_map']!r}"})
+        if not keep:
+            raise DataNotFoundError(
+                f"dataset 'us4': no video folder under {raw} starts with a known prefix "
+                f"({', '.join(mapping)}). Expected {self.expect}."
+            )
+        ids = unique_ids(p.stem if p.is_file() else p.name for p, _, _ in keep)
+        items = [
+            file_item(vid, label, p, raw, cfg, license=self.license, extra={"prefix": prefix})
+            for vid, (p, label, prefix) in zip(ids, keep)
+        ]
+        return Listing(
+            items, classes=classes, skipped=skipped,
+            info={"version": f"local folder {raw}", "label_map": cfg["label_map"]},
+            expected={"videos": 1051, "frames": 23231} if cfg["label_map"] == "us4" else None,
+        )
+
+
+SOURCE = US4()
