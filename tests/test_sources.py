@@ -19,7 +19,7 @@ import pytest
 
 from hico.data.download import ChecksumError, UnsafeArchiveError
 from hico.data.sources import fatty_liver as fatty_liver_module
-from hico.data.sources import get_source, list_sources, main_download, main_prepare
+from hico.data.sources import get_source, list_sources, main_prepare
 from hico.data.sources import pocus as pocus_module
 from hico.data.sources._common import LOCK_DIR, DataNotFoundError, PrepareError
 from hico.data.standard import load_dataset
@@ -616,8 +616,12 @@ def test_cli_prepare_and_download(tmp_path, capsys):
     rc = main_prepare(["video_folder", "--raw", str(root), "--out", str(tmp_path / "data"), "--name", "cli_set",
                        "--options", json.dumps({"lock_dir": str(tmp_path / "locks"), "progress": False}), "--set", "store_size=32"])
     assert rc == 0 and load_dataset(tmp_path / "data" / "cli_set").frames("s1").shape[1] == 32
-    assert main_download(["us4", "--raw", str(tmp_path / "nowhere")]) == 1
-    assert "Where to get it" in capsys.readouterr().err
+    from hico.cli import main
+
+    assert main(["download", "us4", "--raw", str(tmp_path / "nowhere")]) == 2  # a user error: one line, exit 2
+    err = capsys.readouterr().err
+    assert err.startswith("hico download: error: ") and len(err.strip().splitlines()) == 1
+    assert "Where to get it" in err
 
 
 def test_leakage_guard_on_prepared_sources(tmp_path):

@@ -24,7 +24,6 @@ import argparse
 import importlib
 import json
 import pkgutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +101,6 @@ def _parser(prog: str, out: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _run(fn, *a) -> int:
-    from hico.data.download import ChecksumError, DownloadError, UnsafeArchiveError
-    from hico.data.sources._common import DataNotFoundError, PrepareError
-
-    try:
-        fn(*a)
-    except (DataNotFoundError, PrepareError, DownloadError, ChecksumError, UnsafeArchiveError, ValueError) as e:
-        # ValueError: a bad option or an unreadable label sheet; the message says which
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _source_or_exit(parser: argparse.ArgumentParser, name: str) -> Source:
     try:
         return get_source(name)
@@ -132,7 +118,8 @@ def main_download(argv: list[str] | None = None) -> int:
         path = mod.download(raw, opts)
         print(f"[download] {a.source}: files verified in {path}")
 
-    return _run(go, Path(a.raw), _options(a))
+    go(Path(a.raw), _options(a))
+    return 0
 
 
 def main_prepare(argv: list[str] | None = None) -> int:
@@ -144,4 +131,5 @@ def main_prepare(argv: list[str] | None = None) -> int:
         path = mod.prepare(raw, out, opts, name=name)
         print(f"[prepare] {a.source}: wrote {path}")
 
-    return _run(go, Path(a.raw), Path(a.out), _options(a), a.name)
+    go(Path(a.raw), Path(a.out), _options(a), a.name)
+    return 0
