@@ -22,6 +22,7 @@ import io
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,235 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _encoder_meta(run_name: str | None, method: str, info: dict[str, Any]) -> dict[str, Any]:
+    """What every encoder file of a run records about the run (each export adds its epoch)."""
+    return {"method": run_name or method, "base_method": method,
+            **{k: info[k] for k in ("git_sha", "config_hash", "seed")}}
+
+
+@dataclass
+class PretrainRun:
+    """One pretraining run as its steps share it: built by :func:`_set_up`, advanced by
+    :func:`_resume`, :func:`_train_epoch` and :func:`_end_epoch`, exported by :func:`_export`."""
+
+    cfg: PretrainConfig
+    method: str
+    out_dir: Path
+    dev: torch.device
+    rank: int
+    world: int
+    progress: bool | None
+    pool: PretrainPool
+    model: PretrainMethod
+    sampler: ViewSampler
+    augment: FrameAugment
+    amp: bool
+    channels_last: bool
+    optimizer: torch.optim.Optimizer
+    train_set: VideoSampleDataset
+    val_set: VideoSampleDataset
+    per_rank_batch: int
+    steps_per_epoch: int
+    workers: int
+    run_info: dict[str, Any]
+    meta: dict[str, Any]  # the encoder meta, built once
+    step_model: torch.nn.Module | None = None  # the model, or its DDP wrapper (after _resume)
+    base_lrs: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    start_epoch: int = 0
+    best_val: float = math.inf
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    def loader(self, ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
+        """The epoch's batches of ``ds`` on this rank; the order is a function of (seed, epoch)."""
+        n, world = len(ds), self.world
+        order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(n) if shuffle else np.arange(n)
+        order = order[: n // world * world][self.rank::world] if world > 1 else order
+        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=self.per_rank_batch,
+                          drop_last=shuffle, num_workers=self.workers, pin_memory=self.dev.type == "cuda",
+                          persistent_workers=False)
+
+
+def _training_device(device: str | None, local_rank: int) -> torch.device:
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
+def _build_model(method: str, cfg: PretrainConfig, pool: PretrainPool, n_train: int,
+                 dev: torch.device) -> PretrainMethod:
+    model = build_method(method, cfg.params, backbone=cfg.backbone, pretrained=cfg.pretrained,
+                         weights=cfg.weights, num_classes=pool.num_classes, image_size=cfg.image_size).to(dev)
+    model.fit_to_data(n_train, cfg.batch_size)
+    return model
+
+
+def _set_up(method: str, dataset_dirs: list[str | Path], out_dir: str | Path,
+            overrides: list[dict[str, Any]] | None, device: str | None, progress: bool | None,
+            run_name: str | None) -> PretrainRun:
+    """Config, device, pool, model, sampler, optimiser and datasets of a run (nothing loaded)."""
+    cfg = resolve_pretrain_config(method, *(overrides or []))
+    if not cfg.requires_pretraining:
+        raise ValueError(f"method {method} is a control (requires_pretraining: false); it is not pretrained")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, local_rank = _distributed()
+    dev = _training_device(device, local_rank)
+    torch.manual_seed(cfg.seed)
+    pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
+    train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
+    model = _build_model(method, cfg, pool, len(train_idx), dev)
+    sampler = build_sampler(cfg.sampler)
+    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
+    amp = use_amp(cfg, dev)
+    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg, dev)
+    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed)
+    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1)
+    per_rank_batch = max(1, cfg.batch_size // world)
+    n_train = len(train_set) // world * world
+    if n_train < per_rank_batch * world:
+        raise ValueError(
+            f"{method}: {len(train_set)} training videos are fewer than one batch of {cfg.batch_size}; "
+            "lower batch_size or add videos"
+        )
+    run_info = {"config": cfg.to_dict(), "datasets": [str(d) for d in dataset_dirs], "world_size": world,
+                "n_train_videos": len(train_idx), "n_val_videos": len(val_idx), "classes": pool.class_names,
+                **provenance(cfg.to_dict(), cfg.seed, dev)}
+    return PretrainRun(
+        cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
+        pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
+        optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
+        val_set=val_set, per_rank_batch=per_rank_batch, steps_per_epoch=n_train // world // per_rank_batch,
+        workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
+        run_info=run_info, meta=_encoder_meta(run_name, method, run_info),
+    )
+
+
+def _resume(run: PretrainRun) -> None:
+    """Load ``last.pt`` when the folder has one; then wrap the model for DDP and record the run."""
+    ckpt_path = run.out_dir / "last.pt"
+    if run.is_main:
+        for stale in run.out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
+            stale.unlink(missing_ok=True)
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=run.dev, weights_only=True)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.start_epoch, run.best_val = int(state["epoch"]) + 1, float(state["best_val"])
+        if (run.out_dir / "train_log.csv").exists():
+            run.log_rows = pd.read_csv(run.out_dir / "train_log.csv").to_dict("records")[: run.start_epoch]
+        if run.is_main:
+            print(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
+    run.step_model = run.model
+    if run.world > 1:
+        run.step_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.dev.index] if run.dev.type == "cuda" else None, find_unused_parameters=True
+        )
+    run.generator = torch.Generator(device=run.dev)
+    if run.is_main:
+        atomic_write_json(run.out_dir / "config.json", run.run_info)
+
+
+def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """One optimiser step on one batch; returns the method's outputs and the views."""
+    f = lr_factor(run.cfg, epoch, step_in_epoch, run.steps_per_epoch)
+    for g, base in zip(run.optimizer.param_groups, run.base_lrs):
+        g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
+    batch = _to_device(raw, run.dev)
+    with torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=run.amp):
+        views = _views_batch(run.sampler, run.augment, batch, run.generator, run.channels_last)
+        out = run.step_model(views)
+    loss = out["loss"]
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(f"{run.method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.model.after_step((epoch * run.steps_per_epoch + step_in_epoch + 1) / max(1, run.total_steps))
+    return out, views
+
+
+def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
+    """Train one epoch and validate: the epoch's log row."""
+    from tqdm.auto import tqdm
+
+    cfg, dev = run.cfg, run.dev
+    run.model.train()
+    run.train_set.set_epoch(epoch)
+    if hasattr(run.sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
+        run.sampler.set_progress(epoch / cfg.epochs)
+    run.generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + run.rank)
+    sums: dict[str, float] = {}
+    t0, n_images = time.perf_counter(), 0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    bar = tqdm(run.loader(run.train_set, epoch, True), total=run.steps_per_epoch,
+               desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
+               disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
+    for step_in_epoch, raw in enumerate(bar):
+        out, views = _train_step(run, epoch, step_in_epoch, raw)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_images += sum(v.shape[0] for v in views["views"]) * run.world
+        bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
+    elapsed = time.perf_counter() - t0
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
+                           "lr": run.optimizer.param_groups[0]["lr"]}
+    row.update({k: v / max(1, run.steps_per_epoch) for k, v in sums.items()})
+    row["val_loss"] = _validate(run)
+    row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
+               peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
+    return row
+
+
+def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
+    """Log the epoch; keep the best and the requested encoders; write the resume state."""
+    run.log_rows.append(row)
+    if not run.is_main:
+        return
+    meta = {**run.meta, "epoch": epoch + 1}
+    if math.isfinite(row["val_loss"]) and row["val_loss"] < run.best_val:
+        run.best_val = row["val_loss"]
+        save_encoder(run.model.encoder(), run.out_dir / "encoder_best.pt", {**meta, "val_loss": run.best_val})
+    if epoch + 1 in run.cfg.checkpoint_epochs:
+        save_encoder(run.model.encoder(), run.out_dir / f"encoder_epoch{epoch + 1}.pt", meta)
+    _write_log(run.out_dir / "train_log.csv", run.log_rows)
+    atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                       "epoch": epoch, "best_val": run.best_val}, run.out_dir / "last.pt")
+    print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
+          f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
+
+
+def _export(run: PretrainRun) -> Path:
+    """``encoder.pt``: a copy of ``encoder_best.pt`` (``export: best``) or the last weights."""
+    final, best = run.out_dir / "encoder.pt", run.out_dir / "encoder_best.pt"
+    if run.is_main:
+        if run.cfg.export == "best" and best.exists():
+            atomic_torch_save(torch.load(best, map_location="cpu", weights_only=True), final)
+        else:
+            save_encoder(run.model.encoder(), final, {**run.meta, "epoch": run.cfg.epochs, "export": run.cfg.export})
+    if run.world > 1:
+        dist.barrier()
+    return final
+
+
 def pretrain(
     method: str,
     dataset_dirs: list[str | Path],
@@ -217,174 +447,30 @@ def pretrain(
     ``out_dir`` receives ``last.pt`` (resume state), ``encoder.pt`` (weights only),
     ``train_log.csv``, ``config.json`` and optionally ``encoder_epoch<k>.pt``.
     """
-    from tqdm.auto import tqdm
-
-    cfg = resolve_pretrain_config(method, *(overrides or []))
-    if not cfg.requires_pretraining:
-        raise ValueError(f"method {method} is a control (requires_pretraining: false); it is not pretrained")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, local_rank = _distributed()
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
-
-    pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
-    train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
-    model = build_method(
-        method,
-        cfg.params,
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-        weights=cfg.weights,
-        num_classes=pool.num_classes,
-        image_size=cfg.image_size,
-    ).to(dev)
-    model.fit_to_data(len(train_idx), cfg.batch_size)
-    # after build_method: a method's module may register its own sampler when imported
-    sampler = build_sampler(cfg.sampler)
-    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
-    amp = use_amp(cfg, dev)
-    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg, dev)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-
-    start_epoch, best_val, log_rows = 0, math.inf, []
-    ckpt_path = out_dir / "last.pt"
-    if rank == 0:
-        for stale in out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
-            stale.unlink(missing_ok=True)
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        if (out_dir / "train_log.csv").exists():
-            log_rows = pd.read_csv(out_dir / "train_log.csv").to_dict("records")[:start_epoch]
-        if rank == 0:
-            print(f"[pretrain] {method}: resuming from {ckpt_path} at epoch {start_epoch}")
-
-    step_model: torch.nn.Module = model
-    if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
-        )
-    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed)
-    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1)
-    per_rank_batch = max(1, cfg.batch_size // world)
-    n_train = len(train_set) // world * world
-    if n_train < per_rank_batch * world:
-        raise ValueError(
-            f"{method}: {len(train_set)} training videos are fewer than one batch of {cfg.batch_size}; "
-            "lower batch_size or add videos"
-        )
-    steps_per_epoch = n_train // world // per_rank_batch
-    total_steps = steps_per_epoch * cfg.epochs
-    generator = torch.Generator(device=dev)
-    workers = cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1)
-    run_info = {"config": cfg.to_dict(), "datasets": [str(d) for d in dataset_dirs], "world_size": world,
-                "n_train_videos": len(train_idx), "n_val_videos": len(val_idx), "classes": pool.class_names,
-                **provenance(cfg.to_dict(), cfg.seed, dev)}
-    if rank == 0:
-        atomic_write_json(out_dir / "config.json", run_info)
-
-    def loader(ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
-        order = np.random.default_rng([cfg.seed, epoch, 7]).permutation(len(ds)) if shuffle else np.arange(len(ds))
-        order = order[: len(ds) // world * world][rank::world] if world > 1 else order
-        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=per_rank_batch,
-                          drop_last=shuffle, num_workers=workers, pin_memory=dev.type == "cuda",
-                          persistent_workers=False)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        train_set.set_epoch(epoch)
-        if hasattr(sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
-            sampler.set_progress(epoch / cfg.epochs)
-        generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
-        sums: dict[str, float] = {}
-        t0, n_images = time.perf_counter(), 0
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        bar = tqdm(loader(train_set, epoch, True), total=steps_per_epoch, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=(rank != 0) if progress is None else not progress, leave=False)
-        for step_in_epoch, raw in enumerate(bar):
-            f = lr_factor(cfg, epoch, step_in_epoch, steps_per_epoch)
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
-            batch = _to_device(raw, dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                views = _views_batch(sampler, augment, batch, generator, channels_last)
-                out = step_model(views)
-            loss = out["loss"]
-            if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(f"{method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            model.after_step((epoch * steps_per_epoch + step_in_epoch + 1) / max(1, total_steps))
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_images += sum(v.shape[0] for v in views["views"]) * world
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        elapsed = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(1, steps_per_epoch) for k, v in sums.items()})
-        row["val_loss"] = _validate(model, sampler, augment, val_set, loader, dev, amp, channels_last, epoch, cfg.seed)
-        row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
-                   peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
-        log_rows.append(row)
-        if rank == 0:
-            meta = {"method": run_name or method, "base_method": method, "epoch": epoch + 1, **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
-            improved = math.isfinite(row["val_loss"]) and row["val_loss"] < best_val
-            if improved:
-                best_val = row["val_loss"]
-                save_encoder(model.encoder(), out_dir / "encoder_best.pt", {**meta, "val_loss": best_val})
-            if epoch + 1 in cfg.checkpoint_epochs:
-                save_encoder(model.encoder(), out_dir / f"encoder_epoch{epoch + 1}.pt", meta)
-            _write_log(out_dir / "train_log.csv", log_rows)
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch, "best_val": best_val}, ckpt_path)
-            print(f"[pretrain] {method} epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
-                  f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
-    if rank == 0:
-        final = out_dir / "encoder.pt"
-        best = out_dir / "encoder_best.pt"
-        meta = {"method": run_name or method, "base_method": method, "epoch": cfg.epochs, "export": cfg.export,
-                **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
-        if cfg.export == "best" and best.exists():
-            blob = torch.load(best, map_location="cpu", weights_only=True)
-            atomic_torch_save(blob, final)
-        else:
-            save_encoder(model.encoder(), final, meta)
-    if world > 1:
-        dist.barrier()
-    return out_dir / "encoder.pt"
+    run = _set_up(method, dataset_dirs, out_dir, overrides, device, progress, run_name)
+    _resume(run)
+    for epoch in range(run.start_epoch, run.cfg.epochs):
+        _end_epoch(run, epoch, _train_epoch(run, epoch))
+    return _export(run)
 
 
 @torch.no_grad()
-def _validate(model, sampler, augment, val_set, loader, dev, amp, channels_last, epoch, seed) -> float:
+def _validate(run: PretrainRun) -> float:
+    model, dev, val_set = run.model, run.dev, run.val_set
     if len(val_set) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     val_set.set_epoch(0)  # the same validation pairs every epoch, so losses are comparable
     gen = torch.Generator(device=dev)
-    gen.manual_seed(seed + 12345)
+    gen.manual_seed(run.cfg.seed + 12345)
     total, n = 0.0, 0
-    for raw in loader(val_set, 0, False):
+    for raw in run.loader(val_set, 0, False):
         batch = _to_device(raw, dev)
         if batch["frames"].shape[0] < 2:
             continue
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            views = _views_batch(sampler, augment, batch, gen, channels_last, val=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
+            views = _views_batch(run.sampler, run.augment, batch, gen, run.channels_last, val=True)
             out = model.validation_step(views)
         total += float(out["loss"]) * batch["frames"].shape[0]
         n += batch["frames"].shape[0]
@@ -407,8 +493,5 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     info = provenance(cfg.to_dict(), cfg.seed)
     atomic_write_json(out_dir / "config.json", {"config": cfg.to_dict(), **info})
     _write_log(out_dir / "train_log.csv", [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / "encoder.pt", {"method": run_name or method, "base_method": method,
-                                                      "epoch": 0, "export": "init",
-                                                      "git_sha": info["git_sha"], "config_hash": info["config_hash"],
-                                                      "seed": cfg.seed})
+    save_encoder(backbone, out_dir / "encoder.pt", {**_encoder_meta(run_name, method, info), "epoch": 0, "export": "init"})
     return out_dir / "encoder.pt"
