@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from hico import layout
 from hico.config import PretrainConfig, resolve_pretrain_config
 from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
@@ -327,7 +328,7 @@ def _set_up(method: str, dataset_dirs: list[str | Path], out_dir: str | Path,
 
 def _resume(run: PretrainRun) -> None:
     """Load ``last.pt`` when the folder has one; then wrap the model for DDP and record the run."""
-    ckpt_path = run.out_dir / "last.pt"
+    ckpt_path = run.out_dir / layout.RESUME_STATE
     if run.is_main:
         for stale in run.out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
             stale.unlink(missing_ok=True)
@@ -336,8 +337,8 @@ def _resume(run: PretrainRun) -> None:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.start_epoch, run.best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        if (run.out_dir / "train_log.csv").exists():
-            run.log_rows = pd.read_csv(run.out_dir / "train_log.csv").to_dict("records")[: run.start_epoch]
+        if (run.out_dir / layout.TRAIN_LOG).exists():
+            run.log_rows = pd.read_csv(run.out_dir / layout.TRAIN_LOG).to_dict("records")[: run.start_epoch]
         if run.is_main:
             print(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
     run.step_model = run.model
@@ -347,7 +348,7 @@ def _resume(run: PretrainRun) -> None:
         )
     run.generator = torch.Generator(device=run.dev)
     if run.is_main:
-        atomic_write_json(run.out_dir / "config.json", run.run_info)
+        atomic_write_json(run.out_dir / layout.RUN_CONFIG, run.run_info)
 
 
 def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
@@ -410,19 +411,19 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
     meta = {**run.meta, "epoch": epoch + 1}
     if math.isfinite(row["val_loss"]) and row["val_loss"] < run.best_val:
         run.best_val = row["val_loss"]
-        save_encoder(run.model.encoder(), run.out_dir / "encoder_best.pt", {**meta, "val_loss": run.best_val})
+        save_encoder(run.model.encoder(), run.out_dir / layout.BEST_ENCODER, {**meta, "val_loss": run.best_val})
     if epoch + 1 in run.cfg.checkpoint_epochs:
-        save_encoder(run.model.encoder(), run.out_dir / f"encoder_epoch{epoch + 1}.pt", meta)
-    _write_log(run.out_dir / "train_log.csv", run.log_rows)
+        save_encoder(run.model.encoder(), run.out_dir / layout.checkpoint_name(epoch + 1), meta)
+    _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
     atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                       "epoch": epoch, "best_val": run.best_val}, run.out_dir / "last.pt")
+                       "epoch": epoch, "best_val": run.best_val}, run.out_dir / layout.RESUME_STATE)
     print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
 
 
 def _export(run: PretrainRun) -> Path:
     """``encoder.pt``: a copy of ``encoder_best.pt`` (``export: best``) or the last weights."""
-    final, best = run.out_dir / "encoder.pt", run.out_dir / "encoder_best.pt"
+    final, best = run.out_dir / layout.ENCODER, run.out_dir / layout.BEST_ENCODER
     if run.is_main:
         if run.cfg.export == "best" and best.exists():
             atomic_torch_save(torch.load(best, map_location="cpu", weights_only=True), final)
@@ -491,7 +492,7 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     torch.manual_seed(cfg.seed)
     backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     info = provenance(cfg.to_dict(), cfg.seed)
-    atomic_write_json(out_dir / "config.json", {"config": cfg.to_dict(), **info})
-    _write_log(out_dir / "train_log.csv", [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / "encoder.pt", {**_encoder_meta(run_name, method, info), "epoch": 0, "export": "init"})
-    return out_dir / "encoder.pt"
+    atomic_write_json(out_dir / layout.RUN_CONFIG, {"config": cfg.to_dict(), **info})
+    _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
+    save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(run_name, method, info), "epoch": 0, "export": "init"})
+    return out_dir / layout.ENCODER
