@@ -62,6 +62,9 @@ class USCL(PretrainMethod):
             out["ce"] = ce
         return {"loss": loss, **out}
 
+    def sees_labels(self) -> bool:
+        return self.classifier is not None and self.ce_weight > 0
+
     @torch.no_grad()
     def validation_step(self, batch):
         z_i, z_j = self._project(batch)

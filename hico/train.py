@@ -205,10 +205,25 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _encoder_meta(run_name: str | None, method: str, info: dict[str, Any]) -> dict[str, Any]:
-    """What every encoder file of a run records about the run (each export adds its epoch)."""
-    return {"method": run_name or method, "base_method": method,
-            **{k: info[k] for k in ("git_sha", "config_hash", "seed")}}
+def _run_identity(run_name: str | None, method: str, seed: int, datasets: list[str | Path],
+                  labelled_fraction: float) -> dict[str, Any]:
+    """The head of a run's ``config.json`` (contract 1), for trained runs and controls alike."""
+    return {"run_name": run_name or method, "method": method, "seed": int(seed),
+            "datasets": [str(d) for d in datasets], "labelled_fraction": float(labelled_fraction)}
+
+
+def _encoder_meta(run_info: dict[str, Any]) -> dict[str, Any]:
+    """What every encoder file of a run records about the run (each export adds its epoch).
+    ``method`` holds the run name (as before ``run_name`` existed), ``base_method`` the method."""
+    return {"method": run_info["run_name"], "run_name": run_info["run_name"], "base_method": run_info["method"],
+            **{k: run_info[k] for k in ("seed", "labelled_fraction", "git_sha", "config_hash")}}
+
+
+def labelled_fraction(model: PretrainMethod, pool: PretrainPool, train_idx: np.ndarray) -> float:
+    """Share of the pool's training videos whose label the method sees (0 if it reads none)."""
+    if not model.sees_labels() or len(train_idx) == 0:
+        return 0.0
+    return float((pool.table["train_label"].to_numpy()[train_idx] >= 0).mean())
 
 
 @dataclass
@@ -313,16 +328,16 @@ def _set_up(method: str, dataset_dirs: list[str | Path], out_dir: str | Path,
             f"{method}: {len(train_set)} training videos are fewer than one batch of {cfg.batch_size}; "
             "lower batch_size or add videos"
         )
-    run_info = {"config": cfg.to_dict(), "datasets": [str(d) for d in dataset_dirs], "world_size": world,
-                "n_train_videos": len(train_idx), "n_val_videos": len(val_idx), "classes": pool.class_names,
-                **provenance(cfg.to_dict(), cfg.seed, dev)}
+    run_info = {**_run_identity(run_name, method, cfg.seed, dataset_dirs, labelled_fraction(model, pool, train_idx)),
+                "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
+                "n_val_videos": len(val_idx), "classes": pool.class_names, **provenance(cfg.to_dict(), cfg.seed, dev)}
     return PretrainRun(
         cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
         pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
         optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
         val_set=val_set, per_rank_batch=per_rank_batch, steps_per_epoch=n_train // world // per_rank_batch,
         workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
-        run_info=run_info, meta=_encoder_meta(run_name, method, run_info),
+        run_info=run_info, meta=_encoder_meta(run_info),
     )
 
 
@@ -491,8 +506,9 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
-    info = provenance(cfg.to_dict(), cfg.seed)
-    atomic_write_json(out_dir / layout.RUN_CONFIG, {"config": cfg.to_dict(), **info})
+    info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
+            **provenance(cfg.to_dict(), cfg.seed)}
+    atomic_write_json(out_dir / layout.RUN_CONFIG, info)
     _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(run_name, method, info), "epoch": 0, "export": "init"})
+    save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(info), "epoch": 0, "export": "init"})
     return out_dir / layout.ENCODER

@@ -135,3 +135,37 @@ def test_bf16_autocast_follows_the_device_and_the_switches(monkeypatch):
     assert precision.bf16_autocast_enabled(cpu, cpu_amp=True)
     assert not precision.bf16_autocast_enabled(cpu, cpu_amp=False)
     assert not precision.bf16_autocast_enabled(torch.device("meta"))
+
+
+def test_run_config_and_encoder_meta_record_the_run(toy_dataset, tmp_path):
+    """Contract 1: config.json and the encoder meta name the run, its method, seed, pool and the
+    share of the pool's training videos whose label the method saw."""
+    import json
+
+    from hico.train import PretrainPool
+
+    half = [TINY, {"epochs": 1, "label_rate": 0.5, "seed": 2}]
+    enc = pretrain("hico", [toy_dataset], tmp_path / "h", half + [{"params": {"heads": "pooled"}}], device="cpu",
+                   run_name="hico_half")
+    info = json.loads((tmp_path / "h" / "config.json").read_text())
+    pool = PretrainPool([toy_dataset], 0.5, 2)
+    train_idx, _ = pool.split(0.25, 2)
+    expected = float((pool.table["train_label"].to_numpy()[train_idx] >= 0).mean())
+    assert 0 < expected < 1 and info["n_train_videos"] == len(train_idx)
+    assert {k: info[k] for k in ("run_name", "method", "seed", "datasets", "labelled_fraction")} == {
+        "run_name": "hico_half", "method": "hico", "seed": 2, "datasets": [str(toy_dataset)],
+        "labelled_fraction": expected}
+    assert info["config"]["label_rate"] == 0.5 and info["config_hash"]
+    meta = load_encoder(enc).meta
+    assert {k: meta[k] for k in ("method", "run_name", "base_method", "seed", "labelled_fraction")} == {
+        "method": "hico_half", "run_name": "hico_half", "base_method": "hico", "seed": 2,
+        "labelled_fraction": expected}
+    # SimCLR never reads a label: 0.0 whatever the label rate
+    pretrain("simclr", [toy_dataset], tmp_path / "s", half, device="cpu")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["labelled_fraction"] == 0.0
+    control = export_initial_encoder("random_init", tmp_path / "c", [{"seed": 5}], run_name="scratch")
+    info = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert {k: info[k] for k in ("run_name", "method", "seed", "datasets", "labelled_fraction")} == {
+        "run_name": "scratch", "method": "random_init", "seed": 5, "datasets": [], "labelled_fraction": 0.0}
+    meta = load_encoder(control).meta
+    assert (meta["run_name"], meta["base_method"], meta["seed"], meta["labelled_fraction"]) == ("scratch", "random_init", 5, 0.0)

@@ -156,6 +156,9 @@ class HiCo(PretrainMethod):
             out.update(ce_i=ce_i, ce_j=ce_j)
         return {"loss": loss, **out}
 
+    def sees_labels(self) -> bool:
+        return self.classifier is not None
+
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Contrastive part only on the un-mixed pair (released ``_validate`` calls ``_step``)."""
