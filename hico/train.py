@@ -43,6 +43,14 @@ from hico.methods.base import PretrainMethod, build_method
 from hico.models.backbone import save_encoder
 from hico.precision import bf16_autocast_enabled
 from hico.provenance import provenance
+from hico.run_folder import (
+    RunMismatchError,
+    binding_hash,
+    clear_run,
+    folder_differences,
+    mismatch_message,
+    run_binding,
+)
 
 
 class PretrainPool:
@@ -252,6 +260,7 @@ class PretrainRun:
     workers: int
     run_info: dict[str, Any]
     meta: dict[str, Any]  # the encoder meta, built once
+    binding: dict[str, Any]  # what the run is bound to (hico.run_folder.run_binding)
     step_model: torch.nn.Module | None = None  # the model, or its DDP wrapper (after _resume)
     base_lrs: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
@@ -297,15 +306,42 @@ def _build_model(method: str, cfg: PretrainConfig, pool: PretrainPool, n_train: 
     return model
 
 
-def _set_up(method: str, dataset_dirs: list[str | Path], out_dir: str | Path,
-            overrides: list[dict[str, Any]] | None, device: str | None, progress: bool | None,
-            run_name: str | None) -> PretrainRun:
-    """Config, device, pool, model, sampler, optimiser and datasets of a run (nothing loaded)."""
+def _pretrain_config(method: str, overrides: list[dict[str, Any]] | None) -> PretrainConfig:
     cfg = resolve_pretrain_config(method, *(overrides or []))
     if not cfg.requires_pretraining:
         raise ValueError(f"method {method} is a control (requires_pretraining: false); it is not pretrained")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _bind_folder(out_dir: Path, binding: dict[str, Any], cfg: PretrainConfig, rank: int, world: int,
+                 restart_on_mismatch: bool) -> None:
+    """Resume only the same run: another one in ``out_dir`` is an error, or with
+    ``restart_on_mismatch`` cleared for a fresh start (``hico.run_folder``)."""
+    differences = folder_differences(out_dir, binding, cfg.checkpoint_epochs)
+    if differences and not restart_on_mismatch:
+        raise RunMismatchError(mismatch_message(out_dir, differences))
+    _barrier(world)  # every rank has looked before rank 0 removes anything
+    if rank == 0:
+        if differences or not (out_dir / layout.RESUME_STATE).exists():
+            removed = clear_run(out_dir)  # nothing of another run (or of an unfinished first epoch) stays
+            if differences:
+                print(f"[pretrain] {cfg.name}: {out_dir} held another run (differs: {'; '.join(differences[:4])}); "
+                      f"starting afresh, removed {', '.join(p.name for p in removed)}", flush=True)
+        else:
+            for stale in out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
+                stale.unlink(missing_ok=True)
+    _barrier(world)
+
+
+def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, device: str | None,
+            progress: bool | None, run_name: str | None, binding: dict[str, Any]) -> PretrainRun:
+    """Device, pool, model, sampler, optimiser and datasets of a run (nothing loaded)."""
+    method = cfg.name
     rank, world, local_rank = _distributed()
     dev = _training_device(device, local_rank)
     torch.manual_seed(cfg.seed)
@@ -330,24 +366,22 @@ def _set_up(method: str, dataset_dirs: list[str | Path], out_dir: str | Path,
         )
     run_info = {**_run_identity(run_name, method, cfg.seed, dataset_dirs, labelled_fraction(model, pool, train_idx)),
                 "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
-                "n_val_videos": len(val_idx), "classes": pool.class_names, **provenance(cfg.to_dict(), cfg.seed, dev)}
+                "n_val_videos": len(val_idx), "classes": pool.class_names, "binding": binding,
+                "binding_hash": binding_hash(binding), **provenance(cfg.to_dict(), cfg.seed, dev)}
     return PretrainRun(
         cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
         pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
         optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
         val_set=val_set, per_rank_batch=per_rank_batch, steps_per_epoch=n_train // world // per_rank_batch,
         workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
-        run_info=run_info, meta=_encoder_meta(run_info),
+        run_info=run_info, meta=_encoder_meta(run_info), binding=binding,
     )
 
 
 def _resume(run: PretrainRun) -> None:
     """Load ``last.pt`` when the folder has one; then wrap the model for DDP and record the run."""
     ckpt_path = run.out_dir / layout.RESUME_STATE
-    if run.is_main:
-        for stale in run.out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
-            stale.unlink(missing_ok=True)
-    if ckpt_path.exists():
+    if ckpt_path.exists():  # of this very run: _bind_folder has removed any other
         state = torch.load(ckpt_path, map_location=run.dev, weights_only=True)
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -431,7 +465,8 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
         save_encoder(run.model.encoder(), run.out_dir / layout.checkpoint_name(epoch + 1), meta)
     _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
     atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                       "epoch": epoch, "best_val": run.best_val}, run.out_dir / layout.RESUME_STATE)
+                       "epoch": epoch, "best_val": run.best_val, "binding": run.binding},
+                      run.out_dir / layout.RESUME_STATE)
     print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
 
@@ -441,7 +476,10 @@ def _export(run: PretrainRun) -> Path:
     final, best = run.out_dir / layout.ENCODER, run.out_dir / layout.BEST_ENCODER
     if run.is_main:
         if run.cfg.export == "best" and best.exists():
-            atomic_torch_save(torch.load(best, map_location="cpu", weights_only=True), final)
+            blob = torch.load(best, map_location="cpu", weights_only=True)
+            # the run name is not bound (a label): a resumed run exports under its current one
+            blob["meta"] = {**blob.get("meta", {}), **{k: run.meta[k] for k in ("method", "run_name")}}
+            atomic_torch_save(blob, final)
         else:
             save_encoder(run.model.encoder(), final, {**run.meta, "epoch": run.cfg.epochs, "export": run.cfg.export})
     if run.world > 1:
@@ -457,13 +495,23 @@ def pretrain(
     device: str | None = None,
     progress: bool | None = None,
     run_name: str | None = None,
+    restart_on_mismatch: bool = False,
 ) -> Path:
     """Pretrain ``method`` on the union of ``dataset_dirs``; returns the exported ``encoder.pt``.
 
     ``out_dir`` receives ``last.pt`` (resume state), ``encoder.pt`` (weights only),
-    ``train_log.csv``, ``config.json`` and optionally ``encoder_epoch<k>.pt``.
+    ``train_log.csv``, ``config.json`` and optionally ``encoder_epoch<k>.pt``. A run already in
+    ``out_dir`` is resumed when it has the same binding (config and data, ``hico.run_folder``);
+    another one is a :class:`~hico.run_folder.RunMismatchError`, or with
+    ``restart_on_mismatch`` removed for a fresh start.
     """
-    run = _set_up(method, dataset_dirs, out_dir, overrides, device, progress, run_name)
+    cfg = _pretrain_config(method, overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, _ = _distributed()
+    binding = run_binding(cfg.to_dict(), dataset_dirs, world)
+    _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
+    run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
     _resume(run)
     for epoch in range(run.start_epoch, run.cfg.epochs):
         _end_epoch(run, epoch, _train_epoch(run, epoch))
