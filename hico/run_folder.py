@@ -1,4 +1,4 @@
-"""A pretraining run folder is bound to what made it.
+"""A pretraining run folder: bound to what made it, and held by one process at a time.
 
 **Binding.** A run is bound to its *binding*: the resolved config (dotted keys, e.g.
 ``optimizer.lr``), the number of DDP processes and the content hashes of the pool's datasets
@@ -19,12 +19,25 @@ either: the device (a run may resume on another GPU or on the CPU), the progress
 name (``--name``, a label) and the datasets' paths (their content is bound). Not bound: the
 code version (``git_sha`` is recorded in ``config.json`` and in every encoder's meta).
 ``epochs`` is bound: the cosine schedule depends on it, so a longer run is another run.
+
+**Lock.** :func:`hold_run_folder` takes a POSIX record lock (``fcntl.lockf``) on
+``layout.RUN_LOCK`` and writes the holder's pid and host into it. A second process fails at
+once with :class:`RunFolderBusyError`; the lock of a process that died is released by the
+kernel, so the next run takes it over. ``lockf`` rather than ``flock``: an ``flock`` is shared
+with forked children (the data loader's workers), which could keep a dead run's lock alive;
+a POSIX lock belongs to the process alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +63,10 @@ HOW_TO_PROCEED = ("use another --out, delete the folder, or pass --restart-on-mi
 
 class RunMismatchError(HicoError):
     """The run folder holds a run of another config or other data."""
+
+
+class RunFolderBusyError(HicoError):
+    """Another process is training in the run folder."""
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -146,3 +163,53 @@ def clear_run(out_dir: Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# The lock
+
+_HELD: set[Path] = set()  # folders this process holds (POSIX locks do not exclude the own process)
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return "unknown holder"
+    return text or "unknown holder"
+
+
+@contextmanager
+def hold_run_folder(out_dir: str | Path) -> Iterator[Path]:
+    """Hold ``out_dir``'s lock for the ``with`` block; :class:`RunFolderBusyError` if held."""
+    out_dir = Path(out_dir)
+    key = out_dir.resolve()
+    path = out_dir / layout.RUN_LOCK
+    if key in _HELD:
+        raise RunFolderBusyError(f"{out_dir}: this process already trains in this folder; use another --out")
+    fh = open(path, "a+")
+    try:
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()  # our descriptor only: we hold no lock to lose
+        raise RunFolderBusyError(
+            f"{out_dir}: another pretraining run holds this folder ({_holder(path)}; lock {path}); "
+            "wait for it to finish, stop it, or use another --out") from None
+    fh.seek(0)
+    stale = fh.read().strip()
+    if stale:
+        print(f"[pretrain] {out_dir}: taking over the lock left by a run that is gone ({stale})", flush=True)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fh.flush()
+    _HELD.add(key)
+    try:
+        yield path
+    finally:
+        _HELD.discard(key)
+        fh.seek(0)
+        fh.truncate()  # an empty lock file: released in order
+        fh.flush()
+        fcntl.lockf(fh, fcntl.LOCK_UN)
+        fh.close()

@@ -17,6 +17,7 @@ after every epoch and resumed from automatically; per-sample randomness is a fun
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -48,6 +49,7 @@ from hico.run_folder import (
     binding_hash,
     clear_run,
     folder_differences,
+    hold_run_folder,
     mismatch_message,
     run_binding,
 )
@@ -510,12 +512,13 @@ def pretrain(
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = _distributed()
     binding = run_binding(cfg.to_dict(), dataset_dirs, world)
-    _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
-    run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
-    _resume(run)
-    for epoch in range(run.start_epoch, run.cfg.epochs):
-        _end_epoch(run, epoch, _train_epoch(run, epoch))
-    return _export(run)
+    with hold_run_folder(out_dir) if rank == 0 else contextlib.nullcontext():  # one job's ranks share it
+        _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
+        run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
+        _resume(run)
+        for epoch in range(run.start_epoch, run.cfg.epochs):
+            _end_epoch(run, epoch, _train_epoch(run, epoch))
+        return _export(run)
 
 
 @torch.no_grad()
@@ -552,11 +555,13 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     if cfg.requires_pretraining:
         raise ValueError(f"method {method} requires pretraining; use pretrain()")
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
             **provenance(cfg.to_dict(), cfg.seed)}
-    atomic_write_json(out_dir / layout.RUN_CONFIG, info)
-    _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(info), "epoch": 0, "export": "init"})
+    with hold_run_folder(out_dir):
+        atomic_write_json(out_dir / layout.RUN_CONFIG, info)
+        _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
+        save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(info), "epoch": 0, "export": "init"})
     return out_dir / layout.ENCODER

@@ -139,3 +139,87 @@ def test_workflow_retrains_when_a_method_override_changes(tmp_path):
     assert "resuming" not in text and "epochs (2 -> 3)" in text
     assert list(log3["epoch"]) == [1, 2, 3] and state3["binding"]["epochs"] == 3
     assert yaml.safe_load((run / "config.json").read_text())["config"]["epochs"] == 3
+
+
+# ---------------------------------------------------------------- one process per folder
+
+
+def _start(cmd: list[str], ready, timeout: float = 240):
+    """Start ``cmd`` in its own session and wait until ``ready()``; returns the process."""
+    import os
+    import subprocess
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + timeout
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None and ready(), proc.stdout.read().decode()[-2000:]
+    return proc
+
+
+def _kill(proc) -> None:
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+    import os
+    import socket
+    import sys
+
+    from hico.run_folder import RunFolderBusyError, hold_run_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = ("import sys, time; from hico.run_folder import hold_run_folder\n"
+            "with hold_run_folder(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+    holder = _start([sys.executable, "-c", code, str(folder)], lambda: (folder / ".lock").exists()
+                    and "pid" in (folder / ".lock").read_text())
+    try:
+        with pytest.raises(RunFolderBusyError) as e, hold_run_folder(folder):
+            pass
+        assert str(folder) in str(e.value) and f"pid {holder.pid} on host {socket.gethostname()}" in str(e.value)
+    finally:
+        _kill(holder)  # dies holding the lock: the kernel releases it, the file still names it
+    assert f"pid {holder.pid}" in (folder / ".lock").read_text()
+    with hold_run_folder(folder) as lock:
+        assert f"taking over the lock left by a run that is gone (pid {holder.pid}" in capsys.readouterr().out
+        assert f"pid {os.getpid()} " in lock.read_text()
+        with pytest.raises(RunFolderBusyError, match="this process already trains in this folder"), \
+                hold_run_folder(folder):
+            pass
+    assert (folder / ".lock").read_text() == ""  # released in order: nothing to take over
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_busy_folder_fails_at_once_and_deletes_nothing(toy_dataset, tmp_path):
+    """Issue 11 item 6: two runs in one folder both exited 0, and the second one's start-up
+    cleanup of .*.tmp deleted the first one's in-flight checkpoint."""
+    import socket
+    import sys
+
+    from hico.run_folder import RunFolderBusyError
+
+    out = tmp_path / "busy"
+    cmd = [sys.executable, "-m", "hico", "pretrain", "simclr", "--data", str(toy_dataset), "--out", str(out),
+           "--set", "epochs=1000", "--set", "image_size=32", "--set", "batch_size=4", "--set", "num_workers=0",
+           "--set", "val_fraction=0.25", "--device", "cpu"]
+    first = _start(cmd, lambda: (out / "last.pt").exists())
+    try:
+        in_flight = out / ".last.pt.abc123.tmp"  # stands for the first run's checkpoint being written
+        in_flight.write_bytes(b"half a checkpoint")
+        with pytest.raises(RunFolderBusyError) as e:
+            pretrain("simclr", [toy_dataset], out, [TINY, {"epochs": 1}], device="cpu", restart_on_mismatch=True)
+        assert str(out) in str(e.value) and f"pid {first.pid} on host {socket.gethostname()}" in str(e.value)
+        assert in_flight.exists(), "the second run deleted the first one's in-flight write"
+        assert first.poll() is None, "the first run was disturbed"
+    finally:
+        _kill(first)
+    # its holder gone, the folder is free again (restarted: epochs 1 is another run than 1000)
+    pretrain("simclr", [toy_dataset], out, [TINY, {"epochs": 1}], device="cpu", restart_on_mismatch=True)
+    assert list(pd.read_csv(out / "train_log.csv")["epoch"]) == [1] and not in_flight.exists()
