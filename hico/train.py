@@ -23,6 +23,7 @@ import io
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
 from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, resize_square
+from hico.errors import HicoError
 from hico.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hico.methods.base import PretrainMethod, build_method
 from hico.models.backbone import save_encoder
@@ -128,6 +130,31 @@ class VideoSampleDataset(Dataset):
             "video_idx": torch.tensor(int(self.indices[i])),
             "labels": torch.tensor(int(row["train_label"])),
         }
+
+
+class DivergenceError(HicoError, FloatingPointError):
+    """Training diverged: a loss, a parameter or a buffer is not finite."""
+
+
+def non_finite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """``"<name> (<k> of <n> values)"`` for each floating tensor holding a NaN or an infinity."""
+    bad = []
+    for name, t in named:
+        if t.is_floating_point() or t.is_complex():
+            k = int((~torch.isfinite(t)).sum())
+            if k:
+                bad.append(f"{name} ({k} of {t.numel()} values)")
+    return bad
+
+
+def assert_finite(named: Iterable[tuple[str, torch.Tensor]], where: str, hint: str = "") -> None:
+    """:class:`DivergenceError` unless every parameter and buffer in ``named`` is finite (a
+    finite loss does not prove it: BatchNorm's running_var can overflow while the batch
+    statistics keep the loss finite)."""
+    bad = non_finite_tensors(named)
+    if bad:
+        raise DivergenceError(f"{where}: {len(bad)} parameters or buffers are not finite, first "
+                              f"{', '.join(bad[:3])}; nothing was exported{hint}")
 
 
 def use_amp(cfg: PretrainConfig, dev: torch.device) -> bool:
@@ -413,7 +440,7 @@ def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str,
         out = run.step_model(views)
     loss = out["loss"]
     if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(f"{run.method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
+        raise DivergenceError(f"{run.method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -455,7 +482,8 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
 
 
 def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
-    """Log the epoch; keep the best and the requested encoders; write the resume state."""
+    """Check the weights; log the epoch; keep the best and the requested encoders; write the resume state."""
+    _assert_run_finite(run, run.model.state_dict().items(), f"at the end of epoch {epoch + 1}")
     run.log_rows.append(row)
     if not run.is_main:
         return
@@ -473,6 +501,12 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
 
 
+def _assert_run_finite(run: PretrainRun, named: Iterable[tuple[str, torch.Tensor]], when: str) -> None:
+    assert_finite(named, f"{run.method} diverged {when}",
+                  f" ({layout.RESUME_STATE} keeps the last finite epoch, if any); lower optimizer.lr "
+                  f"(now {run.cfg.optimizer.lr:g}) or check the data")
+
+
 def _export(run: PretrainRun) -> Path:
     """``encoder.pt``: a copy of ``encoder_best.pt`` (``export: best``) or the last weights."""
     final, best = run.out_dir / layout.ENCODER, run.out_dir / layout.BEST_ENCODER
@@ -481,8 +515,10 @@ def _export(run: PretrainRun) -> Path:
             blob = torch.load(best, map_location="cpu", weights_only=True)
             # the run name is not bound (a label): a resumed run exports under its current one
             blob["meta"] = {**blob.get("meta", {}), **{k: run.meta[k] for k in ("method", "run_name")}}
+            _assert_run_finite(run, blob["state_dict"].items(), f"in {best}")
             atomic_torch_save(blob, final)
         else:
+            _assert_run_finite(run, run.model.encoder().state_dict().items(), "in its last weights")
             save_encoder(run.model.encoder(), final, {**run.meta, "epoch": run.cfg.epochs, "export": run.cfg.export})
     if run.world > 1:
         dist.barrier()
@@ -560,6 +596,7 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
             **provenance(cfg.to_dict(), cfg.seed)}
+    assert_finite(backbone.state_dict().items(), f"{method}: the initial encoder ({cfg.weights or cfg.backbone})")
     with hold_run_folder(out_dir):
         atomic_write_json(out_dir / layout.RUN_CONFIG, info)
         _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])

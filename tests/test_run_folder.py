@@ -223,3 +223,26 @@ def test_a_second_run_in_a_busy_folder_fails_at_once_and_deletes_nothing(toy_dat
     # its holder gone, the folder is free again (restarted: epochs 1 is another run than 1000)
     pretrain("simclr", [toy_dataset], out, [TINY, {"epochs": 1}], device="cpu", restart_on_mismatch=True)
     assert list(pd.read_csv(out / "train_log.csv")["epoch"]) == [1] and not in_flight.exists()
+
+
+# ---------------------------------------------------------------- nothing diverged is exported
+
+
+def test_a_diverged_run_exports_nothing(toy_dataset, tmp_path, capsys):
+    """Issue 11 item 5: with --set optimizer.lr=1e9 SimCLR exited 0, its encoder holding
+    non-finite BatchNorm running_var (the loss stayed finite: batch statistics normalise)."""
+    from hico.cli import main
+
+    out = tmp_path / "diverged"
+    argv = ["pretrain", "simclr", "--data", str(toy_dataset), "--out", str(out), "--device", "cpu",
+            "--set", "optimizer.lr=1e9", "--set", "epochs=1", "--set", "checkpoint_epochs=[1]",
+            "--set", "image_size=64", "--set", "batch_size=2", "--set", "num_workers=0",
+            "--set", "val_fraction=0.25", "--set", "pretrained=false"]
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hico pretrain: error:")]
+    assert len(errors) == 1, errors  # (the rest of stderr is the progress bar)
+    err = errors[0]
+    assert err.startswith("hico pretrain: error: simclr diverged at the end of epoch 1: ")
+    assert "running_var (" in err and "nothing was exported" in err and "lower optimizer.lr (now 1e+09)" in err
+    left = sorted(p.name for p in out.iterdir())
+    assert not [n for n in left if n.endswith(".pt")], f"exported despite divergence: {left}"
