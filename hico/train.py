@@ -10,9 +10,16 @@ device; one forward per view; bf16 autocast and channels_last on CUDA and on CPU
 bf16 (``cpu_amp``; its speed against fp32 is measured in ``bench/README.md``); DDP under ``torchrun``
 (the process group is set up whenever ``WORLD_SIZE`` is set, one process included).
 
-Safety: ``last.pt`` (model, optimiser, epoch, best validation loss) is written atomically
-after every epoch and resumed from automatically; per-sample randomness is a function of
-(seed, epoch, video), so a resumed run redraws exactly what an uninterrupted one would.
+Safety: ``last.pt`` (model, optimiser, epoch, best validation loss, the log rows and the run's
+binding) is written atomically after every epoch and resumed from automatically, but only by a
+run of the same config and data (:mod:`hico.run_folder`; another one is an error, or with
+``restart_on_mismatch`` a fresh start); per-sample randomness is a function of (seed, epoch,
+video), so a resumed run redraws exactly what an uninterrupted one would, and ``train_log.csv``
+is rebuilt from ``last.pt``. One process trains in a folder at a time (a lock file). Every
+parameter and buffer is checked for finiteness at the end of each epoch and before each export.
+
+Steps: :func:`pretrain` is ``_bind_folder`` -> ``_set_up`` -> ``_resume`` -> (``_train_epoch``
+-> ``_end_epoch``) per epoch -> ``_export``, sharing one :class:`PretrainRun`.
 """
 
 from __future__ import annotations
@@ -415,10 +422,12 @@ def _resume(run: PretrainRun) -> None:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
         run.start_epoch, run.best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        if (run.out_dir / layout.TRAIN_LOG).exists():
-            run.log_rows = pd.read_csv(run.out_dir / layout.TRAIN_LOG).to_dict("records")[: run.start_epoch]
+        run.log_rows = _logged_rows(run, state)
         if run.is_main:
             print(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
+            # Snakemake deletes an incomplete train_log.csv before it reruns the job
+            if run.log_rows:
+                _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
     run.step_model = run.model
     if run.world > 1:
         run.step_model = torch.nn.parallel.DistributedDataParallel(
@@ -427,6 +436,16 @@ def _resume(run: PretrainRun) -> None:
     run.generator = torch.Generator(device=run.dev)
     if run.is_main:
         atomic_write_json(run.out_dir / layout.RUN_CONFIG, run.run_info)
+
+
+def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The log rows of the epochs ``last.pt`` holds: kept inside it (older resume states: from
+    the CSV, which may have lost them)."""
+    if "log" in state:
+        return [dict(r) for r in state["log"]][: run.start_epoch]
+    path = run.out_dir / layout.TRAIN_LOG
+    rows = pd.read_csv(path).to_dict("records")[: run.start_epoch] if path.exists() else []
+    return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in rows]
 
 
 def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
@@ -495,7 +514,7 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
         save_encoder(run.model.encoder(), run.out_dir / layout.checkpoint_name(epoch + 1), meta)
     _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
     atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                       "epoch": epoch, "best_val": run.best_val, "binding": run.binding},
+                       "epoch": epoch, "best_val": run.best_val, "binding": run.binding, "log": run.log_rows},
                       run.out_dir / layout.RESUME_STATE)
     print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)

@@ -246,3 +246,28 @@ def test_a_diverged_run_exports_nothing(toy_dataset, tmp_path, capsys):
     assert "running_var (" in err and "nothing was exported" in err and "lower optimizer.lr (now 1e+09)" in err
     left = sorted(p.name for p in out.iterdir())
     assert not [n for n in left if n.endswith(".pt")], f"exported despite divergence: {left}"
+
+
+# ---------------------------------------------------------------- the log survives a resume
+
+
+def test_the_training_log_survives_its_deletion_between_kill_and_resume(toy_dataset, tmp_path, monkeypatch):
+    """Issue 11 item 9: after Snakemake removed the incomplete train_log.csv of a killed run, the
+    resumed run started a new one, and compute_cost.csv understated the time."""
+    from test_train import Killed, stop_after
+
+    out, overrides = tmp_path / "run", [TINY, {"epochs": 3}]
+    with monkeypatch.context() as m:
+        stop_after(m, 2)
+        with pytest.raises(Killed):
+            pretrain("simclr", [toy_dataset], out, overrides, device="cpu")
+    before = pd.read_csv(out / "train_log.csv")
+    (out / "train_log.csv").unlink()
+    pretrain("simclr", [toy_dataset], out, overrides, device="cpu")
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(log.iloc[:2], before)  # the killed run's rows, its timings included
+    # a finished run whose log was removed: rerunning it writes the log again (it used to be missing)
+    (out / "train_log.csv").unlink()
+    pretrain("simclr", [toy_dataset], out, overrides, device="cpu")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "train_log.csv"), log)
