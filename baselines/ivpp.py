@@ -10,7 +10,7 @@ IVPP's projector: Linear -> 768, BN, ReLU, Linear 768 -> 768 without bias.
 
 from __future__ import annotations
 
-from hico.losses import nt_xent
+from hico.losses import check_temperature, nt_xent
 from hico.methods.base import PretrainMethod
 from hico.models.heads import ProjectionHead
 from hico.registry import register_method
@@ -20,8 +20,7 @@ from hico.registry import register_method
 class IVPP(PretrainMethod):
     def __init__(self, temperature: float = 0.1, proj_hidden: int = 768, proj_dim: int = 768, **base):
         super().__init__(**base)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         d = self.backbone.num_features
         self.temperature = float(temperature)
         self.projector = ProjectionHead(d, proj_hidden, proj_dim, batch_norm=True, last_bias=False)

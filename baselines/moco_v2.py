@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines._momentum import momentum_copy, update_momentum
-from hico.losses import gather_with_grad, infonce_logits_loss
+from hico.losses import check_temperature, gather_with_grad, infonce_logits_loss
 from hico.methods.base import PretrainMethod
 from hico.models.heads import ProjectionHead
 from hico.registry import register_method
@@ -37,8 +37,7 @@ class MoCoV2(PretrainMethod):
         **base,
     ):
         super().__init__(**base)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if queue_size < 1:

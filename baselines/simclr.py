@@ -7,7 +7,7 @@ Two augmentations of one random frame per video (USCL's ``USDataset_image`` base
 
 from __future__ import annotations
 
-from hico.losses import nt_xent
+from hico.losses import check_temperature, nt_xent
 from hico.methods.base import PretrainMethod
 from hico.models.heads import ProjectionHead
 from hico.registry import register_method
@@ -17,8 +17,7 @@ from hico.registry import register_method
 class SimCLR(PretrainMethod):
     def __init__(self, temperature: float = 0.5, proj_hidden: int | None = None, proj_dim: int = 256, **base):
         super().__init__(**base)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         d = self.backbone.num_features
         self.temperature = temperature
         self.projector = ProjectionHead(d, proj_hidden or d, proj_dim)  # 512 -> 512 -> 256 for R18

@@ -29,6 +29,9 @@ class Supervised(PretrainMethod):
         self.label_smoothing = float(label_smoothing)
         self.classifier = nn.Linear(self.backbone.num_features, self.num_classes)
 
+    def sees_labels(self) -> bool:
+        return True
+
     def training_step(self, batch):
         x = batch["views"][0]  # [B, 3, S, S]; one view per video
         logits = self.classifier(self.backbone(x))  # [B, C]

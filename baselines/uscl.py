@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hico.losses import nt_xent, soft_cross_entropy
+from hico.losses import check_temperature, nt_xent, soft_cross_entropy
 from hico.methods.base import PretrainMethod
 from hico.models.heads import ProjectionHead
 from hico.registry import register_method
@@ -35,8 +35,7 @@ class USCL(PretrainMethod):
         **base,
     ):
         super().__init__(**base)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         if ce_weight < 0:
             raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
         d = self.backbone.num_features
@@ -62,6 +61,9 @@ class USCL(PretrainMethod):
             loss = loss + self.ce_weight * ce
             out["ce"] = ce
         return {"loss": loss, **out}
+
+    def sees_labels(self) -> bool:
+        return self.classifier is not None and self.ce_weight > 0
 
     @torch.no_grad()
     def validation_step(self, batch):

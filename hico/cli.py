@@ -83,6 +83,9 @@ def cmd_pretrain(argv: list[str]) -> int:
     p.add_argument("--set", action="append", help="key=value override, dotted keys (repeatable)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--name", help="run name recorded in the encoder (a config variant of the method)")
+    p.add_argument("--restart-on-mismatch", action="store_true",
+                   help="if --out holds a run of another config or data, remove it and start afresh "
+                        "(default: stop with an error naming what differs)")
     a = p.parse_args(argv)
     from hico.registry import requires_pretraining
     from hico.train import export_initial_encoder, pretrain
@@ -92,7 +95,8 @@ def cmd_pretrain(argv: list[str]) -> int:
     else:
         if not a.data:
             raise SystemExit(f"hico pretrain {a.method}: give the pretraining datasets with --data DIR [DIR ...]")
-        path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device), run_name=a.name)
+        path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device), run_name=a.name,
+                        restart_on_mismatch=a.restart_on_mismatch)
     print(f"[pretrain] {a.method} -> {path}")
     return 0
 

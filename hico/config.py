@@ -21,7 +21,7 @@ class ConfigError(HicoError, ValueError):
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # adam (coupled L2, as released), adamw, sgd, lars
+    name: str = "adam"  # adam (coupled L2, as released), adamw or sgd
     lr: float = 3e-4
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -64,7 +64,6 @@ class PretrainConfig:
     # CUDA; other CPUs stay in fp32 (emulated bf16 would be slower). `false`: fp32 everywhere on CPU.
     cpu_amp: bool = True
     channels_last: bool = True
-    compile: bool = False
     num_workers: int = 2
     seed: int = 0
     deviations: list[Any] = field(default_factory=list)

@@ -25,6 +25,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 __all__ = [
+    "check_multilevel_args",
+    "check_smoothing",
+    "check_temperature",
     "gather_with_grad",
     "hico_multilevel_loss",
     "infonce_logits_loss",
@@ -37,9 +40,30 @@ SMOOTHINGS = ("reference", "standard", "hard")
 CROSS_PAIRS = ("within", "across")
 
 
-def _check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float) -> None:
+    """The one check of a contrastive temperature (losses and method constructors): T > 0."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def check_multilevel_args(temperature: float, peer_weight: float, cross_weight: float, peer: bool,
+                          cross: bool, cross_pairs: str) -> None:
+    """The settings :func:`hico_multilevel_loss` accepts (also checked when HiCo is built)."""
+    check_temperature(temperature)
+    if cross_pairs not in CROSS_PAIRS:
+        raise ValueError(f"cross_pairs must be one of {CROSS_PAIRS}, got {cross_pairs!r}")
+    if not (peer or cross):
+        raise ValueError("hico_multilevel_loss: peer and cross are both off; nothing to compute")
+    if peer_weight < 0 or cross_weight < 0:
+        raise ValueError(f"peer_weight and cross_weight must be >= 0, got {peer_weight}, {cross_weight}")
+
+
+def check_smoothing(alpha: float, smoothing: str) -> None:
+    """The label smoothing :func:`soft_cross_entropy` accepts."""
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
 def _at_least_fp32(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -138,7 +162,7 @@ def nt_xent(
     Returns:
         A scalar tensor (float32, or float64 for float64 inputs).
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if z_i.shape != z_j.shape or z_i.dim() != 2:
         raise ValueError(f"nt_xent: z_i and z_j must both be [N, D], got {tuple(z_i.shape)} "
                          f"and {tuple(z_j.shape)}")
@@ -215,13 +239,7 @@ def hico_multilevel_loss(
         ``peer_global``, ``cross_global_medium``, ``cross_global_local`` (each cross part is
         the sum of its two NT-Xent terms, unweighted); skipped terms are absent.
     """
-    _check_temperature(temperature)
-    if cross_pairs not in CROSS_PAIRS:
-        raise ValueError(f"cross_pairs must be one of {CROSS_PAIRS}, got {cross_pairs!r}")
-    if not (peer or cross):
-        raise ValueError("hico_multilevel_loss: peer and cross are both off; nothing to compute")
-    if peer_weight < 0 or cross_weight < 0:
-        raise ValueError(f"peer_weight and cross_weight must be >= 0, got {peer_weight}, {cross_weight}")
+    check_multilevel_args(temperature, peer_weight, cross_weight, peer, cross, cross_pairs)
     if global_ is None:
         raise ValueError("hico_multilevel_loss: the global level is required")
     for name, pair in (("local", local), ("medium", medium), ("global_", global_)):
@@ -282,10 +300,7 @@ def soft_cross_entropy(
         logits: ``[N, C]``.
         labels: ``[N]`` int64 class indices, -1 = unlabelled.
     """
-    if smoothing not in SMOOTHINGS:
-        raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_smoothing(alpha, smoothing)
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"soft_cross_entropy: expected logits [N, C] and labels [N], got "
                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
@@ -320,7 +335,7 @@ def infonce_logits_loss(
             L2-normalised by the caller; keys and queue detached by the caller.
         temperature: T > 0.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     with _no_autocast(q):
         q, k, negatives = _at_least_fp32(q, k, negatives)
         l_pos = (q * k).sum(dim=1, keepdim=True)  # [N, 1]

@@ -88,6 +88,20 @@ def requires_pretraining(name: str) -> bool:
     return bool(load_method_config(name).get("requires_pretraining", True))
 
 
+def import_method_modules() -> list[str]:
+    """Import the module of every method with a recipe (``<name>.py`` beside ``<name>.yaml``),
+    so that what they register (methods, view samplers) is known whatever was imported before.
+    Returns the module names, in search order."""
+    modules, seen = [], set()
+    for package, directory in METHOD_DIRS:
+        for name in layout.recipe_names([directory]):
+            if name not in seen and (directory / f"{name}.py").exists():  # the first one wins, as in get_method
+                seen.add(name)
+                modules.append(f"{package}.{name}")
+                importlib.import_module(modules[-1])
+    return modules
+
+
 def get_method(name: str) -> type:
     """The registered class of ``name``, importing its module on first use."""
     if name in _REGISTRY:

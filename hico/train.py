@@ -10,18 +10,28 @@ device; one forward per view; bf16 autocast and channels_last on CUDA and on CPU
 bf16 (``cpu_amp``; its speed against fp32 is measured in ``bench/README.md``); DDP under ``torchrun``
 (the process group is set up whenever ``WORLD_SIZE`` is set, one process included).
 
-Safety: ``last.pt`` (model, optimiser, epoch, best validation loss) is written atomically
-after every epoch and resumed from automatically; per-sample randomness is a function of
-(seed, epoch, video), so a resumed run redraws exactly what an uninterrupted one would.
+Safety: ``last.pt`` (model, optimiser, epoch, best validation loss, the log rows and the run's
+binding) is written atomically after every epoch and resumed from automatically, but only by a
+run of the same config and data (:mod:`hico.run_folder`; another one is an error, or with
+``restart_on_mismatch`` a fresh start); per-sample randomness is a function of (seed, epoch,
+video), so a resumed run redraws exactly what an uninterrupted one would, and ``train_log.csv``
+is rebuilt from ``last.pt``. One process trains in a folder at a time (a lock file). Every
+parameter and buffer is checked for finiteness at the end of each epoch and before each export.
+
+Steps: :func:`pretrain` is ``_bind_folder`` -> ``_set_up`` -> ``_resume`` -> (``_train_epoch``
+-> ``_end_epoch``) per epoch -> ``_export``, sharing one :class:`PretrainRun`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +41,27 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from hico import layout
 from hico.config import PretrainConfig, resolve_pretrain_config
 from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
 from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, resize_square
+from hico.errors import HicoError
 from hico.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hico.methods.base import PretrainMethod, build_method
 from hico.models.backbone import save_encoder
 from hico.precision import bf16_autocast_enabled
 from hico.provenance import provenance
+from hico.run_folder import (
+    RunMismatchError,
+    binding_hash,
+    clear_run,
+    folder_differences,
+    hold_run_folder,
+    mismatch_message,
+    run_binding,
+)
 
 
 class PretrainPool:
@@ -116,6 +137,31 @@ class VideoSampleDataset(Dataset):
             "video_idx": torch.tensor(int(self.indices[i])),
             "labels": torch.tensor(int(row["train_label"])),
         }
+
+
+class DivergenceError(HicoError, FloatingPointError):
+    """Training diverged: a loss, a parameter or a buffer is not finite."""
+
+
+def non_finite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """``"<name> (<k> of <n> values)"`` for each floating tensor holding a NaN or an infinity."""
+    bad = []
+    for name, t in named:
+        if t.is_floating_point() or t.is_complex():
+            k = int((~torch.isfinite(t)).sum())
+            if k:
+                bad.append(f"{name} ({k} of {t.numel()} values)")
+    return bad
+
+
+def assert_finite(named: Iterable[tuple[str, torch.Tensor]], where: str, hint: str = "") -> None:
+    """:class:`DivergenceError` unless every parameter and buffer in ``named`` is finite (a
+    finite loss does not prove it: BatchNorm's running_var can overflow while the batch
+    statistics keep the loss finite)."""
+    bad = non_finite_tensors(named)
+    if bad:
+        raise DivergenceError(f"{where}: {len(bad)} parameters or buffers are not finite, first "
+                              f"{', '.join(bad[:3])}; nothing was exported{hint}")
 
 
 def use_amp(cfg: PretrainConfig, dev: torch.device) -> bool:
@@ -203,28 +249,80 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def pretrain(
-    method: str,
-    dataset_dirs: list[str | Path],
-    out_dir: str | Path,
-    overrides: list[dict[str, Any]] | None = None,
-    device: str | None = None,
-    progress: bool | None = None,
-    run_name: str | None = None,
-) -> Path:
-    """Pretrain ``method`` on the union of ``dataset_dirs``; returns the exported ``encoder.pt``.
+def _run_identity(run_name: str | None, method: str, seed: int, datasets: list[str | Path],
+                  labelled_fraction: float) -> dict[str, Any]:
+    """The head of a run's ``config.json`` (contract 1), for trained runs and controls alike."""
+    return {"run_name": run_name or method, "method": method, "seed": int(seed),
+            "datasets": [str(d) for d in datasets], "labelled_fraction": float(labelled_fraction)}
 
-    ``out_dir`` receives ``last.pt`` (resume state), ``encoder.pt`` (weights only),
-    ``train_log.csv``, ``config.json`` and optionally ``encoder_epoch<k>.pt``.
-    """
-    from tqdm.auto import tqdm
 
-    cfg = resolve_pretrain_config(method, *(overrides or []))
-    if not cfg.requires_pretraining:
-        raise ValueError(f"method {method} is a control (requires_pretraining: false); it is not pretrained")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, local_rank = _distributed()
+def _encoder_meta(run_info: dict[str, Any]) -> dict[str, Any]:
+    """What every encoder file of a run records about the run (each export adds its epoch).
+    ``method`` holds the run name (as before ``run_name`` existed), ``base_method`` the method."""
+    return {"method": run_info["run_name"], "run_name": run_info["run_name"], "base_method": run_info["method"],
+            **{k: run_info[k] for k in ("seed", "labelled_fraction", "git_sha", "config_hash")}}
+
+
+def labelled_fraction(model: PretrainMethod, pool: PretrainPool, train_idx: np.ndarray) -> float:
+    """Share of the pool's training videos whose label the method sees (0 if it reads none)."""
+    if not model.sees_labels() or len(train_idx) == 0:
+        return 0.0
+    return float((pool.table["train_label"].to_numpy()[train_idx] >= 0).mean())
+
+
+@dataclass
+class PretrainRun:
+    """One pretraining run as its steps share it: built by :func:`_set_up`, advanced by
+    :func:`_resume`, :func:`_train_epoch` and :func:`_end_epoch`, exported by :func:`_export`."""
+
+    cfg: PretrainConfig
+    method: str
+    out_dir: Path
+    dev: torch.device
+    rank: int
+    world: int
+    progress: bool | None
+    pool: PretrainPool
+    model: PretrainMethod
+    sampler: ViewSampler
+    augment: FrameAugment
+    amp: bool
+    channels_last: bool
+    optimizer: torch.optim.Optimizer
+    train_set: VideoSampleDataset
+    val_set: VideoSampleDataset
+    per_rank_batch: int
+    steps_per_epoch: int
+    workers: int
+    run_info: dict[str, Any]
+    meta: dict[str, Any]  # the encoder meta, built once
+    binding: dict[str, Any]  # what the run is bound to (hico.run_folder.run_binding)
+    step_model: torch.nn.Module | None = None  # the model, or its DDP wrapper (after _resume)
+    base_lrs: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    start_epoch: int = 0
+    best_val: float = math.inf
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    def loader(self, ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
+        """The epoch's batches of ``ds`` on this rank; the order is a function of (seed, epoch)."""
+        n, world = len(ds), self.world
+        order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(n) if shuffle else np.arange(n)
+        order = order[: n // world * world][self.rank::world] if world > 1 else order
+        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=self.per_rank_batch,
+                          drop_last=shuffle, num_workers=self.workers, pin_memory=self.dev.type == "cuda",
+                          persistent_workers=False)
+
+
+def _training_device(device: str | None, local_rank: int) -> torch.device:
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -233,21 +331,59 @@ def pretrain(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
+    return dev
 
+
+def _build_model(method: str, cfg: PretrainConfig, pool: PretrainPool, n_train: int,
+                 dev: torch.device) -> PretrainMethod:
+    model = build_method(method, cfg.params, backbone=cfg.backbone, pretrained=cfg.pretrained,
+                         weights=cfg.weights, num_classes=pool.num_classes, image_size=cfg.image_size).to(dev)
+    model.fit_to_data(n_train, cfg.batch_size)
+    return model
+
+
+def _pretrain_config(method: str, overrides: list[dict[str, Any]] | None) -> PretrainConfig:
+    cfg = resolve_pretrain_config(method, *(overrides or []))
+    if not cfg.requires_pretraining:
+        raise ValueError(f"method {method} is a control (requires_pretraining: false); it is not pretrained")
+    return cfg
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _bind_folder(out_dir: Path, binding: dict[str, Any], cfg: PretrainConfig, rank: int, world: int,
+                 restart_on_mismatch: bool) -> None:
+    """Resume only the same run: another one in ``out_dir`` is an error, or with
+    ``restart_on_mismatch`` cleared for a fresh start (``hico.run_folder``)."""
+    differences = folder_differences(out_dir, binding, cfg.checkpoint_epochs)
+    if differences and not restart_on_mismatch:
+        raise RunMismatchError(mismatch_message(out_dir, differences))
+    _barrier(world)  # every rank has looked before rank 0 removes anything
+    if rank == 0:
+        if differences or not (out_dir / layout.RESUME_STATE).exists():
+            removed = clear_run(out_dir)  # nothing of another run (or of an unfinished first epoch) stays
+            if differences:
+                print(f"[pretrain] {cfg.name}: {out_dir} held another run (differs: {'; '.join(differences[:4])}); "
+                      f"starting afresh, removed {', '.join(p.name for p in removed)}", flush=True)
+        else:
+            for stale in out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
+                stale.unlink(missing_ok=True)
+    _barrier(world)
+
+
+def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, device: str | None,
+            progress: bool | None, run_name: str | None, binding: dict[str, Any]) -> PretrainRun:
+    """Device, pool, model, sampler, optimiser and datasets of a run (nothing loaded)."""
+    method = cfg.name
+    rank, world, local_rank = _distributed()
+    dev = _training_device(device, local_rank)
+    torch.manual_seed(cfg.seed)
     pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
     train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
-    model = build_method(
-        method,
-        cfg.params,
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-        weights=cfg.weights,
-        num_classes=pool.num_classes,
-        image_size=cfg.image_size,
-    ).to(dev)
-    model.fit_to_data(len(train_idx), cfg.batch_size)
-    # after build_method: a method's module may register its own sampler when imported
+    model = _build_model(method, cfg, pool, len(train_idx), dev)
     sampler = build_sampler(cfg.sampler)
     augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
     amp = use_amp(cfg, dev)
@@ -255,28 +391,6 @@ def pretrain(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg, dev)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-
-    start_epoch, best_val, log_rows = 0, math.inf, []
-    ckpt_path = out_dir / "last.pt"
-    if rank == 0:
-        for stale in out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
-            stale.unlink(missing_ok=True)
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val"])
-        if (out_dir / "train_log.csv").exists():
-            log_rows = pd.read_csv(out_dir / "train_log.csv").to_dict("records")[:start_epoch]
-        if rank == 0:
-            print(f"[pretrain] {method}: resuming from {ckpt_path} at epoch {start_epoch}")
-
-    step_model: torch.nn.Module = model
-    if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
-        )
     train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed)
     val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1)
     per_rank_batch = max(1, cfg.batch_size // world)
@@ -286,105 +400,199 @@ def pretrain(
             f"{method}: {len(train_set)} training videos are fewer than one batch of {cfg.batch_size}; "
             "lower batch_size or add videos"
         )
-    steps_per_epoch = n_train // world // per_rank_batch
-    total_steps = steps_per_epoch * cfg.epochs
-    generator = torch.Generator(device=dev)
-    workers = cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1)
-    run_info = {"config": cfg.to_dict(), "datasets": [str(d) for d in dataset_dirs], "world_size": world,
-                "n_train_videos": len(train_idx), "n_val_videos": len(val_idx), "classes": pool.class_names,
-                **provenance(cfg.to_dict(), cfg.seed, dev)}
-    if rank == 0:
-        atomic_write_json(out_dir / "config.json", run_info)
+    run_info = {**_run_identity(run_name, method, cfg.seed, dataset_dirs, labelled_fraction(model, pool, train_idx)),
+                "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
+                "n_val_videos": len(val_idx), "classes": pool.class_names, "binding": binding,
+                "binding_hash": binding_hash(binding), **provenance(cfg.to_dict(), cfg.seed, dev)}
+    return PretrainRun(
+        cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
+        pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
+        optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
+        val_set=val_set, per_rank_batch=per_rank_batch, steps_per_epoch=n_train // world // per_rank_batch,
+        workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
+        run_info=run_info, meta=_encoder_meta(run_info), binding=binding,
+    )
 
-    def loader(ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
-        order = np.random.default_rng([cfg.seed, epoch, 7]).permutation(len(ds)) if shuffle else np.arange(len(ds))
-        order = order[: len(ds) // world * world][rank::world] if world > 1 else order
-        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=per_rank_batch,
-                          drop_last=shuffle, num_workers=workers, pin_memory=dev.type == "cuda",
-                          persistent_workers=False)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        train_set.set_epoch(epoch)
-        if hasattr(sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
-            sampler.set_progress(epoch / cfg.epochs)
-        generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + rank)
-        sums: dict[str, float] = {}
-        t0, n_images = time.perf_counter(), 0
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        bar = tqdm(loader(train_set, epoch, True), total=steps_per_epoch, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=(rank != 0) if progress is None else not progress, leave=False)
-        for step_in_epoch, raw in enumerate(bar):
-            f = lr_factor(cfg, epoch, step_in_epoch, steps_per_epoch)
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
-            batch = _to_device(raw, dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                views = _views_batch(sampler, augment, batch, generator, channels_last)
-                out = step_model(views)
-            loss = out["loss"]
-            if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(f"{method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            model.after_step((epoch * steps_per_epoch + step_in_epoch + 1) / max(1, total_steps))
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_images += sum(v.shape[0] for v in views["views"]) * world
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        elapsed = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(1, steps_per_epoch) for k, v in sums.items()})
-        row["val_loss"] = _validate(model, sampler, augment, val_set, loader, dev, amp, channels_last, epoch, cfg.seed)
-        row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
-                   peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
-        log_rows.append(row)
-        if rank == 0:
-            meta = {"method": run_name or method, "base_method": method, "epoch": epoch + 1, **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
-            improved = math.isfinite(row["val_loss"]) and row["val_loss"] < best_val
-            if improved:
-                best_val = row["val_loss"]
-                save_encoder(model.encoder(), out_dir / "encoder_best.pt", {**meta, "val_loss": best_val})
-            if epoch + 1 in cfg.checkpoint_epochs:
-                save_encoder(model.encoder(), out_dir / f"encoder_epoch{epoch + 1}.pt", meta)
-            _write_log(out_dir / "train_log.csv", log_rows)
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch, "best_val": best_val}, ckpt_path)
-            print(f"[pretrain] {method} epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
-                  f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
-    if rank == 0:
-        final = out_dir / "encoder.pt"
-        best = out_dir / "encoder_best.pt"
-        meta = {"method": run_name or method, "base_method": method, "epoch": cfg.epochs, "export": cfg.export,
-                **{k: run_info[k] for k in ("git_sha", "config_hash", "seed")}}
-        if cfg.export == "best" and best.exists():
+def _resume(run: PretrainRun) -> None:
+    """Load ``last.pt`` when the folder has one; then wrap the model for DDP and record the run."""
+    ckpt_path = run.out_dir / layout.RESUME_STATE
+    if ckpt_path.exists():  # of this very run: _bind_folder has removed any other
+        state = torch.load(ckpt_path, map_location=run.dev, weights_only=True)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.start_epoch, run.best_val = int(state["epoch"]) + 1, float(state["best_val"])
+        run.log_rows = _logged_rows(run, state)
+        if run.is_main:
+            print(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
+            # Snakemake deletes an incomplete train_log.csv before it reruns the job
+            if run.log_rows:
+                _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
+    run.step_model = run.model
+    if run.world > 1:
+        run.step_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.dev.index] if run.dev.type == "cuda" else None, find_unused_parameters=True
+        )
+    run.generator = torch.Generator(device=run.dev)
+    if run.is_main:
+        atomic_write_json(run.out_dir / layout.RUN_CONFIG, run.run_info)
+
+
+def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The log rows of the epochs ``last.pt`` holds: kept inside it (older resume states: from
+    the CSV, which may have lost them)."""
+    if "log" in state:
+        return [dict(r) for r in state["log"]][: run.start_epoch]
+    path = run.out_dir / layout.TRAIN_LOG
+    rows = pd.read_csv(path).to_dict("records")[: run.start_epoch] if path.exists() else []
+    return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in rows]
+
+
+def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """One optimiser step on one batch; returns the method's outputs and the views."""
+    f = lr_factor(run.cfg, epoch, step_in_epoch, run.steps_per_epoch)
+    for g, base in zip(run.optimizer.param_groups, run.base_lrs):
+        g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
+    batch = _to_device(raw, run.dev)
+    with torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=run.amp):
+        views = _views_batch(run.sampler, run.augment, batch, run.generator, run.channels_last)
+        out = run.step_model(views)
+    loss = out["loss"]
+    if not torch.isfinite(loss.detach()):
+        raise DivergenceError(f"{run.method}: loss is {loss.item()} at epoch {epoch} step {step_in_epoch}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.model.after_step((epoch * run.steps_per_epoch + step_in_epoch + 1) / max(1, run.total_steps))
+    return out, views
+
+
+def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
+    """Train one epoch and validate: the epoch's log row."""
+    from tqdm.auto import tqdm
+
+    cfg, dev = run.cfg, run.dev
+    run.model.train()
+    run.train_set.set_epoch(epoch)
+    if hasattr(run.sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
+        run.sampler.set_progress(epoch / cfg.epochs)
+    run.generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + run.rank)
+    sums: dict[str, float] = {}
+    t0, n_images = time.perf_counter(), 0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    bar = tqdm(run.loader(run.train_set, epoch, True), total=run.steps_per_epoch,
+               desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
+               disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
+    for step_in_epoch, raw in enumerate(bar):
+        out, views = _train_step(run, epoch, step_in_epoch, raw)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_images += sum(v.shape[0] for v in views["views"]) * run.world
+        bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
+    elapsed = time.perf_counter() - t0
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
+                           "lr": run.optimizer.param_groups[0]["lr"]}
+    row.update({k: v / max(1, run.steps_per_epoch) for k, v in sums.items()})
+    row["val_loss"] = _validate(run)
+    row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
+               peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
+    return row
+
+
+def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
+    """Check the weights; log the epoch; keep the best and the requested encoders; write the resume state."""
+    _assert_run_finite(run, run.model.state_dict().items(), f"at the end of epoch {epoch + 1}")
+    run.log_rows.append(row)
+    if not run.is_main:
+        return
+    meta = {**run.meta, "epoch": epoch + 1}
+    if math.isfinite(row["val_loss"]) and row["val_loss"] < run.best_val:
+        run.best_val = row["val_loss"]
+        save_encoder(run.model.encoder(), run.out_dir / layout.BEST_ENCODER, {**meta, "val_loss": run.best_val})
+    if epoch + 1 in run.cfg.checkpoint_epochs:
+        save_encoder(run.model.encoder(), run.out_dir / layout.checkpoint_name(epoch + 1), meta)
+    _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
+    atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                       "epoch": epoch, "best_val": run.best_val, "binding": run.binding, "log": run.log_rows},
+                      run.out_dir / layout.RESUME_STATE)
+    print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
+          f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
+
+
+def _assert_run_finite(run: PretrainRun, named: Iterable[tuple[str, torch.Tensor]], when: str) -> None:
+    assert_finite(named, f"{run.method} diverged {when}",
+                  f" ({layout.RESUME_STATE} keeps the last finite epoch, if any); lower optimizer.lr "
+                  f"(now {run.cfg.optimizer.lr:g}) or check the data")
+
+
+def _export(run: PretrainRun) -> Path:
+    """``encoder.pt``: a copy of ``encoder_best.pt`` (``export: best``) or the last weights."""
+    final, best = run.out_dir / layout.ENCODER, run.out_dir / layout.BEST_ENCODER
+    if run.is_main:
+        if run.cfg.export == "best" and best.exists():
             blob = torch.load(best, map_location="cpu", weights_only=True)
+            # the run name is not bound (a label): a resumed run exports under its current one
+            blob["meta"] = {**blob.get("meta", {}), **{k: run.meta[k] for k in ("method", "run_name")}}
+            _assert_run_finite(run, blob["state_dict"].items(), f"in {best}")
             atomic_torch_save(blob, final)
         else:
-            save_encoder(model.encoder(), final, meta)
-    if world > 1:
+            _assert_run_finite(run, run.model.encoder().state_dict().items(), "in its last weights")
+            save_encoder(run.model.encoder(), final, {**run.meta, "epoch": run.cfg.epochs, "export": run.cfg.export})
+    if run.world > 1:
         dist.barrier()
-    return out_dir / "encoder.pt"
+    return final
+
+
+def pretrain(
+    method: str,
+    dataset_dirs: list[str | Path],
+    out_dir: str | Path,
+    overrides: list[dict[str, Any]] | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+    run_name: str | None = None,
+    restart_on_mismatch: bool = False,
+) -> Path:
+    """Pretrain ``method`` on the union of ``dataset_dirs``; returns the exported ``encoder.pt``.
+
+    ``out_dir`` receives ``last.pt`` (resume state), ``encoder.pt`` (weights only),
+    ``train_log.csv``, ``config.json`` and optionally ``encoder_epoch<k>.pt``. A run already in
+    ``out_dir`` is resumed when it has the same binding (config and data, ``hico.run_folder``);
+    another one is a :class:`~hico.run_folder.RunMismatchError`, or with
+    ``restart_on_mismatch`` removed for a fresh start.
+    """
+    cfg = _pretrain_config(method, overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, _ = _distributed()
+    binding = run_binding(cfg.to_dict(), dataset_dirs, world)
+    with hold_run_folder(out_dir) if rank == 0 else contextlib.nullcontext():  # one job's ranks share it
+        _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
+        run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
+        _resume(run)
+        for epoch in range(run.start_epoch, run.cfg.epochs):
+            _end_epoch(run, epoch, _train_epoch(run, epoch))
+        return _export(run)
 
 
 @torch.no_grad()
-def _validate(model, sampler, augment, val_set, loader, dev, amp, channels_last, epoch, seed) -> float:
+def _validate(run: PretrainRun) -> float:
+    model, dev, val_set = run.model, run.dev, run.val_set
     if len(val_set) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     val_set.set_epoch(0)  # the same validation pairs every epoch, so losses are comparable
     gen = torch.Generator(device=dev)
-    gen.manual_seed(seed + 12345)
+    gen.manual_seed(run.cfg.seed + 12345)
     total, n = 0.0, 0
-    for raw in loader(val_set, 0, False):
+    for raw in run.loader(val_set, 0, False):
         batch = _to_device(raw, dev)
         if batch["frames"].shape[0] < 2:
             continue
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            views = _views_batch(sampler, augment, batch, gen, channels_last, val=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=run.amp):
+            views = _views_batch(run.sampler, run.augment, batch, gen, run.channels_last, val=True)
             out = model.validation_step(views)
         total += float(out["loss"]) * batch["frames"].shape[0]
         n += batch["frames"].shape[0]
@@ -402,13 +610,14 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     if cfg.requires_pretraining:
         raise ValueError(f"method {method} requires pretraining; use pretrain()")
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
-    info = provenance(cfg.to_dict(), cfg.seed)
-    atomic_write_json(out_dir / "config.json", {"config": cfg.to_dict(), **info})
-    _write_log(out_dir / "train_log.csv", [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
-    save_encoder(backbone, out_dir / "encoder.pt", {"method": run_name or method, "base_method": method,
-                                                      "epoch": 0, "export": "init",
-                                                      "git_sha": info["git_sha"], "config_hash": info["config_hash"],
-                                                      "seed": cfg.seed})
-    return out_dir / "encoder.pt"
+    info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
+            **provenance(cfg.to_dict(), cfg.seed)}
+    assert_finite(backbone.state_dict().items(), f"{method}: the initial encoder ({cfg.weights or cfg.backbone})")
+    with hold_run_folder(out_dir):
+        atomic_write_json(out_dir / layout.RUN_CONFIG, info)
+        _write_log(out_dir / layout.TRAIN_LOG, [{"epoch": 0, "step": 0, "loss": float("nan"), "val_loss": float("nan")}])
+        save_encoder(backbone, out_dir / layout.ENCODER, {**_encoder_meta(info), "epoch": 0, "export": "init"})
+    return out_dir / layout.ENCODER

@@ -186,3 +186,19 @@ def test_shipped_recipe_is_complete(name):
     assert set(cfg.params) <= set(accepted), f"{name}.yaml params {sorted(set(cfg.params) - set(accepted))} unknown"
     AugmentConfig.from_dict(cfg.augment, cfg.image_size)
     build_sampler(cfg.sampler)
+
+
+def test_a_baselines_own_sampler_is_found_without_importing_its_method_first():
+    """Sampler lookup does not depend on import order: in a fresh interpreter that imported no
+    method, ``ucl_hard_negatives`` (defined in baselines/ucl.py) is found by name."""
+    import subprocess
+
+    code = ("import sys; from hico.data.pairs import build_sampler; "
+            "assert 'baselines.ucl' not in sys.modules; "
+            "s = build_sampler({'name': 'ucl_hard_negatives', 'n_negatives': 2}); "
+            "print(type(s).__module__, s.n_frames)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["baselines.ucl", "4"]
+    with pytest.raises(ValueError, match=r"unknown view sampler 'no_such'; registered: \[.*'ucl_hard_negatives'"):
+        build_sampler("no_such")

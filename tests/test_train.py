@@ -38,11 +38,33 @@ def _weights(path):
     return load_encoder(path).state_dict()
 
 
-def test_resume_is_exact(toy_dataset, tmp_path):
-    overrides = [TINY, {"export": "last"}]
-    straight = pretrain("simclr", [toy_dataset], tmp_path / "a", overrides + [{"epochs": 3}], device="cpu")
-    pretrain("simclr", [toy_dataset], tmp_path / "b", overrides + [{"epochs": 2}], device="cpu")
-    resumed = pretrain("simclr", [toy_dataset], tmp_path / "b", overrides + [{"epochs": 3}], device="cpu")
+class Killed(Exception):
+    """Stands for a kill right after an epoch's resume state was written."""
+
+
+def stop_after(monkeypatch, epochs_done: int) -> None:
+    """Make pretrain stop (raise Killed) once ``epochs_done`` epochs are written."""
+    import hico.train as train
+
+    end_epoch = train._end_epoch
+
+    def end_then_stop(run, epoch, row):
+        end_epoch(run, epoch, row)
+        if epoch + 1 == epochs_done:
+            raise Killed
+
+    monkeypatch.setattr(train, "_end_epoch", end_then_stop)
+
+
+def test_resume_is_exact(toy_dataset, tmp_path, monkeypatch):
+    overrides = [TINY, {"export": "last", "epochs": 3}]
+    straight = pretrain("simclr", [toy_dataset], tmp_path / "a", overrides, device="cpu")
+    with monkeypatch.context() as m:
+        stop_after(m, 2)
+        with pytest.raises(Killed):
+            pretrain("simclr", [toy_dataset], tmp_path / "b", overrides, device="cpu")
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1
+    resumed = pretrain("simclr", [toy_dataset], tmp_path / "b", overrides, device="cpu")
     a, b = _weights(straight), _weights(resumed)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
@@ -56,7 +78,7 @@ def test_resume_is_exact(toy_dataset, tmp_path):
 def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hico", "pretrain", "simclr", "--data", str(toy_dataset), "--out", str(out),
-           "--set", "epochs=40", "--set", "image_size=64", "--set", "batch_size=2", "--set", "num_workers=0",
+           "--set", "epochs=20", "--set", "image_size=32", "--set", "batch_size=2", "--set", "num_workers=0",
            "--set", "val_fraction=0.25", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -68,12 +90,11 @@ def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = torch.load(out / "last.pt", weights_only=True)["epoch"]  # intact even if killed mid-write
-    rerun = subprocess.run(cmd[:-4] + ["--set", f"epochs={done + 2}", "--device", "cpu"], capture_output=True,
-                           text=True, env=env, timeout=300)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # the same run: it resumes
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {out / 'last.pt'} at epoch {done + 1}" in rerun.stdout
     log = pd.read_csv(out / "train_log.csv")
-    assert list(log["epoch"]) == list(range(1, done + 3))
+    assert list(log["epoch"]) == list(range(1, 21))
     assert not list(out.glob(".*.tmp")), "a temporary file of an interrupted write was left behind"
 
 
@@ -135,3 +156,37 @@ def test_bf16_autocast_follows_the_device_and_the_switches(monkeypatch):
     assert precision.bf16_autocast_enabled(cpu, cpu_amp=True)
     assert not precision.bf16_autocast_enabled(cpu, cpu_amp=False)
     assert not precision.bf16_autocast_enabled(torch.device("meta"))
+
+
+def test_run_config_and_encoder_meta_record_the_run(toy_dataset, tmp_path):
+    """Contract 1: config.json and the encoder meta name the run, its method, seed, pool and the
+    share of the pool's training videos whose label the method saw."""
+    import json
+
+    from hico.train import PretrainPool
+
+    half = [TINY, {"epochs": 1, "label_rate": 0.5, "seed": 2}]
+    enc = pretrain("hico", [toy_dataset], tmp_path / "h", half + [{"params": {"heads": "pooled"}}], device="cpu",
+                   run_name="hico_half")
+    info = json.loads((tmp_path / "h" / "config.json").read_text())
+    pool = PretrainPool([toy_dataset], 0.5, 2)
+    train_idx, _ = pool.split(0.25, 2)
+    expected = float((pool.table["train_label"].to_numpy()[train_idx] >= 0).mean())
+    assert 0 < expected < 1 and info["n_train_videos"] == len(train_idx)
+    assert {k: info[k] for k in ("run_name", "method", "seed", "datasets", "labelled_fraction")} == {
+        "run_name": "hico_half", "method": "hico", "seed": 2, "datasets": [str(toy_dataset)],
+        "labelled_fraction": expected}
+    assert info["config"]["label_rate"] == 0.5 and info["config_hash"]
+    meta = load_encoder(enc).meta
+    assert {k: meta[k] for k in ("method", "run_name", "base_method", "seed", "labelled_fraction")} == {
+        "method": "hico_half", "run_name": "hico_half", "base_method": "hico", "seed": 2,
+        "labelled_fraction": expected}
+    # SimCLR never reads a label: 0.0 whatever the label rate
+    pretrain("simclr", [toy_dataset], tmp_path / "s", half, device="cpu")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["labelled_fraction"] == 0.0
+    control = export_initial_encoder("random_init", tmp_path / "c", [{"seed": 5}], run_name="scratch")
+    info = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert {k: info[k] for k in ("run_name", "method", "seed", "datasets", "labelled_fraction")} == {
+        "run_name": "scratch", "method": "random_init", "seed": 5, "datasets": [], "labelled_fraction": 0.0}
+    meta = load_encoder(control).meta
+    assert (meta["run_name"], meta["base_method"], meta["seed"], meta["labelled_fraction"]) == ("scratch", "random_init", 5, 0.0)

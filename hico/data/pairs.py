@@ -8,7 +8,9 @@ training device:
     per-sample floats (e.g. the mixup coefficient) collated to ``[B]`` tensors.
 
 Recipes name a sampler in their YAML (``sampler: {name: three_frame_mixup}``); a baseline adds
-its own sampler with ``@register_sampler`` in its module.
+its own sampler with ``@register_sampler`` in its module. Lookup does not depend on what was
+imported before: a name not registered yet makes :func:`build_sampler` import every method
+module (:func:`hico.registry.import_method_modules`) and look again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def build_sampler(spec: str | dict[str, Any] | None) -> ViewSampler:
         spec = {"name": spec}
     spec = dict(spec)
     name = spec.pop("name", None)
+    if name not in _SAMPLERS:
+        from hico.registry import import_method_modules
+
+        import_method_modules()  # a method's module may define the sampler (baselines/ucl.py)
     if name not in _SAMPLERS:
         raise ValueError(f"unknown view sampler {name!r}; registered: {sorted(_SAMPLERS)}")
     try:

@@ -71,6 +71,11 @@ class PretrainMethod(nn.Module):
         must not outgrow the videos drawn per epoch). Called by the loop before a checkpoint
         is loaded."""
 
+    def sees_labels(self) -> bool:
+        """Whether ``training_step`` uses the batch's ``labels`` (the run records the share of
+        labelled videos as ``labelled_fraction``; 0 for a method that never reads them)."""
+        return False
+
     def encoder(self) -> Backbone:
         return self.backbone
 

@@ -32,7 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from hico.losses import CROSS_PAIRS, SMOOTHINGS, hico_multilevel_loss, soft_cross_entropy
+from hico.losses import (
+    check_multilevel_args,
+    check_smoothing,
+    hico_multilevel_loss,
+    soft_cross_entropy,
+)
 from hico.methods.base import PretrainMethod
 from hico.models.fpn import FeaturePyramid
 from hico.models.heads import ClassifierHead, FlattenHead, PooledHead
@@ -151,6 +156,9 @@ class HiCo(PretrainMethod):
             out.update(ce_i=ce_i, ce_j=ce_j)
         return {"loss": loss, **out}
 
+    def sees_labels(self) -> bool:
+        return self.classifier is not None
+
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Contrastive part only on the un-mixed pair (released ``_validate`` calls ``_step``)."""
@@ -160,17 +168,14 @@ class HiCo(PretrainMethod):
 
 def _check_params(temperature, peer_weight, cross_weight, lam, alpha, smoothing, peer, cross,
                   levels, cross_pairs, heads, medium_level, proj_dim, hidden) -> None:
-    if not temperature > 0:
-        raise ValueError(f"hico: temperature must be > 0, got {temperature}")
-    if peer_weight < 0 or cross_weight < 0 or lam < 0:
-        raise ValueError(f"hico: peer_weight, cross_weight and lam must be >= 0, got "
-                         f"{peer_weight}, {cross_weight}, {lam}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"hico: alpha must be in [0, 1], got {alpha}")
-    if smoothing not in SMOOTHINGS:
-        raise ValueError(f"hico: smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
-    if cross_pairs not in CROSS_PAIRS:
-        raise ValueError(f"hico: cross_pairs must be one of {CROSS_PAIRS}, got {cross_pairs!r}")
+    """At build time, the loss's own checks (``hico.losses``) and those of HiCo's network."""
+    try:
+        check_multilevel_args(temperature, peer_weight, cross_weight, peer, cross, cross_pairs)
+        check_smoothing(alpha, smoothing)
+    except ValueError as e:
+        raise ValueError(f"hico: {e}") from None
+    if lam < 0:
+        raise ValueError(f"hico: lam must be >= 0, got {lam}")
     if heads not in HEAD_KINDS:
         raise ValueError(f"hico: heads must be one of {HEAD_KINDS}, got {heads!r}")
     if medium_level not in (3, 4):
@@ -179,8 +184,6 @@ def _check_params(temperature, peer_weight, cross_weight, lam, alpha, smoothing,
     if unknown or len(set(levels)) != len(levels) or "global" not in levels:
         raise ValueError(f"hico: levels must be distinct names among {list(LEVELS)} and include "
                          f"'global', got {list(levels)}")
-    if not (peer or cross):
-        raise ValueError("hico: peer and cross are both false; the contrastive loss would be empty")
     if not peer and set(levels) == {"global"}:
         raise ValueError("hico: cross-level terms need local or medium in levels (got only global "
                          "with peer: false); nothing to compute")

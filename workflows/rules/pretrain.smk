@@ -28,7 +28,7 @@ rule pretrain:
     shell:
         "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base} --name {wildcards.method} "
         "--data {params.data} --out {params.out} --overrides '{params.overrides}' --device {params.device} "
-        "> {log} 2>&1"
+        "--restart-on-mismatch > {log} 2>&1"
 
 
 # The variant methods also keep a checkpoint at every convergence epoch (the convergence table).
