@@ -13,9 +13,14 @@ import pytest
 import torch
 from scipy.stats import wilcoxon
 
+from hico import layout
 from hico.evaluate import classification_metrics, frame_and_video_metrics
 from hico.report import aggregate as agg
+from hico.report import claims as claims_mod
 from hico.report import stats
+from hico.report.columns import SCHEMAS
+from hico.report.paper import PAPER_CSV, load_paper
+from hico.report.records import find_metrics, load_records
 
 CLASSES = ["covid", "pneumonia", "regular"]
 
@@ -105,22 +110,22 @@ def run(tmp_path_factory):
     rc = agg.main(["--metrics-dir", str(mdir), "--out-dir", str(out), "--compute-dir", str(root / "pretrain"),
                    "--bench-dir", str(root / "bench")])
     assert rc == 0
-    records = agg.load_records(agg.find_metrics([mdir]))
+    records = load_records(find_metrics([mdir]))
     return {"root": root, "mdir": mdir, "out": out, "records": records}
 
 
 def test_every_table_has_its_columns_and_dtypes(run):
-    for name in agg.TABLES:
+    for name in layout.TABLES:
         path = run["out"] / f"{name}.csv"
         assert path.exists(), name
         df = pd.read_csv(path)
-        assert list(df.columns) == [c for c, _ in agg.SCHEMAS[name]], name
-        for col, kind in agg.SCHEMAS[name]:
+        assert list(df.columns) == [c for c, _ in SCHEMAS[name]], name
+        for col, kind in SCHEMAS[name]:
             if kind in ("int", "float") and df[col].notna().any():
                 assert pd.api.types.is_numeric_dtype(df[col]), (name, col)
-    tables, _ = agg.build_tables(run["records"], agg.load_paper(agg.PAPER_CSV))
+    tables, _ = agg.build_tables(run["records"], load_paper(PAPER_CSV))
     for name, df in tables.items():
-        for col, kind in agg.SCHEMAS[name]:
+        for col, kind in SCHEMAS[name]:
             want = {"str": "object", "int": "int64", "Int64": "Int64", "float": "float64", "bool": "bool"}[kind]
             assert str(df[col].dtype) == want, (name, col, df[col].dtype)
     assert not list(run["out"].glob(".*.tmp"))  # atomic writes leave nothing behind
@@ -214,7 +219,7 @@ def test_paper_numbers_are_merged(run):
 
 
 def test_reference_paper_csv_is_well_formed():
-    paper = agg.load_paper(agg.PAPER_CSV)
+    paper = load_paper(PAPER_CSV)
     assert (paper["source"].str.len() > 10).all()
     with_value = paper[paper["value"].notna()]
     assert set(with_value["method"]) == {"uscl", "imagenet", "meta_uscl"}
@@ -263,7 +268,7 @@ def test_verdict_rules(n, diff, p, expected):
 
 def test_claims_verdicts(run):
     cl = pd.read_csv(run["out"] / "claims.csv", keep_default_na=False, na_values=[""])
-    assert set(cl["claim_id"]) == {c["id"] for c in agg.CLAIMS}
+    assert set(cl["claim_id"]) == {c["id"] for c in claims_mod.CLAIMS}
 
     def one(claim, comparison, protocol="linear_probe"):
         return cl[(cl["claim_id"] == claim) & (cl["comparison"] == comparison) & (cl["protocol"] == protocol)].iloc[0]
@@ -282,8 +287,8 @@ def test_claims_without_evidence(tmp_path):
     for fold in range(3):
         write(mdir, make_metrics("hico", dataset="synthetic", fold=fold, acc=0.9))
         write(mdir, make_metrics("simclr", dataset="synthetic", fold=fold, acc=0.5))
-    records = agg.load_records(agg.find_metrics([mdir]))
-    cl = agg.claims(records)
+    records = load_records(find_metrics([mdir]))
+    cl = claims_mod.claims(records)
     by_id = cl.groupby("claim_id")["verdict"].apply(set).to_dict()
     for claim in ("faster_convergence", "multi_level_alignment_helps", "soft_labels_help", "beats_baselines_on_pocus"):
         assert by_id[claim] == {stats.NO_EVIDENCE}

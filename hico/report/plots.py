@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from hico import layout  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "svg.fonttype": "none", "figure.dpi": 100})
@@ -48,18 +51,29 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-#: every method of the run (set by :func:`main` from main_comparison.csv) so colours agree across figures
-ALL_METHODS: set[str] = set()
+@dataclass(frozen=True)
+class Style:
+    """What every figure of one ``hico plot`` call shares: the reference method (drawn first,
+    bold) and every method of the run, so that a method has the same colour in every figure."""
 
+    reference: str = "hico"
+    methods: tuple[str, ...] = ()
 
-def _colors(methods: list[str]) -> dict[str, tuple]:
-    """A stable colour per method; the reference method (hico) always gets the first colour."""
-    ordered = sorted(set(methods) | ALL_METHODS, key=lambda m: (not m.startswith("hico"), m))
-    cmap = plt.get_cmap("tab10" if len(ordered) <= 10 else "tab20")
-    return {m: cmap(i % cmap.N) for i, m in enumerate(ordered)}
+    def order(self, methods: Iterable[str]) -> list[str]:
+        """The reference and its variants (``<reference>_...``) first, then alphabetical."""
+        ref = self.reference
+        return sorted(set(methods), key=lambda m: (not (m == ref or m.startswith(f"{ref}_")), m))
+
+    def colors(self, methods: Iterable[str]) -> dict[str, tuple]:
+        """A stable colour per method; the reference method always gets the first colour."""
+        ordered = self.order(set(methods) | set(self.methods))
+        cmap = plt.get_cmap("tab10" if len(ordered) <= 10 else "tab20")
+        return {m: cmap(i % cmap.N) for i, m in enumerate(ordered)}
 
 
 def _read(tables: Path, name: str) -> pd.DataFrame | None:
+    if name not in layout.TABLES:
+        raise ValueError(f"{name!r} is not a table of hico.layout.TABLES")
     path = tables / f"{name}.csv"
     if not path.exists():
         print(f"[plot] skipped {name}: {path} does not exist (run `python -m hico aggregate` first)")
@@ -71,10 +85,6 @@ def _read(tables: Path, name: str) -> pd.DataFrame | None:
     return df
 
 
-def _method_order(methods) -> list[str]:
-    return sorted(set(methods), key=lambda m: (not m.startswith("hico"), m))
-
-
 def _placeholder(out_dir: Path, name: str, message: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.axis("off")
@@ -82,13 +92,14 @@ def _placeholder(out_dir: Path, name: str, message: str) -> list[Path]:
     return _save(fig, out_dir, name)
 
 
-def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, paper: bool = False) -> list[Path]:
+def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, paper: bool = False,
+          style: Style = Style()) -> list[Path]:
     """Grouped bars: one row per dataset x protocol, one column per level (frame, video), bars =
     methods, two metrics side by side."""
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
     levels = [lv for lv in ("frame", "video") if lv in set(df["level"])]
-    methods = _method_order(df["method"])
-    colors = _colors(methods)
+    methods = style.order(df["method"])
+    colors = style.colors(methods)
     width_per = max(2.8, 0.55 * len(methods) + 1.2)
     fig, grid = plt.subplots(len(panels), len(levels), figsize=(max(7.0, width_per * len(levels)),
                                                                 3.6 * len(panels) + 0.8),
@@ -140,27 +151,29 @@ def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, pa
     return _save(fig, out_dir, name)
 
 
-def plot_main_comparison(tables: Path, out_dir: Path) -> list[Path]:
+def plot_main_comparison(tables: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
     df = _read(tables, "main_comparison")
     if df is None:
-        return _placeholder(out_dir, "main_comparison", "no results yet: main_comparison.csv is missing or empty")
+        return _placeholder(out_dir, layout.FIG_MAIN, "no results yet: main_comparison.csv is missing or empty")
     out = []
     sel = df[df["selection"] == "selected"]
     if len(sel):
-        out += _bars(sel, out_dir, "main_comparison", "accuracy_mean",
-                     "Main comparison: mean ± std over folds × seeds (epoch / C chosen on the validation split)")
+        out += _bars(sel, out_dir, layout.FIG_MAIN, "accuracy_mean",
+                     "Main comparison: mean ± std over folds × seeds (epoch / C chosen on the validation split)",
+                     style=style)
     else:
-        out += _placeholder(out_dir, "main_comparison", "no validation-selected results in main_comparison.csv")
+        out += _placeholder(out_dir, layout.FIG_MAIN, "no validation-selected results in main_comparison.csv")
     pp = df[(df["selection"] == "paper_protocol") & (df["level"] == "frame")]
     if len(pp):
-        out += _bars(pp, out_dir, "main_comparison_paper_protocol", "pooled_accuracy",
+        out += _bars(pp, out_dir, layout.FIG_MAIN_PAPER, "pooled_accuracy",
                      "Released protocol, OPTIMISTIC (epoch chosen on the test fold):\n"
-                     "accuracy of the confusion matrix summed over folds, next to published numbers", paper=True)
+                     "accuracy of the confusion matrix summed over folds, next to published numbers", paper=True,
+                     style=style)
     return out
 
 
 def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabel: str, logx: bool = False,
-           flat_at: float | None = None) -> list[Path]:
+           flat_at: float | None = None, style: Style = Style()) -> list[Path]:
     """One panel per dataset/protocol, one line per method measured at two or more ``x`` values.
 
     A method measured only at ``x == flat_at`` (a control at pretraining epoch 0) is drawn as a
@@ -178,19 +191,19 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
         print(f"[plot] skipped {name}: no method has more than one {x} value")
         return []
     flats = df[is_flat]
-    colors = _colors(list(df["method"]))
+    colors = style.colors(df["method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.9), squeeze=False,
                              layout="constrained")
     legend: dict[str, Any] = {}
     for c, (dataset, protocol) in enumerate(panels):
         ax = axes[0][c]
         sub = curves[(curves["dataset"] == dataset) & (curves["protocol"] == protocol)]
-        for method in _method_order(sub["method"]):
+        for method in style.order(sub["method"]):
             s = sub[sub["method"] == method].sort_values(x)
             xs, ys = s[x].to_numpy(float), s["accuracy_mean"].to_numpy(float)
             sd = s["accuracy_std"].fillna(0).to_numpy(float)
             legend[method] = ax.plot(xs, ys, marker="o", color=colors[method], label=method,
-                                     linewidth=2.2 if method == "hico" else 1.4)[0]
+                                     linewidth=2.2 if method == style.reference else 1.4)[0]
             ax.fill_between(xs, ys - sd, ys + sd, color=colors[method], alpha=0.15)
         for _, row in flats[(flats["dataset"] == dataset) & (flats["protocol"] == protocol)].iterrows():
             legend[f"{row['method']} (no pretraining)"] = ax.axhline(
@@ -212,34 +225,34 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
     return _save(fig, out_dir, name)
 
 
-def plot_convergence(tables: Path, out_dir: Path) -> list[Path]:
+def plot_convergence(tables: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
     df = _read(tables, "convergence")
     if df is None:
         return []
-    return _lines(df, "encoder_epoch", out_dir, "convergence",
+    return _lines(df, "encoder_epoch", out_dir, layout.FIG_CONVERGENCE,
                   "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch",
-                  flat_at=0)
+                  flat_at=0, style=style)
 
 
-def plot_label_efficiency(tables: Path, out_dir: Path) -> list[Path]:
+def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
     df = _read(tables, "label_efficiency")
     if df is None:
         return []
-    return _lines(df, "train_percent", out_dir, "label_efficiency",
+    return _lines(df, "train_percent", out_dir, layout.FIG_LABEL_EFFICIENCY,
                   "Label efficiency: accuracy vs share of the fold's training videos", "training videos used (%)",
-                  logx=True)
+                  logx=True, style=style)
 
 
-def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
-    path = tables / "confusion_matrices.json"
+def plot_confusion(tables: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
+    path = tables / layout.CONFUSION_MATRICES
     if not path.exists():
         print(f"[plot] skipped confusion matrices: {path} does not exist")
         return []
     entries = [e for e in json.loads(path.read_text()) if e["selection"] == "selected" and e["level"] == "frame"]
     out = []
     for dataset, protocol in sorted({(e["dataset"], e["protocol"]) for e in entries}):
-        group = sorted((e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol),
-                       key=lambda e: (not e["method"].startswith("hico"), e["method"]))
+        by_method = {e["method"]: e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol}
+        group = [by_method[m] for m in style.order(by_method)]
         k = len(group[0]["classes"])
         ncols = min(4, len(group))
         nrows = int(np.ceil(len(group) / ncols))
@@ -267,12 +280,11 @@ def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
             ax.set_title(f"{e['method']}\npooled acc {acc:.3f} ({e['n_folds']} folds × {e['n_seeds']} seeds)", fontsize=9)
         fig.suptitle(f"{dataset} / {protocol}: confusion matrices summed over folds\n"
                      "(colour: share of the true class; numbers: counts)", fontsize=10)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol}")
-        out += _save(fig, out_dir, safe)
+        out += _save(fig, out_dir, layout.confusion_figure(dataset, protocol))
     return out
 
 
-def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
+def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
     rows = []
     for path in sorted(Path(metrics_dir).rglob("metrics.json")):
         m = json.loads(path.read_text())
@@ -287,12 +299,12 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
         return []
     df = pd.DataFrame(rows).groupby(["method", "dataset", "protocol", "epoch"]).mean().reset_index()
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
-    colors = _colors(list(df["method"]))
+    colors = style.colors(df["method"])
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 1.6, 6.4), squeeze=False, sharex="col",
                              layout="constrained")
     for c, (dataset, protocol) in enumerate(panels):
         sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol)]
-        for method in _method_order(sub["method"]):
+        for method in style.order(sub["method"]):
             s = sub[sub["method"] == method]
             axes[0][c].plot(s["epoch"], s["val_accuracy"], color=colors[method], label=method)
             axes[1][c].plot(s["epoch"], s["train_loss"], color=colors[method], label=method)
@@ -306,10 +318,10 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
     for ax in axes[0]:
         legend.update(zip(*reversed(ax.get_legend_handles_labels())))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    order = _method_order(legend)
+    order = style.order(legend)
     fig.legend([legend[m] for m in order], order, loc="outside right center", frameon=False)
     fig.suptitle("Fine-tuning: mean over folds × seeds per epoch (the epoch is selected on validation accuracy)")
-    return _save(fig, out_dir, "finetune_curves")
+    return _save(fig, out_dir, layout.FIG_FINETUNE_CURVES)
 
 
 def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: int, max_frames: int,
@@ -352,7 +364,7 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", frameon=False, title="class")
     fig.suptitle(f"t-SNE of frozen pooled features on {ds.name}")
-    return _save(fig, out_dir, "tsne")
+    return _save(fig, out_dir, layout.FIG_TSNE)
 
 
 def _parse_encoders(pairs: list[str]) -> dict[str, str]:
@@ -367,7 +379,12 @@ def _parse_encoders(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-FIGURE_GROUPS = ("main_comparison", "convergence", "label_efficiency", "confusion", "finetune_curves", "tsne")
+def _run_methods(tables: Path | None) -> tuple[str, ...]:
+    """Every method of main_comparison.csv: the methods whose colours every figure shares."""
+    path = tables / "main_comparison.csv" if tables is not None else None
+    if path is None or not path.exists():
+        return ()
+    return tuple(pd.read_csv(path, usecols=["method"])["method"].astype(str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,30 +396,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="standard dataset folder for the t-SNE")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")
-    p.add_argument("--figures", nargs="+", choices=FIGURE_GROUPS, default=list(FIGURE_GROUPS),
+    p.add_argument("--reference", default="hico", help="method drawn first and bold (default hico)")
+    p.add_argument("--figures", nargs="+", choices=layout.FIGURE_GROUPS, default=list(layout.FIGURE_GROUPS),
                    help="draw only these (the workflow runs tsne as its own job, beside the evaluations)")
     p.add_argument("--expect", nargs="+", default=[],
                    help="figure names a workflow declared: any left undrawn get a placeholder saying so")
     a = p.parse_args(argv)
     tables, out_dir, wanted = Path(a.tables) if a.tables else None, Path(a.out_dir), set(a.figures)
-    if wanted - {"tsne"} and tables is None:
+    if wanted - {layout.FIG_TSNE} and tables is None:
         p.error("--tables is required for every figure but tsne")
-    if tables is not None and (tables / "main_comparison.csv").exists():
-        ALL_METHODS.update(pd.read_csv(tables / "main_comparison.csv", usecols=["method"])["method"].astype(str))
+    style = Style(a.reference, _run_methods(tables))
     written = []
-    for name, draw in (("main_comparison", plot_main_comparison), ("convergence", plot_convergence),
-                       ("label_efficiency", plot_label_efficiency), ("confusion", plot_confusion)):
+    for name, draw in ((layout.FIG_MAIN, plot_main_comparison), (layout.FIG_CONVERGENCE, plot_convergence),
+                       (layout.FIG_LABEL_EFFICIENCY, plot_label_efficiency), ("confusion", plot_confusion)):
         if name in wanted:
-            written += draw(tables, out_dir)
-    if a.metrics_dir and "finetune_curves" in wanted:
+            written += draw(tables, out_dir, style)
+    if a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
         if Path(a.metrics_dir).is_dir():
-            written += plot_finetune_curves(Path(a.metrics_dir), out_dir)
+            written += plot_finetune_curves(Path(a.metrics_dir), out_dir, style)
         else:
             print(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
     encoders = _parse_encoders(a.encoders)
-    if "tsne" in wanted and encoders and a.data:
+    if layout.FIG_TSNE in wanted and encoders and a.data:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
-    elif "tsne" in wanted:
+    elif layout.FIG_TSNE in wanted:
         print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
     drawn = {path.stem for path in written}
     for name in a.expect:

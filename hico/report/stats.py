@@ -102,3 +102,12 @@ def verdict(n_pairs: int, mean_diff: float, p: float, alpha: float = ALPHA) -> s
         if mean_diff < 0:
             return NOT_SUPPORTED
     return INCONCLUSIVE
+
+
+def paired_summary(df: pd.DataFrame, a: str, b: str, metric: str = "accuracy") -> tuple[int, float, float, str]:
+    """n pairs, mean(a - b), Wilcoxon p and note over the (fold, seed) cells of ``df``."""
+    xa, xb = paired(df, metric, a, b)
+    if len(xa) == 0:
+        return 0, float("nan"), float("nan"), "no paired (fold, seed) results"
+    p, note = wilcoxon_p(xa, xb)
+    return len(xa), float(np.mean(xa - xb)), p, note

@@ -1,0 +1,134 @@
+"""``metrics.json`` files -> records: one row per file x selection x level.
+
+A *selection* is ``selected`` (epoch / C chosen on the validation split), ``paper_protocol``
+(fine-tuning: the best test-fold epoch, optimistic) or ``last``; a *level* is ``frame`` or
+``video``. ``records.csv`` lists every record with its source file, so every number in every
+table can be traced back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hico.report import AggregateError
+from hico.report.columns import LEVELS, METRICS, SCHEMAS, SELECTIONS
+
+_REQUIRED = ("method", "dataset", "protocol", "fold", "seed", "classes", "frame", "video")
+#: columns of a record that are not written to records.csv: the confusion matrix as an array,
+#: the per-class dict and the class list (for the pooled statistics)
+PRIVATE = ["_cm", "_per_class", "_classes", "n_train_videos"]
+
+
+def find_metrics(dirs: Iterable[str | Path] = (), files: Iterable[str | Path] = ()) -> list[Path]:
+    found: set[Path] = set()
+    for d in dirs or ():
+        d = Path(d)
+        if not d.is_dir():
+            raise AggregateError(f"--metrics-dir {d} is not a folder")
+        found.update(p.resolve() for p in d.rglob("metrics.json"))
+    for f in files or ():
+        f = Path(f)
+        if not f.is_file():
+            raise AggregateError(f"--metrics {f} does not exist")
+        found.add(f.resolve())
+    return sorted(found)
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _protocol_id(m: dict[str, Any]) -> str:
+    if m.get("protocol_id"):
+        return str(m["protocol_id"])
+    if m.get("protocol") == "finetune" and m.get("variant"):
+        return f"finetune_{m['variant']}"
+    return str(m["protocol"])
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AggregateError(f"{path}: unreadable metrics.json ({e}); re-run its evaluate job") from e
+    missing = [k for k in _REQUIRED if k not in m]
+    if missing:
+        raise AggregateError(f"{path}: metrics.json lacks {missing}; it was not written by `python -m hico evaluate`")
+    return m
+
+
+def _file_facts(m: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What one metrics.json says about every one of its records."""
+    return {
+        "method": str(m["method"]), "dataset": str(m["dataset"]), "protocol": _protocol_id(m),
+        "fold": int(m["fold"]), "seed": int(m["seed"]),
+        "train_fraction": _float(m.get("train_fraction", 1.0)),
+        "encoder_epoch": m.get("encoder_epoch", (m.get("encoder_meta") or {}).get("epoch")),
+        "encoder_kind": m.get("encoder_kind") or (
+            "checkpoint" if re.search(r"encoder_epoch\d+\.pt$", str(m.get("encoder", ""))) else "final"),
+        "pretrain_data": ("unknown" if m.get("pretrain_datasets") is None
+                          else ";".join(m["pretrain_datasets"]) or "none"),
+        "classes": json.dumps(m["classes"]),
+        "git_sha": (m.get("provenance") or {}).get("git_sha", ""),
+        "source": str(path),
+        "n_train_videos": (m.get("n_videos") or {}).get("train"),
+    }
+
+
+def _selection_blocks(m: dict[str, Any]):
+    """(selection, block, chosen epoch, optimistic) for each selection the file holds."""
+    for selection in SELECTIONS:
+        block = m if selection == "selected" else m.get(selection)
+        if not block:
+            continue
+        if selection == "selected":
+            yield selection, block, (m.get("selection") or {}).get("epoch"), False
+        else:
+            yield selection, block, block.get("epoch"), bool(block.get("optimistic", selection == "paper_protocol"))
+
+
+def _level_record(r: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    cm = np.asarray(r.get("confusion_matrix", []), dtype=np.int64)
+    return {**{k: _float(r.get(k)) for k in METRICS}, "n_test": int(r.get("n", cm.sum())),
+            "confusion_matrix": json.dumps(cm.tolist()), "_cm": cm,
+            "_per_class": r.get("per_class") or {}, "_classes": list(classes)}
+
+
+def records_of(m: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The records of one metrics.json (already read by :func:`read_metrics`)."""
+    facts = _file_facts(m, path)
+    rows = []
+    for selection, block, epoch, optimistic in _selection_blocks(m):
+        for level in LEVELS:
+            r = block.get(level)
+            if r:
+                rows.append({**facts, "selection": selection, "level": level, "epoch": epoch,
+                             "optimistic": optimistic, **_level_record(r, m["classes"])})
+    return rows
+
+
+def load_records(paths: Iterable[Path]) -> pd.DataFrame:
+    """One row per metrics.json x selection x level; the :data:`PRIVATE` columns hold the
+    confusion matrix (ndarray), the per-class dict and the class list for the pooled statistics."""
+    rows = [r for path in paths for r in records_of(read_metrics(path), path)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=[c for c, _ in SCHEMAS["records"]] + PRIVATE)
+    df["encoder_epoch"] = pd.to_numeric(df["encoder_epoch"], errors="coerce")
+    return df
+
+
+def final_records(df: pd.DataFrame) -> pd.DataFrame:
+    """Records of final encoders (not ``encoder_epoch<k>.pt``) on every training video
+    (``train_fraction == 1``): what the main, per-class, ablation, transfer and claims tables use."""
+    return df[(df["encoder_kind"] == "final") & np.isclose(df["train_fraction"].astype(float), 1.0)]
