@@ -4,6 +4,7 @@ stds as numpy, Wilcoxon p as scipy, pooled confusion matrices, paper merge, clai
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from scipy.stats import wilcoxon
 
 from hico import layout
 from hico.evaluate import classification_metrics, frame_and_video_metrics
+from hico.report import AggregateError, stats
 from hico.report import aggregate as agg
 from hico.report import claims as claims_mod
-from hico.report import stats
 from hico.report.columns import SCHEMAS
 from hico.report.paper import PAPER_CSV, load_paper
 from hico.report.records import find_metrics, load_records
@@ -303,3 +304,29 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     bad.write_text(json.dumps({"method": "hico"}))
     assert agg.main(["--metrics", str(bad), "--out-dir", str(tmp_path / "t")]) == 2
     assert "lacks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"schema_version": None}, "lacks schema_version"),
+    ({"schema_version": 1}, "schema_version 1 is not one of [2, 3]"),
+    ({"protocol_id": None}, "lacks ['protocol_id']"),
+    ({"encoder_kind": None}, "lacks ['encoder_kind']"),
+])
+def test_old_or_foreign_metrics_files_are_errors_naming_the_file(tmp_path, change, message):
+    """No fallbacks for metrics.json files older than schema 2: each is an error that names the file."""
+    m = make_metrics("hico")
+    for k, v in change.items():
+        if v is None:
+            del m[k]
+        else:
+            m[k] = v
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(m))
+    with pytest.raises(AggregateError, match=re.escape(message)) as e:
+        load_records([path])
+    assert str(path) in str(e.value)
+
+
+def test_schema_versions_2_and_3_are_read(tmp_path):
+    paths = [write(tmp_path, {**make_metrics("hico", fold=f), "schema_version": v}) for f, v in ((0, 2), (1, 3))]
+    assert sorted(load_records(paths)["fold"].unique()) == [0, 1]

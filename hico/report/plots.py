@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hico import layout  # noqa: E402
+from hico.report.records import read_metrics  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "svg.fonttype": "none", "figure.dpi": 100})
@@ -287,12 +288,12 @@ def plot_confusion(tables: Path, out_dir: Path, style: Style = Style()) -> list[
 def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = Style()) -> list[Path]:
     rows = []
     for path in sorted(Path(metrics_dir).rglob("metrics.json")):
-        m = json.loads(path.read_text())
+        m = read_metrics(path)
         hist = (m.get("selection") or {}).get("history")
-        if not hist or m.get("encoder_kind", "final") != "final" or float(m.get("train_fraction", 1.0)) != 1.0:
+        if not hist or m["encoder_kind"] != "final" or float(m["train_fraction"]) != 1.0:
             continue
         for h in hist:
-            rows.append({"method": m["method"], "dataset": m["dataset"], "protocol": m.get("protocol_id", m["protocol"]),
+            rows.append({"method": m["method"], "dataset": m["dataset"], "protocol": m["protocol_id"],
                          "epoch": h["epoch"], "val_accuracy": h["val_accuracy"], "train_loss": h["train_loss"]})
     if not rows:
         print(f"[plot] skipped finetune_curves: no fine-tuning histories under {metrics_dir}")

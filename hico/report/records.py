@@ -9,7 +9,6 @@ table can be traced back.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,11 @@ import pandas as pd
 from hico.report import AggregateError
 from hico.report.columns import LEVELS, METRICS, SCHEMAS, SELECTIONS
 
-_REQUIRED = ("method", "dataset", "protocol", "fold", "seed", "classes", "frame", "video")
+#: the metrics.json schemas written by ``python -m hico evaluate`` that the report reads
+SCHEMA_VERSIONS = (2, 3)
+#: keys every such file carries (encoder_epoch and pretrain_datasets may be null)
+_REQUIRED = ("method", "dataset", "protocol", "protocol_id", "fold", "seed", "train_fraction", "encoder_epoch",
+             "encoder_kind", "pretrain_datasets", "classes", "n_videos", "frame", "video")
 #: columns of a record that are not written to records.csv: the confusion matrix as an array,
 #: the per-class dict and the class list (for the pooled statistics)
 PRIVATE = ["_cm", "_per_class", "_classes", "n_train_videos"]
@@ -48,40 +51,36 @@ def _float(v: Any) -> float:
         return float("nan")
 
 
-def _protocol_id(m: dict[str, Any]) -> str:
-    if m.get("protocol_id"):
-        return str(m["protocol_id"])
-    if m.get("protocol") == "finetune" and m.get("variant"):
-        return f"finetune_{m['variant']}"
-    return str(m["protocol"])
-
-
 def read_metrics(path: Path) -> dict[str, Any]:
     try:
         m = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AggregateError(f"{path}: unreadable metrics.json ({e}); re-run its evaluate job") from e
+    if not isinstance(m, dict) or "schema_version" not in m:
+        raise AggregateError(f"{path}: metrics.json lacks schema_version (expected one of {list(SCHEMA_VERSIONS)}); "
+                             "it was not written by `python -m hico evaluate` or is older than schema 2: "
+                             "re-run its evaluate job")
+    if m["schema_version"] not in SCHEMA_VERSIONS:
+        raise AggregateError(f"{path}: metrics.json schema_version {m['schema_version']!r} is not one of "
+                             f"{list(SCHEMA_VERSIONS)}; re-run its evaluate job with this version of the suite")
     missing = [k for k in _REQUIRED if k not in m]
     if missing:
-        raise AggregateError(f"{path}: metrics.json lacks {missing}; it was not written by `python -m hico evaluate`")
+        raise AggregateError(f"{path}: metrics.json (schema_version {m['schema_version']}) lacks {missing}; "
+                             "it was not written by `python -m hico evaluate`: re-run its evaluate job")
     return m
 
 
 def _file_facts(m: dict[str, Any], path: Path) -> dict[str, Any]:
     """What one metrics.json says about every one of its records."""
     return {
-        "method": str(m["method"]), "dataset": str(m["dataset"]), "protocol": _protocol_id(m),
-        "fold": int(m["fold"]), "seed": int(m["seed"]),
-        "train_fraction": _float(m.get("train_fraction", 1.0)),
-        "encoder_epoch": m.get("encoder_epoch", (m.get("encoder_meta") or {}).get("epoch")),
-        "encoder_kind": m.get("encoder_kind") or (
-            "checkpoint" if re.search(r"encoder_epoch\d+\.pt$", str(m.get("encoder", ""))) else "final"),
-        "pretrain_data": ("unknown" if m.get("pretrain_datasets") is None
-                          else ";".join(m["pretrain_datasets"]) or "none"),
+        "method": str(m["method"]), "dataset": str(m["dataset"]), "protocol": str(m["protocol_id"]),
+        "fold": int(m["fold"]), "seed": int(m["seed"]), "train_fraction": _float(m["train_fraction"]),
+        "encoder_epoch": m["encoder_epoch"], "encoder_kind": str(m["encoder_kind"]),
+        "pretrain_data": ("unknown" if m["pretrain_datasets"] is None else ";".join(m["pretrain_datasets"]) or "none"),
         "classes": json.dumps(m["classes"]),
         "git_sha": (m.get("provenance") or {}).get("git_sha", ""),
         "source": str(path),
-        "n_train_videos": (m.get("n_videos") or {}).get("train"),
+        "n_train_videos": m["n_videos"].get("train"),
     }
 
 
