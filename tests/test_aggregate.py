@@ -20,6 +20,7 @@ from hico.report import AggregateError, stats
 from hico.report import aggregate as agg
 from hico.report import claims as claims_mod
 from hico.report.columns import SCHEMAS
+from hico.report.compute_cost import compute_cost
 from hico.report.paper import PAPER_CSV, load_paper
 from hico.report.records import find_metrics, load_records
 
@@ -91,6 +92,12 @@ def build_run(root: Path, folds=5, seeds=(0, 1)) -> Path:
     return mdir
 
 
+def run_config(run_name, seed, datasets, method=None, labelled_fraction=1.0):
+    """A run folder's config.json as contract 1 says hico.train writes it."""
+    return {"run_name": run_name, "method": method or run_name, "seed": seed, "datasets": list(datasets),
+            "labelled_fraction": labelled_fraction, "config": {"batch_size": 32, "image_size": 224}, "device": "cpu"}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("agg")
@@ -102,7 +109,7 @@ def run(tmp_path_factory):
                   "images_per_s": [100.0, 120.0], "peak_mem_mb": [500.0, 600.0]}).to_csv(rdir / "train_log.csv", index=False)
     torch.save({"backbone": "resnet18", "state_dict": {"w": torch.zeros(10, 3), "bn.running_mean": torch.zeros(3)},
                 "meta": {}}, rdir / "encoder.pt")
-    (rdir / "config.json").write_text(json.dumps({"config": {"batch_size": 32, "image_size": 224}, "device": "cpu"}))
+    (rdir / "config.json").write_text(json.dumps(run_config("hico", 0, ["data/us4"])))
     bdir = root / "bench" / "us4" / "hico"
     bdir.mkdir(parents=True)
     (bdir / "seed0.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -254,6 +261,34 @@ def test_compute_cost_reads_logs_and_benchmarks(run):
     assert row["wall_time_s"] == pytest.approx(5.0) and row["step_time_s"] == pytest.approx(0.25)
     assert row["images_per_s"] == pytest.approx(110.0) and row["peak_mem_mb"] == pytest.approx(600.0)
     assert row["bench_wall_s"] == pytest.approx(12.5) and row["bench_max_rss_mb"] == pytest.approx(850.1)
+
+
+def _cost_run(folder, cfg):
+    folder.mkdir(parents=True)
+    pd.DataFrame({"epoch": [1], "step": [4], "epoch_time_s": [2.0]}).to_csv(folder / "train_log.csv", index=False)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_compute_cost_names_runs_from_their_config_not_their_folder(tmp_path):
+    """Run name, seed and pretraining data come from config.json (contract 1): a folder layout
+    that says something else (or nothing) does not change them."""
+    _cost_run(tmp_path / "x" / "elsewhere", run_config("hico_ssl", 3, ["/d/pocus", "/d/covid_blues"], method="hico"))
+    _cost_run(tmp_path / "y" / "seed3", run_config("hico_ssl", 4, ["/d/pocus", "/d/covid_blues"], method="hico"))
+    _cost_run(tmp_path / "z", run_config("random_init", 0, []))
+    cc = compute_cost([tmp_path])
+    assert cc[["method", "pretrain_data", "n_runs"]].values.tolist() == [
+        ["hico_ssl", "pocus;covid_blues", 2], ["random_init", "none", 1]]
+
+
+@pytest.mark.parametrize("cfg", [None, {"config": {}, "seed": 0, "datasets": []}])
+def test_compute_cost_without_run_identity_is_an_error_naming_the_file(tmp_path, cfg):
+    folder = tmp_path / "pool" / "hico" / "seed0"
+    _cost_run(folder, cfg or {})
+    if cfg is None:
+        (folder / "config.json").unlink()
+    with pytest.raises(AggregateError, match="config.json") as e:
+        compute_cost([tmp_path])
+    assert str(folder / "config.json") in str(e.value)
 
 
 @pytest.mark.parametrize("n,diff,p,expected", [

@@ -5,7 +5,6 @@ and ``last.pt``, and the Snakemake ``benchmark:`` TSV of the job when there is o
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,18 +39,6 @@ def _state_params(path: Path, key: str | None) -> int | None:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return _param_count(state) if isinstance(state, dict) else None
-
-
-def _run_identity(rel: Path) -> tuple[str, str, int | None]:
-    """(method, pretrain_data, seed) from a run path ``<pool>/<method>/seed<k>`` or ``<method>``."""
-    parts = list(rel.parts)
-    seed = None
-    if parts and re.fullmatch(r"seed\d+", parts[-1]):
-        seed = int(parts[-1][4:])
-        parts = parts[:-1]
-    method = parts[-1] if parts else ""
-    pool = "/".join(parts[:-1]) if len(parts) > 1 else ""
-    return method, pool, seed
 
 
 def read_benchmark(path: Path) -> dict[str, float] | None:
@@ -96,26 +83,39 @@ def _benchmarks(bench_dirs: Iterable[str | Path]) -> dict[Path, dict[str, float]
     return benches
 
 
-def _read_run_config(run: Path) -> dict[str, Any]:
-    if not (run / layout.RUN_CONFIG).exists():
-        return {}
+#: what every run folder's config.json says about the run (contract 1, written by hico.train)
+RUN_IDENTITY = ("run_name", "seed", "datasets")
+
+
+def read_run_config(run: Path) -> dict[str, Any]:
+    """A run folder's config.json; an error naming it when it is missing, unreadable or lacks
+    :data:`RUN_IDENTITY`."""
+    path = run / layout.RUN_CONFIG
     try:
-        return json.loads((run / layout.RUN_CONFIG).read_text())
-    except json.JSONDecodeError:
-        return {}
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AggregateError(f"{path}: cannot read the run's config.json ({e}); every run folder under "
+                             "--compute-dir needs the one `python -m hico pretrain` writes") from e
+    missing = [k for k in RUN_IDENTITY if k not in cfg] if isinstance(cfg, dict) else list(RUN_IDENTITY)
+    if missing:
+        raise AggregateError(f"{path}: config.json lacks {missing}; it was written by an older "
+                             "`python -m hico pretrain`: re-run that pretraining job")
+    return cfg
+
+
+def pretrain_data(datasets: list[str]) -> str:
+    """The pretraining pool as the tables name it: dataset folder names ``;``-joined, ``none``
+    for a control (as ``pretrain_data`` of records.csv and transfer.csv)."""
+    return ";".join(Path(d).name for d in datasets) or "none"
 
 
 def _run_row(root: Path, log: Path, benches: dict[Path, dict[str, float]]) -> tuple[tuple, dict[str, Any]]:
-    """((method, pool, seed), the cost row) of the run folder holding ``log``."""
+    """((run name, pretraining data, seed), the cost row) of the run folder holding ``log``."""
     run = log.parent
-    rel = run.relative_to(root)
-    method, pool, seed = _run_identity(rel)
-    cfg = _read_run_config(run)
+    cfg = read_run_config(run)
     conf = cfg.get("config", {}) if isinstance(cfg.get("config"), dict) else {}
-    if not method:
-        method = conf.get("name", run.name)
-    if not pool:
-        pool = ";".join(Path(d).name for d in cfg.get("datasets", [])) or "unknown"
+    method, pool = str(cfg["run_name"]), pretrain_data(cfg["datasets"])
+    rel = run.relative_to(root)
     row = {"method": method, "pretrain_data": pool,
            "encoder_params": _state_params(run / layout.ENCODER, "state_dict"),
            "pretrain_state_params": _state_params(run / layout.RESUME_STATE, "model"),
@@ -124,7 +124,7 @@ def _run_row(root: Path, log: Path, benches: dict[Path, dict[str, float]]) -> tu
     for bench_rel, b in benches.items():
         if bench_rel == rel:
             row.update(b)
-    return (method, pool, seed), row
+    return (method, pool, int(cfg["seed"])), row
 
 
 def _per_method(df: pd.DataFrame) -> pd.DataFrame:
