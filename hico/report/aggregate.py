@@ -3,7 +3,8 @@
 
 ``python -m hico aggregate --metrics-dir runs/eval --out-dir results/tables
 [--metrics FILE ...] [--paper hico/reference/paper.csv] [--compute-dir runs/pretrain]
-[--bench-dir runs/benchmarks/pretrain] [--reference hico] [--alpha 0.05]``
+[--bench-dir runs/benchmarks/pretrain] [--reference hico] [--ssl-reference hico_ssl] [--alpha 0.05]
+[--bootstrap 2000] [--bootstrap-seed 0]``
 
 The jobs live in their own modules (:mod:`hico.report`); this one puts them together.
 """
@@ -20,7 +21,7 @@ import pandas as pd
 
 from hico import layout
 from hico.io import atomic_write_json, atomic_write_text
-from hico.report import AggregateError, stats, tables
+from hico.report import AggregateError, bootstrap, stats, tables
 from hico.report.claims import claims
 from hico.report.columns import conform
 from hico.report.compute_cost import compute_cost
@@ -30,18 +31,20 @@ from hico.report.records import find_metrics, load_records
 
 def build_tables(records: pd.DataFrame, paper: pd.DataFrame | None = None, reference: str = "hico",
                  compute_dirs: Iterable[str | Path] = (), bench_dirs: Iterable[str | Path] = (),
-                 alpha: float = stats.ALPHA) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+                 alpha: float = stats.ALPHA, ssl_reference: str | None = "",
+                 n_resamples: int = bootstrap.N_RESAMPLES,
+                 bootstrap_seed: int = 0) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
     """Every table of :data:`hico.layout.TABLES` (by name) and the confusion-matrix entries."""
     paper = paper if paper is not None else load_paper(None)
     built = {
-        "main_comparison": lambda: tables.main_comparison(records, paper, reference),
+        "main_comparison": lambda: tables.main_comparison(records, paper, reference, n_resamples, bootstrap_seed),
         "ablation": lambda: tables.ablation(records, reference),
         "transfer": lambda: tables.transfer(records),
         "label_efficiency": lambda: tables.label_efficiency(records),
         "convergence": lambda: tables.convergence(records),
         "per_class": lambda: tables.per_class(records),
         "compute_cost": lambda: compute_cost(compute_dirs, bench_dirs),
-        "claims": lambda: claims(records, reference, alpha),
+        "claims": lambda: claims(records, reference, alpha, ssl_reference),
         "paper_comparison": lambda: tables.paper_comparison(records, paper),
         "records": lambda: conform(records, "records"),
     }
@@ -73,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
                         "inside them are read too")
     p.add_argument("--bench-dir", nargs="+", action="extend", default=[], help="Snakemake benchmark TSV folders")
     p.add_argument("--reference", default="hico", help="method the others are tested against (default hico)")
+    p.add_argument("--ssl-reference", default="",
+                   help="pure-SSL variant of the reference, also tested in claims.csv (default <reference>_ssl)")
     p.add_argument("--alpha", type=float, default=stats.ALPHA, help="significance level of the claims rule")
+    p.add_argument("--bootstrap", type=int, default=bootstrap.N_RESAMPLES,
+                   help="patient-bootstrap resamples of the main table's intervals")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")
     return p
 
 
@@ -86,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"no metrics.json found (--metrics-dir {a.metrics_dir}, --metrics {a.metrics}); "
                 "run `python -m hico evaluate` first or point --metrics-dir at its outputs")
         records = load_records(paths)
+        if a.bootstrap < 1:
+            raise AggregateError(f"--bootstrap {a.bootstrap}: give at least 1 resample (2000 for the tables)")
         built, cms = build_tables(records, load_paper(a.paper), a.reference, a.compute_dir,
-                                  list(a.bench_dir) + list(a.compute_dir), a.alpha)
+                                  list(a.bench_dir) + list(a.compute_dir), a.alpha, a.ssl_reference,
+                                  a.bootstrap, a.bootstrap_seed)
         written = write_tables(built, cms, a.out_dir)
     except AggregateError as e:
         print(f"[aggregate] error: {e}", file=sys.stderr)

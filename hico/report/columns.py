@@ -22,21 +22,26 @@ def _stat_cols(prefix: str = "") -> list[tuple[str, str]]:
 
 
 _COUNTS = [("n", "int"), ("n_folds", "int"), ("n_seeds", "int"), ("n_files", "int")]
+#: the paired test against the reference (hico.report.stats.paired_test); ablation.csv from t_accuracy on
+_TEST = [("n_pairs", "int"), ("reference_minus_method_accuracy", "float"), ("t_accuracy", "float"),
+         ("test_train_ratio", "float"), ("p_accuracy", "float"), ("p_holm_accuracy", "float"),
+         ("mde_accuracy", "float"), ("test_note", "str")]
 
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "records": [
         ("method", "str"), ("dataset", "str"), ("protocol", "str"), ("selection", "str"), ("level", "str"),
         ("fold", "int"), ("seed", "int"), ("train_fraction", "float"), ("encoder_epoch", "Int64"),
-        ("encoder_kind", "str"), ("pretrain_data", "str"), ("epoch", "Int64"), ("optimistic", "bool"),
+        ("encoder_kind", "str"), ("pretrain_data", "str"), ("pretrain_labelled_fraction", "float"),
+        ("epoch", "Int64"), ("optimistic", "bool"),
         *[(m, "float") for m in METRICS], ("n_test", "int"), ("classes", "str"), ("confusion_matrix", "str"),
         ("git_sha", "str"), ("source", "str"),
     ],
     "main_comparison": [
-        *[(k, "str") for k in KEY], *_COUNTS, *_stat_cols(),
+        *[(k, "str") for k in KEY], ("pretrain_labelled_fraction", "float"), *_COUNTS, *_stat_cols(),
+        ("accuracy_ci_low", "float"), ("accuracy_ci_high", "float"), ("n_patients", "int"), ("ci_note", "str"),
         ("pooled_accuracy", "float"), ("pooled_macro_f1", "float"), ("optimistic", "bool"),
         ("paper_accuracy", "float"), ("paper_source", "str"), ("paper_note", "str"), ("delta_accuracy", "float"),
-        ("reference_method", "str"), ("n_pairs", "int"), ("reference_minus_method_accuracy", "float"),
-        ("wilcoxon_p_accuracy", "float"), ("wilcoxon_note", "str"),
+        ("reference_method", "str"), *_TEST,
     ],
     "paper_comparison": [
         ("method", "str"), ("dataset", "str"), ("protocol", "str"), ("selection", "str"), ("level", "str"),
@@ -49,15 +54,16 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
         ("n_pairs", "int"), ("variant_accuracy_mean", "float"), ("variant_accuracy_std", "float"),
         ("reference_accuracy_mean", "float"), ("reference_accuracy_std", "float"),
         ("variant_minus_reference_accuracy", "float"), ("variant_macro_f1_mean", "float"),
-        ("reference_macro_f1_mean", "float"), ("wilcoxon_p_accuracy", "float"), ("wilcoxon_note", "str"),
-        ("n_files", "int"),
+        ("reference_macro_f1_mean", "float"), *_TEST[2:], ("n_files", "int"),
     ],
     "transfer": [
-        ("method", "str"), ("pretrain_data", "str"), *[(k, "str") for k in KEY[1:]], ("in_domain", "bool"),
+        ("method", "str"), ("pretrain_data", "str"), ("pretrain_labelled_fraction", "float"),
+        *[(k, "str") for k in KEY[1:]], ("in_domain", "bool"),
         *_COUNTS, *_stat_cols(),
     ],
     "label_efficiency": [
-        *[(k, "str") for k in KEY], ("train_fraction", "float"), ("train_percent", "float"),
+        *[(k, "str") for k in KEY], ("pretrain_labelled_fraction", "float"), ("train_fraction", "float"),
+        ("train_percent", "float"),
         ("n_train_videos_mean", "float"), *_COUNTS, *_stat_cols(),
     ],
     "convergence": [
@@ -78,9 +84,11 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
     ],
     "claims": [
         ("claim_id", "str"), ("claim", "str"), ("paper_source", "str"), ("dataset", "str"), ("protocol", "str"),
-        ("selection", "str"), ("level", "str"), ("metric", "str"), ("comparison", "str"), ("encoder_epoch", "Int64"),
-        ("n_pairs", "int"), ("hico_mean", "float"), ("other_mean", "float"), ("mean_diff", "float"),
-        ("wilcoxon_p", "float"), ("verdict", "str"), ("evidence", "str"), ("rule", "str"),
+        ("selection", "str"), ("level", "str"), ("metric", "str"), ("comparison", "str"),
+        ("reference_labelled_fraction", "float"), ("other_labelled_fraction", "float"), ("encoder_epoch", "Int64"),
+        ("n_pairs", "int"), ("n_seeds", "int"), ("reference_mean", "float"), ("other_mean", "float"),
+        ("mean_diff", "float"), ("test_train_ratio", "float"), ("p", "float"), ("p_holm", "float"), ("mde", "float"),
+        ("verdict", "str"), ("evidence", "str"), ("rule", "str"),
     ],
 }
 

@@ -25,8 +25,10 @@ SCHEMA_VERSIONS = (2, 3)
 _REQUIRED = ("method", "dataset", "protocol", "protocol_id", "fold", "seed", "train_fraction", "encoder_epoch",
              "encoder_kind", "pretrain_datasets", "classes", "n_videos", "frame", "video")
 #: columns of a record that are not written to records.csv: the confusion matrix as an array,
-#: the per-class dict and the class list (for the pooled statistics)
-PRIVATE = ["_cm", "_per_class", "_classes", "n_train_videos"]
+#: the per-class dict and the class list (for the pooled statistics), the videos of the fold
+#: (training, test, and fitted on = training + validation: the paired test's size ratio) and
+#: the per-video test outcomes (schema 3, ``selected`` records only: the bootstrap intervals)
+PRIVATE = ["_cm", "_per_class", "_classes", "n_train_videos", "n_test_videos", "n_fit_videos", "_test_videos"]
 
 
 def find_metrics(dirs: Iterable[str | Path] = (), files: Iterable[str | Path] = ()) -> list[Path]:
@@ -80,8 +82,24 @@ def _file_facts(m: dict[str, Any], path: Path) -> dict[str, Any]:
         "classes": json.dumps(m["classes"]),
         "git_sha": (m.get("provenance") or {}).get("git_sha", ""),
         "source": str(path),
+        "pretrain_labelled_fraction": _float(m.get("pretrain_labelled_fraction")),  # schema 3
         "n_train_videos": m["n_videos"].get("train"),
+        "n_test_videos": _float(m["n_videos"].get("test")),
+        "n_fit_videos": _float(m["n_videos"].get("train", 0)) + _float(m["n_videos"].get("val", 0)),
     }
+
+
+def _test_videos(m: dict[str, Any], path: Path) -> dict[str, list] | None:
+    """metrics.json's ``test_videos`` (schema 3: one entry per test video of the selected
+    predictions), checked for equal-length lists; None when absent (schema 2)."""
+    tv = m.get("test_videos")
+    if tv is None:
+        return None
+    cols = ("video_id", "patient_id", "label", "n_frames", "frame_correct", "video_pred")
+    if not isinstance(tv, dict) or any(c not in tv for c in cols) or len({len(tv[c]) for c in cols}) != 1:
+        raise AggregateError(f"{path}: test_videos must hold equal-length lists {list(cols)}; "
+                             "re-run its evaluate job")
+    return {c: list(tv[c]) for c in cols}
 
 
 def _selection_blocks(m: dict[str, Any]):
@@ -106,13 +124,15 @@ def _level_record(r: dict[str, Any], classes: list[str]) -> dict[str, Any]:
 def records_of(m: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """The records of one metrics.json (already read by :func:`read_metrics`)."""
     facts = _file_facts(m, path)
+    videos = _test_videos(m, path)
     rows = []
     for selection, block, epoch, optimistic in _selection_blocks(m):
         for level in LEVELS:
             r = block.get(level)
             if r:
                 rows.append({**facts, "selection": selection, "level": level, "epoch": epoch,
-                             "optimistic": optimistic, **_level_record(r, m["classes"])})
+                             "optimistic": optimistic, **_level_record(r, m["classes"]),
+                             "_test_videos": videos if selection == "selected" else None})
     return rows
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hico.report import stats
+from hico.report import bootstrap, stats
 from hico.report.columns import KEY, METRICS, conform
 from hico.report.paper import paper_for
 from hico.report.records import final_records
@@ -34,6 +34,8 @@ def summarise(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for m in METRICS:
         agg[f"{m}_mean"] = (m, "mean")
         agg[f"{m}_std"] = (m, "std")
+    if "pretrain_labelled_fraction" in df:
+        agg["pretrain_labelled_fraction"] = ("pretrain_labelled_fraction", "mean")
     return df.groupby(keys, dropna=False, sort=True).agg(**agg).reset_index()
 
 
@@ -92,14 +94,24 @@ def confusion_entries(records: pd.DataFrame) -> list[dict[str, Any]]:
 # Tables
 
 
+def _test_columns(test: stats.PairedTest) -> dict[str, Any]:
+    return {"n_pairs": test.n, "t_accuracy": test.t, "test_train_ratio": test.test_train_ratio,
+            "p_accuracy": test.p, "mde_accuracy": test.mde, "test_note": test.note}
+
+
 def _reference_test(cell: pd.DataFrame, method: str, reference: str) -> dict[str, Any]:
     """The main table's paired test of ``reference`` against ``method`` within one cell."""
     if method == reference:
-        return {"n_pairs": 0, "wilcoxon_note": "reference method"}
+        return {"n_pairs": 0, "test_note": "reference method"}
     if not (cell["method"] == reference).any():
-        return {"n_pairs": 0, "wilcoxon_note": f"no {reference} results for this dataset/protocol/selection/level"}
-    n, diff, p, note = stats.paired_summary(cell, reference, method)
-    return {"n_pairs": n, "reference_minus_method_accuracy": diff, "wilcoxon_p_accuracy": p, "wilcoxon_note": note}
+        return {"n_pairs": 0, "test_note": f"no {reference} results for this dataset/protocol/selection/level"}
+    test = stats.paired_test(cell, reference, method)
+    return {**_test_columns(test), "reference_minus_method_accuracy": test.mean_diff}
+
+
+def _interval_columns(records: pd.DataFrame, key: tuple, n_resamples: int, seed: int) -> dict[str, Any]:
+    ci = bootstrap.row_interval(records, key, seed, n_resamples)
+    return {"accuracy_ci_low": ci.low, "accuracy_ci_high": ci.high, "n_patients": ci.n_patients, "ci_note": ci.note}
 
 
 def _paper_columns(paper: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
@@ -110,7 +122,12 @@ def _paper_columns(paper: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
             "delta_accuracy": row["pooled_accuracy"] - pr["value"]}
 
 
-def main_comparison(records: pd.DataFrame, paper: pd.DataFrame, reference: str) -> pd.DataFrame:
+def main_comparison(records: pd.DataFrame, paper: pd.DataFrame, reference: str,
+                    n_resamples: int = bootstrap.N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """One row per KEY: means, stds, the patient-bootstrap interval of the accuracy, pooled
+    numbers, the published number, and the paired test against ``reference`` with Holm's
+    correction over each dataset x protocol x selection x level (the reference against every
+    other method)."""
     final = final_records(records)
     table = summarise(final, KEY)
     if table.empty:
@@ -119,10 +136,13 @@ def main_comparison(records: pd.DataFrame, paper: pd.DataFrame, reference: str) 
     table = table.merge(pooled, on=KEY, how="left")
     opt = final.groupby(KEY)["optimistic"].any().rename("optimistic").reset_index()
     table = table.merge(opt, on=KEY, how="left")
+    groups = dict(iter(final.groupby(KEY, sort=True)))
     extra = [{"reference_method": reference, **_paper_columns(paper, row),
-              **_reference_test(final[_in_cell(final, row, KEY[1:])], row["method"], reference)}
+              **_reference_test(final[_in_cell(final, row, KEY[1:])], row["method"], reference),
+              **_interval_columns(groups[tuple(row[KEY])], tuple(row[KEY]), n_resamples, seed)}
              for _, row in table.iterrows()]
     table = pd.concat([table, pd.DataFrame(extra, index=table.index)], axis=1)
+    table["p_holm_accuracy"] = stats.holm_within(table, KEY[1:], "p_accuracy")
     return conform(table, "main_comparison")
 
 
@@ -148,24 +168,28 @@ def paper_comparison(records: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
 
 def _ablation_row(variant: str, reference: str, key: tuple, cell: pd.DataFrame) -> dict[str, Any]:
     v, ref = cell[cell["method"] == variant], cell[cell["method"] == reference]
-    n, diff, p, note = stats.paired_summary(cell, variant, reference)
-    return {"variant": variant, "reference_method": reference, **dict(zip(KEY[1:], key)),
-            "n_pairs": n, "variant_accuracy_mean": v["accuracy"].mean(), "variant_accuracy_std": v["accuracy"].std(),
+    test = stats.paired_test(cell, variant, reference)
+    return {"variant": variant, "reference_method": reference, **dict(zip(KEY[1:], key)), **_test_columns(test),
+            "variant_accuracy_mean": v["accuracy"].mean(), "variant_accuracy_std": v["accuracy"].std(),
             "reference_accuracy_mean": ref["accuracy"].mean(), "reference_accuracy_std": ref["accuracy"].std(),
-            "variant_minus_reference_accuracy": diff,
+            "variant_minus_reference_accuracy": test.mean_diff,
             "variant_macro_f1_mean": v["macro_f1"].mean(), "reference_macro_f1_mean": ref["macro_f1"].mean(),
-            "wilcoxon_p_accuracy": p, "wilcoxon_note": note, "n_files": cell["source"].nunique()}
+            "n_files": cell["source"].nunique()}
 
 
 def ablation(records: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Every variant ``<reference>_<...>`` against the reference, paired over (fold, seed)."""
+    """Every variant ``<reference>_<...>`` against the reference, paired over (fold, seed); Holm
+    over the variants of each dataset x protocol x selection x level."""
     final = final_records(records)
     rows = []
     for variant in sorted(m for m in final["method"].unique() if m.startswith(f"{reference}_")):
         for key, cell in final[final["method"].isin([variant, reference])].groupby(KEY[1:], sort=True):
             if (cell["method"] == variant).any() and (cell["method"] == reference).any():
                 rows.append(_ablation_row(variant, reference, key, cell))
-    return conform(pd.DataFrame(rows), "ablation")
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm_accuracy"] = stats.holm_within(table, KEY[1:], "p_accuracy")
+    return conform(table, "ablation")
 
 
 def transfer(records: pd.DataFrame) -> pd.DataFrame:
