@@ -263,3 +263,15 @@ def test_claims_verdicts_follow_the_adjusted_p():
     # a negative difference that survives Holm is "not supported"
     fav = claims(_records({"simclr": -diffs_with_p(0.001)})).set_index("comparison")
     assert fav.loc["hico vs simclr"].query("claim_id == 'favorable_over_sota'")["verdict"].item() == stats.NOT_SUPPORTED
+
+
+def test_interval_is_blank_when_test_videos_disagree_with_the_metrics(tmp_path):
+    """A CI must be about the row's own number: test_videos that do not reproduce a record's
+    accuracy (here fold 1's video block is a copy of its frame block) leave it blank, naming the file."""
+    paths = [write(tmp_path, make_metrics("hico", fold=f, seed=s, full_video_metrics=(f == 0)))
+             for f in range(2) for s in range(2)]
+    built, _ = build_tables(load_records(paths), n_resamples=100)
+    main = built["main_comparison"].set_index("level")
+    assert main.loc["frame", "accuracy_ci_low"] < main.loc["frame", "accuracy_mean"] < main.loc["frame", "accuracy_ci_high"]
+    assert np.isnan(main.loc["video", "accuracy_ci_low"]) and "fold1" in main.loc["video", "ci_note"]
+    assert "test_videos give video accuracy" in main.loc["video", "ci_note"]

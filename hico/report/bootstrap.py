@@ -85,10 +85,24 @@ def point_estimate(videos: list[dict[str, list]], level: str) -> float:
     return float(np.mean(right.sum(0) / total.sum(0)))
 
 
+def _disagreement(records: pd.DataFrame, level: str) -> str:
+    """A note naming the first record whose test_videos do not give its own accuracy ('' if all do)."""
+    for videos, accuracy, source in zip(records["_test_videos"], records["accuracy"], records["source"]):
+        if videos is not None:
+            again = point_estimate([videos], level)
+            if not np.isclose(again, accuracy, rtol=0, atol=1e-6):
+                return (f"test_videos give {level} accuracy {again:.6f}, the metrics {accuracy:.6f} "
+                        f"({source}): no interval")
+    return ""
+
+
 def row_interval(records: pd.DataFrame, key: tuple, seed: int, n_resamples: int = N_RESAMPLES) -> Interval:
     """The interval of one main_comparison row (records of one key); only ``selected`` records
-    carry test_videos."""
+    carry test_videos, and they must reproduce each record's accuracy."""
     if records["selection"].iloc[0] != "selected":
         return Interval(np.nan, np.nan, 0, "test_videos holds the validation-selected predictions only")
-    return patient_bootstrap(list(records["_test_videos"]), records["level"].iloc[0], row_seed(seed, key),
-                             n_resamples)
+    level = records["level"].iloc[0]
+    disagreement = _disagreement(records, level)
+    if disagreement:
+        return Interval(np.nan, np.nan, 0, disagreement)
+    return patient_bootstrap(list(records["_test_videos"]), level, row_seed(seed, key), n_resamples)

@@ -67,7 +67,7 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
         ("n_train_videos_mean", "float"), *_COUNTS, *_stat_cols(),
     ],
     "convergence": [
-        *[(k, "str") for k in KEY], ("encoder_epoch", "Int64"), ("includes_final", "bool"),
+        *[(k, "str") for k in KEY], ("pretrain_labelled_fraction", "float"), ("encoder_epoch", "Int64"), ("includes_final", "bool"),
         *_COUNTS, *_stat_cols(),
     ],
     "per_class": [

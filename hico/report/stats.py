@@ -185,7 +185,7 @@ def holm(p: np.ndarray | list[float]) -> np.ndarray:
 def holm_within(table: pd.DataFrame, family: list[str], p_col: str) -> pd.Series:
     """Holm-adjusted ``p_col`` within each group of ``family`` columns (index of ``table``)."""
     out = pd.Series(np.nan, index=table.index, dtype=float)
-    if table.empty:
+    if table.empty or p_col not in table:  # no comparison in the table (only the reference ran)
         return out
     for _, g in table.groupby(family, sort=False, dropna=False):
         out.loc[g.index] = holm(g[p_col].to_numpy(float))
