@@ -55,8 +55,10 @@ def _draw_method(ax, y: float, method: str, r: pd.Series, points: np.ndarray, co
     if np.isfinite(r["low"]) and np.isfinite(r["high"]):
         ax.hlines(y, r["low"], r["high"], color=color, zorder=3, linewidth=2.4 if r["ci"] else 1.3,
                   linestyles="solid" if r["ci"] else (0, (3, 1.5)))
-    marker = "s" if np.isfinite(r["labelled"]) and r["labelled"] > 0 else "o"
-    ax.scatter([r["value"]], [y], marker=marker, s=50, color=color, edgecolors="black", linewidths=0.7, zorder=4)
+    known = np.isfinite(r["labelled"])
+    marker = "s" if known and r["labelled"] > 0 else "o"
+    ax.scatter([r["value"]], [y], marker=marker, s=50, color=color if known else "white", edgecolors=color if not known
+               else "black", linewidths=0.7 if known else 1.6, zorder=4)
     if np.isfinite(r["published"]):
         ax.scatter([r["published"]], [y], marker="D", s=38, facecolors="none", edgecolors="black", zorder=5)
     if r["significant"]:
@@ -97,8 +99,10 @@ def _legend(flat: list[Panel], points_label: str, significance: bool, reference:
     if any_std:
         handles.append(h("± std (no CI: see ci_note)", linewidth=1.3, linestyle=(0, (3, 1.5))))
     handles += [h("label-free pretraining", marker="o", linestyle="none", markeredgecolor="black"),
-                h("pretraining saw labels", marker="s", linestyle="none", markeredgecolor="black"),
-                h(RANDOM_INIT, color="0.35", linestyle="--")]
+                h("pretraining saw labels", marker="s", linestyle="none", markeredgecolor="black")]
+    if any(p.rows["labelled"].isna().any() for p in flat):
+        handles.append(h("labels unknown (metrics schema 2)", marker="o", linestyle="none", markerfacecolor="white"))
+    handles.append(h(RANDOM_INIT, color="0.35", linestyle="--"))
     if any(p.chance is not None for p in flat):
         handles.append(h("majority class", color="0.15", linestyle=":"))
     if any(p.rows["published"].notna().any() for p in flat):
