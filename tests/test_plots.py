@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from test_aggregate import build_run, make_metrics, write
@@ -126,3 +128,93 @@ def test_expected_figures_without_data_get_a_placeholder(tmp_path, capsys):
         _check(tmp_path / "fig" / f"{name}.png")
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
         "convergence.png", "convergence.svg", "main_comparison.png", "main_comparison.svg"]
+
+
+@pytest.fixture(scope="module")
+def dot_tables(tmp_path_factory):
+    """hico (semi-supervised), simclr and random_init, 2 seeds x 3 folds, schema 3."""
+    root = tmp_path_factory.mktemp("dots")
+    for method, acc in {"hico": 0.9, "simclr": 0.72, "random_init": 0.8}.items():
+        for seed in (0, 1):
+            for fold in range(3):
+                write(root / "eval", make_metrics(method, fold=fold, seed=seed, acc=acc, full_video_metrics=True))
+    tables = root / "tables"
+    assert aggregate.main(["--metrics-dir", str(root / "eval"), "--out-dir", str(tables), "--bootstrap", "300"]) == 0
+    return tables
+
+
+def _captured(monkeypatch, module):
+    drawn = {}
+    monkeypatch.setattr(module, "save_figure", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
+    return drawn
+
+
+def test_main_comparison_is_a_sorted_dot_plot_with_intervals_and_reference_lines(dot_tables, monkeypatch, tmp_path):
+    import pandas as pd
+    from matplotlib.collections import LineCollection
+
+    from hico.report import comparison_figure
+
+    drawn = _captured(monkeypatch, comparison_figure)
+    plots.plot_main_comparison(dot_tables, tmp_path)
+    fig = drawn["main_comparison"]
+    ax = next(a for a in fig.axes if a.get_title().startswith("pocus / linear_probe / frame level"))
+    main = pd.read_csv(dot_tables / "main_comparison.csv")
+    rows = main[(main["selection"] == "selected") & (main["level"] == "frame")].set_index("method")
+    # sorted by the plotted mean, best on top; the methods that saw labels say so
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["simclr", "random_init", "hico [labels 100%]"]
+    assert [t.get_fontweight() for t in ax.get_yticklabels()][-1] == "bold"  # the reference
+    # one interval per method, exactly the table's patient-bootstrap CI
+    segments = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    intervals = sorted((round(s[0][0], 6), round(s[1][0], 6)) for s in segments)
+    assert intervals == sorted((round(lo, 6), round(hi, 6)) for lo, hi in
+                               zip(rows["accuracy_ci_low"], rows["accuracy_ci_high"]))
+    # random_init as a dashed line at its mean; the axis is zoomed to the data, not 0..1
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata()[0] == pytest.approx(rows.loc["random_init", "accuracy_mean"])
+    lo, hi = ax.get_xlim()
+    assert lo > 0.4 and hi < 1.0 and lo < rows["accuracy_ci_low"].min() and hi > rows["accuracy_ci_high"].max()
+    # the majority-class rate of the test sets (7 of 20 videos per fold are class 0): 21/60 of the
+    # frames; far below the data, so it is written at the edge instead of squashing the axis
+    assert any("majority class 0.350" in t.get_text() for t in ax.texts)
+    # every (fold, seed) cell is a point
+    points = sum(len(c.get_offsets()) for c in ax.collections if not isinstance(c, LineCollection))
+    assert points == 3 * 6 + 3  # cells + one mean marker per method
+
+
+def test_majority_class_line_is_drawn_when_near_the_data():
+    import pandas as pd
+
+    from hico.report.comparison_figure import Panel, draw_panel
+    from hico.report.figure_style import DEFAULT_STYLE
+
+    rows = pd.DataFrame({"value": [0.6, 0.7], "ci": [True, True], "low": [0.55, 0.66], "high": [0.65, 0.74],
+                         "labelled": [0.0, np.nan], "significant": [False, True], "published": [np.nan, np.nan]},
+                        index=["simclr", "moco_v2"])
+    fig, ax = plt.subplots()
+    draw_panel(ax, Panel("t", rows, {}, chance=0.52), DEFAULT_STYLE, DEFAULT_STYLE.colors(rows.index))
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert len(dotted) == 1 and dotted[0].get_xdata()[0] == pytest.approx(0.52)
+    assert ax.get_xlim()[0] < 0.52 < 0.74 < ax.get_xlim()[1] < 0.8
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["simclr", "moco_v2 [labels ?]"]
+    assert any(t.get_text() == "*" for t in ax.texts)  # Holm p < 0.05 against the reference
+    plt.close(fig)
+
+
+def test_curves_are_zoomed_and_show_the_majority_class(monkeypatch, tmp_path):
+    import pandas as pd
+
+    rows = [("hico", 4, 0.6), ("hico", 8, 0.7), ("hico", 12, 0.8)]
+    df = pd.DataFrame([{"method": m, "dataset": "d", "protocol": "linear_probe", "selection": "selected",
+                        "level": "frame", "encoder_epoch": e, "accuracy_mean": a, "accuracy_std": 0.01}
+                       for m, e, a in rows])
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
+    plots._lines(df, "encoder_epoch", tmp_path, "convergence", "t", "epoch", chance={("d", "linear_probe"): 0.55})
+    (ax,) = drawn["convergence"].axes
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert len(dotted) == 1 and list(dotted[0].get_ydata()) == [0.55, 0.55]
+    lo, hi = ax.get_ylim()
+    assert 0.45 < lo < 0.55 and 0.81 < hi < 0.9
+    assert "majority class" in [t.get_text() for t in drawn["convergence"].legends[0].get_texts()]

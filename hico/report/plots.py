@@ -1,25 +1,31 @@
 """Figures of ``results/tables`` (headless; each figure as PNG and SVG).
 
 ``python -m hico plot --tables results/tables --out-dir results/figures [--metrics-dir runs/eval]
-[--encoders NAME=ENCODER.pt ... --data DATASET_DIR [--image-size 224] [--max-frames 8]]``
+[--reference hico] [--encoders NAME=ENCODER.pt ... --data DATASET_DIR [--image-size 224] [--max-frames 8]]``
 
-- ``main_comparison``: mean +- std (folds x seeds) accuracy and macro-F1 per method, one panel
-  per dataset x protocol, epoch/C chosen on the validation split (``selection = selected``);
+- ``main_comparison``: dot-and-interval plot (:mod:`hico.report.comparison_figure`): one panel per
+  dataset x protocol x level, methods sorted by mean accuracy (epoch / C chosen on the validation
+  split), the (fold, seed) cells as points, the 95 % patient-bootstrap CI, ``random_init`` and
+  the majority-class rate as reference lines, the axis zoomed to the data;
 - ``main_comparison_paper_protocol``: the optimistic released protocol (best test epoch,
-  pooled over folds) with the published numbers as black diamonds;
+  pooled over folds; one point per seed) with the published numbers as open diamonds;
 - ``convergence``: downstream accuracy of encoders saved after k pretraining epochs;
 - ``label_efficiency``: accuracy against the share of training videos (log axis);
 - ``confusion_<dataset>_<protocol>``: confusion matrices summed over folds and seeds,
   row-normalised, with counts;
 - ``finetune_curves`` (with ``--metrics-dir``): validation accuracy per fine-tuning epoch;
 - ``tsne`` (with ``--encoders`` and ``--data``): t-SNE of frozen pooled features per method.
+
+A method whose pretraining saw labels is named ``<method> [labels 100%]`` (its
+``pretrain_labelled_fraction``) and drawn as a square in the comparison figures. Matplotlib
+only: the intervals come from the tables (patient bootstrap), not from a plotting library's
+estimator, so seaborn has nothing to add here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +36,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "svg.fonttype": "none", "figure.dpi": 100})
+from hico import layout  # noqa: E402
+from hico.report.comparison_figure import ALPHA, Panel, draw_figure  # noqa: E402
+from hico.report.figure_style import (  # noqa: E402
+    DEFAULT_STYLE,
+    Style,
+    label_suffix,
+    majority_rate,
+    off_axis_note,
+    zoom_with_line,
+)
+from hico.report.figure_style import placeholder as _placeholder  # noqa: E402
+from hico.report.figure_style import save_figure as _save  # noqa: E402
+from hico.report.records import read_metrics  # noqa: E402
 
-
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "svg"):
-        path = out_dir / f"{name}.{ext}"
-        tmp = out_dir / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        tmp.replace(path)
-        paths.append(path)
-    plt.close(fig)
-    print(f"[plot] wrote {paths[0]} (+ .svg)")
-    return paths
-
-
-#: every method of the run (set by :func:`main` from main_comparison.csv) so colours agree across figures
-ALL_METHODS: set[str] = set()
-
-
-def _colors(methods: list[str]) -> dict[str, tuple]:
-    """A stable colour per method; the reference method (hico) always gets the first colour."""
-    ordered = sorted(set(methods) | ALL_METHODS, key=lambda m: (not m.startswith("hico"), m))
-    cmap = plt.get_cmap("tab10" if len(ordered) <= 10 else "tab20")
-    return {m: cmap(i % cmap.N) for i, m in enumerate(ordered)}
+__all__ = ["Style", "main"]
 
 
 def _read(tables: Path, name: str) -> pd.DataFrame | None:
+    if name not in layout.TABLES:
+        raise ValueError(f"{name!r} is not a table of hico.layout.TABLES")
     path = tables / f"{name}.csv"
     if not path.exists():
         print(f"[plot] skipped {name}: {path} does not exist (run `python -m hico aggregate` first)")
@@ -71,100 +67,125 @@ def _read(tables: Path, name: str) -> pd.DataFrame | None:
     return df
 
 
-def _method_order(methods) -> list[str]:
-    return sorted(set(methods), key=lambda m: (not m.startswith("hico"), m))
+def _num(df: pd.DataFrame, col: str) -> pd.Series:
+    """A numeric column of a table, NaN where a table of an older report lacks it."""
+    return pd.to_numeric(df[col], errors="coerce") if col in df else pd.Series(np.nan, index=df.index)
 
 
-def _placeholder(out_dir: Path, name: str, message: str) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    return _save(fig, out_dir, name)
+def _final_cells(records: pd.DataFrame | None, selection: str) -> pd.DataFrame:
+    """The records.csv rows behind main_comparison's rows of one selection."""
+    if records is None:
+        return pd.DataFrame(columns=["method", "dataset", "protocol", "level", "seed", "accuracy",
+                                     "confusion_matrix"])
+    keep = (records["encoder_kind"] == "final") & np.isclose(records["train_fraction"].astype(float), 1.0)
+    return records[keep & (records["selection"] == selection)]
 
 
-def _bars(df: pd.DataFrame, out_dir: Path, name: str, value: str, title: str, paper: bool = False) -> list[Path]:
-    """Grouped bars: one row per dataset x protocol, one column per level (frame, video), bars =
-    methods, two metrics side by side."""
-    panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
+def _in(cells: pd.DataFrame, dataset: str, protocol: str, level: str) -> pd.DataFrame:
+    return cells[(cells["dataset"] == dataset) & (cells["protocol"] == protocol) & (cells["level"] == level)]
+
+
+def _panel_title(rows: pd.DataFrame) -> str:
+    dataset, protocol, level = rows.iloc[0][["dataset", "protocol", "level"]]
+    folds, seeds = int(_num(rows, "n_folds").max()), int(_num(rows, "n_seeds").max())
+    return f"{dataset} / {protocol} / {level} level ({folds} folds × {seeds} seeds)"
+
+
+def _main_panel(rows: pd.DataFrame, cells: pd.DataFrame) -> Panel:
+    """One dataset x protocol x level of the validation-selected main comparison."""
+    r = rows.set_index("method")
+    ci = _num(r, "accuracy_ci_low").notna() & _num(r, "accuracy_ci_high").notna()
+    mean, std = _num(r, "accuracy_mean"), _num(r, "accuracy_std")
+    table = pd.DataFrame({"value": mean, "ci": ci,
+                          "low": _num(r, "accuracy_ci_low").where(ci, mean - std),
+                          "high": _num(r, "accuracy_ci_high").where(ci, mean + std),
+                          "labelled": _num(r, "pretrain_labelled_fraction"),
+                          "significant": _num(r, "p_holm_accuracy") < ALPHA, "published": np.nan})
+    points = {m: g["accuracy"].to_numpy(float) for m, g in cells.groupby("method")}
+    return Panel(_panel_title(rows), table, points, majority_rate(cells))
+
+
+def _paper_panel(rows: pd.DataFrame, cells: pd.DataFrame, entries: list[dict]) -> Panel:
+    """The released protocol's pooled accuracy (points: each seed's fold-summed matrix)."""
+    r = rows.set_index("method")
+    table = pd.DataFrame({"value": _num(r, "pooled_accuracy"), "ci": False, "low": np.nan, "high": np.nan,
+                          "labelled": _num(r, "pretrain_labelled_fraction"), "significant": False,
+                          "published": _num(r, "paper_accuracy")})
+    points = {e["method"]: np.array([np.trace(np.asarray(c)) / max(np.sum(c), 1) for c in e["per_seed"].values()])
+              for e in entries}
+    return Panel(_panel_title(rows), table, points, majority_rate(cells))
+
+
+def _panel_grid(df: pd.DataFrame, make) -> list[list[Panel | None]]:
+    """Rows: dataset x protocol; columns: levels; ``make(rows, dataset, protocol, level)``."""
     levels = [lv for lv in ("frame", "video") if lv in set(df["level"])]
-    methods = _method_order(df["method"])
-    colors = _colors(methods)
-    width_per = max(2.8, 0.55 * len(methods) + 1.2)
-    fig, grid = plt.subplots(len(panels), len(levels), figsize=(max(7.0, width_per * len(levels)),
-                                                                3.6 * len(panels) + 0.8),
-                             squeeze=False, sharey=True, layout="constrained")
-    axes = grid.T  # axes[level][panel]
-    metrics = ([(value, "accuracy"), ("macro_f1_mean", "macro-F1")] if value == "accuracy_mean"
-               else [(value, "accuracy (pooled over folds)")])
-    bar_w = 0.8 / len(metrics)
-    for r, level in enumerate(levels):
-        for c, (dataset, protocol) in enumerate(panels):
-            ax = axes[r][c]
+    grid = []
+    for dataset, protocol in sorted(set(zip(df["dataset"], df["protocol"]))):
+        row = []
+        for level in levels:
             sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol) & (df["level"] == level)]
-            sub = sub.set_index("method").reindex([m for m in methods if m in set(sub["method"])])
-            x = np.arange(len(sub))
-            for j, (col, _label) in enumerate(metrics):
-                std_col = col.replace("_mean", "_std")
-                err = sub[std_col].fillna(0).to_numpy() if std_col in sub and std_col != col else None
-                xs, vals = x + (j - (len(metrics) - 1) / 2) * bar_w, sub[col].to_numpy(float)
-                ax.bar(xs, vals, bar_w * 0.95, yerr=err, capsize=3, color=[colors[m] for m in sub.index],
-                       alpha=1.0 if j == 0 else 0.45, edgecolor="black", linewidth=0.5)
-                for xi, v in zip(xs, vals):
-                    if np.isfinite(v) and v > 0.12:
-                        ax.text(xi, 0.03, f"{v:.3f}", rotation=90, ha="center", va="bottom", fontsize=7,
-                                color="white" if j == 0 else "black")
-            if paper and "paper_accuracy" in sub:
-                has = sub["paper_accuracy"].notna().to_numpy()
-                if has.any():
-                    ax.scatter(x[has], sub["paper_accuracy"].to_numpy()[has], marker="D", color="black", zorder=5)
-            ax.set_xticks(x)
-            ax.set_xticklabels(sub.index, rotation=35, ha="right")
-            ax.set_ylim(0, 1.05)
-            ax.grid(axis="y", alpha=0.3)
-            n = int(sub["n"].max()) if "n" in sub and len(sub) else 0
-            ax.set_title(f"{dataset} / {protocol}\n{level} level (n={n} folds x seeds)")
-            if r == 0:
-                ax.set_ylabel("score")
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    handles = [Patch(facecolor="0.35", edgecolor="black", label=metrics[0][1])]
-    if len(metrics) > 1:
-        handles.append(Patch(facecolor="0.35", alpha=0.45, edgecolor="black", label=metrics[1][1]))
-    if value.endswith("_mean"):
-        handles.append(Line2D([], [], color="black", marker="_", markersize=10, linestyle="none", label="± std"))
-    if paper:
-        handles.append(Line2D([], [], color="black", marker="D", linestyle="none", label="published"))
-    fig.suptitle(title)
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
-    return _save(fig, out_dir, name)
+            row.append(make(sub, dataset, protocol, level) if len(sub) else None)
+        grid.append(row)
+    return grid
 
 
-def plot_main_comparison(tables: Path, out_dir: Path) -> list[Path]:
+def _confusion_entries(tables: Path, selection: str, level: str) -> list[dict]:
+    path = tables / layout.CONFUSION_MATRICES
+    if not path.exists():
+        return []
+    return [e for e in json.loads(path.read_text()) if e["selection"] == selection and e["level"] == level]
+
+
+def plot_main_comparison(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     df = _read(tables, "main_comparison")
     if df is None:
-        return _placeholder(out_dir, "main_comparison", "no results yet: main_comparison.csv is missing or empty")
+        return _placeholder(out_dir, layout.FIG_MAIN, "no results yet: main_comparison.csv is missing or empty")
+    records = _read(tables, "records")
     out = []
     sel = df[df["selection"] == "selected"]
     if len(sel):
-        out += _bars(sel, out_dir, "main_comparison", "accuracy_mean",
-                     "Main comparison: mean ± std over folds × seeds (epoch / C chosen on the validation split)")
+        cells = _final_cells(records, "selected")
+        grid = _panel_grid(sel, lambda rows, d, p, lv: _main_panel(rows, _in(cells, d, p, lv)))
+        out += draw_figure(grid, style, "Main comparison (epoch / C chosen on the validation split): mean over "
+                           "folds × seeds, 95 % patient-bootstrap CI", out_dir, layout.FIG_MAIN)
     else:
-        out += _placeholder(out_dir, "main_comparison", "no validation-selected results in main_comparison.csv")
+        out += _placeholder(out_dir, layout.FIG_MAIN, "no validation-selected results in main_comparison.csv")
     pp = df[(df["selection"] == "paper_protocol") & (df["level"] == "frame")]
     if len(pp):
-        out += _bars(pp, out_dir, "main_comparison_paper_protocol", "pooled_accuracy",
-                     "Released protocol, OPTIMISTIC (epoch chosen on the test fold):\n"
-                     "accuracy of the confusion matrix summed over folds, next to published numbers", paper=True)
+        cells = _final_cells(records, "paper_protocol")
+        entries = _confusion_entries(tables, "paper_protocol", "frame")
+        grid = _panel_grid(pp, lambda rows, d, p, lv: _paper_panel(
+            rows, _in(cells, d, p, lv), [e for e in entries if (e["dataset"], e["protocol"]) == (d, p)]))
+        out += draw_figure(grid, style, "Released protocol, OPTIMISTIC (epoch chosen on the test fold): accuracy of "
+                           "the confusion matrix summed over folds\n(points: one per seed), next to published numbers",
+                           out_dir, layout.FIG_MAIN_PAPER, points_label="seed (folds summed)", significance=False)
     return out
 
 
+def _curves(ax, sub: pd.DataFrame, x: str, style: Style, colors: dict, legend: dict[str, Any]) -> list[float]:
+    """One line (mean ± std band) per method of one panel; the y values drawn."""
+    drawn: list[float] = []
+    for method in style.order(sub["method"]):
+        s = sub[sub["method"] == method].sort_values(x)
+        xs, ys = s[x].to_numpy(float), s["accuracy_mean"].to_numpy(float)
+        sd = s["accuracy_std"].fillna(0).to_numpy(float)
+        label = method + (label_suffix(_num(s, "pretrain_labelled_fraction").iloc[0])
+                          if "pretrain_labelled_fraction" in s else "")
+        legend[label] = ax.plot(xs, ys, marker="o", color=colors[method], label=label,
+                                linewidth=2.2 if method == style.reference else 1.4)[0]
+        ax.fill_between(xs, ys - sd, ys + sd, color=colors[method], alpha=0.15)
+        drawn += [*(ys - sd), *(ys + sd)]
+    return drawn
+
+
 def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabel: str, logx: bool = False,
-           flat_at: float | None = None) -> list[Path]:
+           flat_at: float | None = None, style: Style = DEFAULT_STYLE,
+           chance: dict[tuple[str, str], float | None] | None = None) -> list[Path]:
     """One panel per dataset/protocol, one line per method measured at two or more ``x`` values.
 
     A method measured only at ``x == flat_at`` (a control at pretraining epoch 0) is drawn as a
     dashed level across the panel; other single points (a method without the variants) are left out.
+    ``chance`` (per dataset, protocol): the majority-class rate, dotted. The y axis is zoomed to the data.
     """
     df = df[(df["selection"] == "selected") & (df["level"] == "frame")]
     if df.empty:
@@ -177,31 +198,30 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
     if not panels:
         print(f"[plot] skipped {name}: no method has more than one {x} value")
         return []
-    flats = df[is_flat]
-    colors = _colors(list(df["method"]))
+    flats, colors = df[is_flat], style.colors(df["method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.9), squeeze=False,
                              layout="constrained")
     legend: dict[str, Any] = {}
     for c, (dataset, protocol) in enumerate(panels):
         ax = axes[0][c]
         sub = curves[(curves["dataset"] == dataset) & (curves["protocol"] == protocol)]
-        for method in _method_order(sub["method"]):
-            s = sub[sub["method"] == method].sort_values(x)
-            xs, ys = s[x].to_numpy(float), s["accuracy_mean"].to_numpy(float)
-            sd = s["accuracy_std"].fillna(0).to_numpy(float)
-            legend[method] = ax.plot(xs, ys, marker="o", color=colors[method], label=method,
-                                     linewidth=2.2 if method == "hico" else 1.4)[0]
-            ax.fill_between(xs, ys - sd, ys + sd, color=colors[method], alpha=0.15)
+        drawn = _curves(ax, sub, x, style, colors, legend)
         for _, row in flats[(flats["dataset"] == dataset) & (flats["protocol"] == protocol)].iterrows():
             legend[f"{row['method']} (no pretraining)"] = ax.axhline(
                 row["accuracy_mean"], color=colors[row["method"]], linestyle="--", linewidth=1.2)
+            drawn.append(row["accuracy_mean"])
+        lo, hi, on_axis = zoom_with_line(drawn, rate := (chance or {}).get((dataset, protocol)))
+        if on_axis:
+            legend["majority class"] = ax.axhline(rate, color="0.15", linestyle=":", linewidth=1.2)
+        elif rate is not None:
+            off_axis_note(ax, rate, lo, axis="y")
         if logx:
             ax.set_xscale("log")
             ticks = sorted(set(sub[x]))
             ax.set_xticks(ticks)
             ax.set_xticklabels([f"{t:g}" for t in ticks])
             ax.minorticks_off()
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(lo, hi)
         ax.grid(alpha=0.3)
         ax.set_xlabel(xlabel)
         ax.set_title(f"{dataset} / {protocol}")
@@ -212,34 +232,41 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
     return _save(fig, out_dir, name)
 
 
-def plot_convergence(tables: Path, out_dir: Path) -> list[Path]:
+def _chance_by_panel(tables: Path) -> dict[tuple[str, str], float | None]:
+    """The frame-level majority-class rate of every dataset x protocol (records.csv)."""
+    cells = _final_cells(_read(tables, "records"), "selected")
+    cells = cells[cells["level"] == "frame"]
+    return {(d, p): majority_rate(g) for (d, p), g in cells.groupby(["dataset", "protocol"])}
+
+
+def plot_convergence(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     df = _read(tables, "convergence")
     if df is None:
         return []
-    return _lines(df, "encoder_epoch", out_dir, "convergence",
+    return _lines(df, "encoder_epoch", out_dir, layout.FIG_CONVERGENCE,
                   "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch",
-                  flat_at=0)
+                  flat_at=0, style=style, chance=_chance_by_panel(tables))
 
 
-def plot_label_efficiency(tables: Path, out_dir: Path) -> list[Path]:
+def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     df = _read(tables, "label_efficiency")
     if df is None:
         return []
-    return _lines(df, "train_percent", out_dir, "label_efficiency",
+    return _lines(df, "train_percent", out_dir, layout.FIG_LABEL_EFFICIENCY,
                   "Label efficiency: accuracy vs share of the fold's training videos", "training videos used (%)",
-                  logx=True)
+                  logx=True, style=style, chance=_chance_by_panel(tables))
 
 
-def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
-    path = tables / "confusion_matrices.json"
+def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    path = tables / layout.CONFUSION_MATRICES
     if not path.exists():
         print(f"[plot] skipped confusion matrices: {path} does not exist")
         return []
     entries = [e for e in json.loads(path.read_text()) if e["selection"] == "selected" and e["level"] == "frame"]
     out = []
     for dataset, protocol in sorted({(e["dataset"], e["protocol"]) for e in entries}):
-        group = sorted((e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol),
-                       key=lambda e: (not e["method"].startswith("hico"), e["method"]))
+        by_method = {e["method"]: e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol}
+        group = [by_method[m] for m in style.order(by_method)]
         k = len(group[0]["classes"])
         ncols = min(4, len(group))
         nrows = int(np.ceil(len(group) / ncols))
@@ -267,32 +294,31 @@ def plot_confusion(tables: Path, out_dir: Path) -> list[Path]:
             ax.set_title(f"{e['method']}\npooled acc {acc:.3f} ({e['n_folds']} folds × {e['n_seeds']} seeds)", fontsize=9)
         fig.suptitle(f"{dataset} / {protocol}: confusion matrices summed over folds\n"
                      "(colour: share of the true class; numbers: counts)", fontsize=10)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol}")
-        out += _save(fig, out_dir, safe)
+        out += _save(fig, out_dir, layout.confusion_figure(dataset, protocol))
     return out
 
 
-def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
+def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     rows = []
     for path in sorted(Path(metrics_dir).rglob("metrics.json")):
-        m = json.loads(path.read_text())
+        m = read_metrics(path)
         hist = (m.get("selection") or {}).get("history")
-        if not hist or m.get("encoder_kind", "final") != "final" or float(m.get("train_fraction", 1.0)) != 1.0:
+        if not hist or m["encoder_kind"] != "final" or float(m["train_fraction"]) != 1.0:
             continue
         for h in hist:
-            rows.append({"method": m["method"], "dataset": m["dataset"], "protocol": m.get("protocol_id", m["protocol"]),
+            rows.append({"method": m["method"], "dataset": m["dataset"], "protocol": m["protocol_id"],
                          "epoch": h["epoch"], "val_accuracy": h["val_accuracy"], "train_loss": h["train_loss"]})
     if not rows:
         print(f"[plot] skipped finetune_curves: no fine-tuning histories under {metrics_dir}")
         return []
     df = pd.DataFrame(rows).groupby(["method", "dataset", "protocol", "epoch"]).mean().reset_index()
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
-    colors = _colors(list(df["method"]))
+    colors = style.colors(df["method"])
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels) + 1.6, 6.4), squeeze=False, sharex="col",
                              layout="constrained")
     for c, (dataset, protocol) in enumerate(panels):
         sub = df[(df["dataset"] == dataset) & (df["protocol"] == protocol)]
-        for method in _method_order(sub["method"]):
+        for method in style.order(sub["method"]):
             s = sub[sub["method"] == method]
             axes[0][c].plot(s["epoch"], s["val_accuracy"], color=colors[method], label=method)
             axes[1][c].plot(s["epoch"], s["train_loss"], color=colors[method], label=method)
@@ -306,10 +332,10 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path) -> list[Path]:
     for ax in axes[0]:
         legend.update(zip(*reversed(ax.get_legend_handles_labels())))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    order = _method_order(legend)
+    order = style.order(legend)
     fig.legend([legend[m] for m in order], order, loc="outside right center", frameon=False)
     fig.suptitle("Fine-tuning: mean over folds × seeds per epoch (the epoch is selected on validation accuracy)")
-    return _save(fig, out_dir, "finetune_curves")
+    return _save(fig, out_dir, layout.FIG_FINETUNE_CURVES)
 
 
 def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: int, max_frames: int,
@@ -352,7 +378,7 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", frameon=False, title="class")
     fig.suptitle(f"t-SNE of frozen pooled features on {ds.name}")
-    return _save(fig, out_dir, "tsne")
+    return _save(fig, out_dir, layout.FIG_TSNE)
 
 
 def _parse_encoders(pairs: list[str]) -> dict[str, str]:
@@ -367,7 +393,12 @@ def _parse_encoders(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-FIGURE_GROUPS = ("main_comparison", "convergence", "label_efficiency", "confusion", "finetune_curves", "tsne")
+def _run_methods(tables: Path | None) -> tuple[str, ...]:
+    """Every method of main_comparison.csv: the methods whose colours every figure shares."""
+    path = tables / "main_comparison.csv" if tables is not None else None
+    if path is None or not path.exists():
+        return ()
+    return tuple(pd.read_csv(path, usecols=["method"])["method"].astype(str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,30 +410,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="standard dataset folder for the t-SNE")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")
-    p.add_argument("--figures", nargs="+", choices=FIGURE_GROUPS, default=list(FIGURE_GROUPS),
+    p.add_argument("--reference", default="hico", help="method drawn first and bold (default hico)")
+    p.add_argument("--figures", nargs="+", choices=layout.FIGURE_GROUPS, default=list(layout.FIGURE_GROUPS),
                    help="draw only these (the workflow runs tsne as its own job, beside the evaluations)")
     p.add_argument("--expect", nargs="+", default=[],
                    help="figure names a workflow declared: any left undrawn get a placeholder saying so")
     a = p.parse_args(argv)
     tables, out_dir, wanted = Path(a.tables) if a.tables else None, Path(a.out_dir), set(a.figures)
-    if wanted - {"tsne"} and tables is None:
+    if wanted - {layout.FIG_TSNE} and tables is None:
         p.error("--tables is required for every figure but tsne")
-    if tables is not None and (tables / "main_comparison.csv").exists():
-        ALL_METHODS.update(pd.read_csv(tables / "main_comparison.csv", usecols=["method"])["method"].astype(str))
+    style = Style(a.reference, _run_methods(tables))
     written = []
-    for name, draw in (("main_comparison", plot_main_comparison), ("convergence", plot_convergence),
-                       ("label_efficiency", plot_label_efficiency), ("confusion", plot_confusion)):
+    for name, draw in ((layout.FIG_MAIN, plot_main_comparison), (layout.FIG_CONVERGENCE, plot_convergence),
+                       (layout.FIG_LABEL_EFFICIENCY, plot_label_efficiency), ("confusion", plot_confusion)):
         if name in wanted:
-            written += draw(tables, out_dir)
-    if a.metrics_dir and "finetune_curves" in wanted:
+            written += draw(tables, out_dir, style)
+    if a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
         if Path(a.metrics_dir).is_dir():
-            written += plot_finetune_curves(Path(a.metrics_dir), out_dir)
+            written += plot_finetune_curves(Path(a.metrics_dir), out_dir, style)
         else:
             print(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
     encoders = _parse_encoders(a.encoders)
-    if "tsne" in wanted and encoders and a.data:
+    if layout.FIG_TSNE in wanted and encoders and a.data:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
-    elif "tsne" in wanted:
+    elif layout.FIG_TSNE in wanted:
         print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
     drawn = {path.stem for path in written}
     for name in a.expect:

@@ -1,85 +1,119 @@
-"""Paired tests and the explicit verdict rules of ``claims.csv``.
+"""The statistics of the tables: the paired test, Holm's correction, the benchmark's resolution
+(minimum detectable effect), patient-level bootstrap intervals and the verdict rule of
+``claims.csv``. results/README.md ("Statistics") says why these and what they assume.
 
-Pairs are (fold, seed) cells where both methods were evaluated on the same test fold with the
-same seed, so the Wilcoxon signed-rank test (Wilcoxon 1945; scipy's two-sided test, exact for
-small n without ties) compares like with like. With n pairs the smallest two-sided exact
-p-value is 2 / 2**n, so fewer than :data:`MIN_PAIRS` pairs can never reach p < 0.05.
+**Paired test.** Two methods are paired on the (fold, seed) cells where both were evaluated
+(same test fold, same seed). The J cells are not independent: the training sets of the folds of
+one partition overlap, and every seed reuses the same partition. The corrected resampled t-test
+(Nadeau & Bengio 2003, "Inference for the generalization error", Machine Learning 52:239-281,
+eq. 11; applied to r x k cross-validation by Bouckaert & Frank 2004, PAKDD) inflates the
+variance of the mean difference for that overlap::
+
+    t = mean(d) / sqrt((1/J + n_test/n_train) * var(d)),   df = J - 1,
+
+where ``d`` are the J paired differences, ``var`` the sample variance (ddof = 1) and
+``n_test/n_train`` the ratio of test to training videos of a fold (1/(k-1) for k folds). With
+``n_test/n_train = 0`` it is the ordinary paired t-test.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, wilcoxon
+from scipy import stats as sps
+from scipy.optimize import brentq
 
 ALPHA = 0.05
-#: smallest n whose exact two-sided Wilcoxon p-value can fall below 0.05 (2 / 2**6 = 0.031)
-MIN_PAIRS = 6
+POWER = 0.8
+#: a difference needs at least this many pairs (J - 1 >= 1 degrees of freedom)
+MIN_PAIRS = 2
+#: and this many independent pretraining runs: with one seed the test compares two encoders,
+#: not two methods (every cell reuses the same pretrained encoder)
+MIN_SEEDS = 2
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive at this n"
 NO_EVIDENCE = "no evidence in this run"
 
-VERDICT_RULE = (
-    f"supported: two-sided Wilcoxon p < {ALPHA} and mean difference > 0 in the claimed direction; "
-    f"not supported: p < {ALPHA} and mean difference < 0; inconclusive at this n: otherwise "
-    f"(always when n_pairs < {MIN_PAIRS}); no evidence in this run: no paired results"
-)
+
+def verdict_rule(alpha: float = ALPHA) -> str:
+    return (
+        f"supported: Holm-adjusted p < {alpha} (corrected resampled t-test of Nadeau & Bengio 2003 over the "
+        f"paired (fold, seed) cells; Holm over the claim's comparisons) and mean difference > 0 in the claimed "
+        f"direction; not supported: adjusted p < {alpha} and mean difference < 0; inconclusive at this n: "
+        f"otherwise (always with fewer than {MIN_PAIRS} pairs or {MIN_SEEDS} pretraining seeds); "
+        f"no evidence in this run: no paired results"
+    )
 
 
-#: up to this many non-zero differences the p-value is exact (all 2**n sign flips enumerated)
-EXACT_MAX_N = 16
+VERDICT_RULE = verdict_rule()
 
 
-def _exact_signed_rank_p(d: np.ndarray) -> float:
-    """Two-sided p of the signed-rank statistic over all 2**n sign flips of the non-zero
-    differences ``d`` (average ranks for ties), as scipy's exact / permutation null."""
-    n = len(d)
-    ranks = rankdata(np.abs(d))
-    r_plus = ranks[d > 0].sum()
-    flips = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
-    null = flips @ ranks
-    gamma = abs(1e-14 * r_plus)
-    p_less = np.mean(null <= r_plus + gamma)
-    p_greater = np.mean(null >= r_plus - gamma)
-    return float(min(1.0, 2 * min(p_less, p_greater)))
+# --------------------------------------------------------------------------------------------
+# The paired test
 
 
-def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
-    """Two-sided Wilcoxon signed-rank p-value of paired samples ``a`` and ``b`` and a note.
+@dataclass(frozen=True)
+class PairedTest:
+    """The corrected resampled t-test of ``a - b`` over ``n`` paired cells."""
 
-    Zero differences are dropped (Wilcoxon's convention, scipy's default). With at most
-    :data:`EXACT_MAX_N` non-zero differences the exact null over every sign flip is used
-    (equal to scipy's exact test without ties and to its exhaustive permutation test with
-    ties); above, scipy's exact test without ties and its normal approximation with ties
-    (deterministic, unlike scipy's randomised permutation null). NaN pairs are dropped.
-    Returns (nan, note) without pairs; p = 1 when every difference is 0.
+    n: int
+    n_seeds: int
+    mean_diff: float
+    sd_diff: float
+    test_train_ratio: float
+    t: float
+    p: float
+    mde: float
+    note: str
+
+
+def corrected_t(d: np.ndarray, test_train_ratio: float) -> tuple[float, float, str]:
+    """(t, two-sided p, note) of the corrected resampled t-test of the differences ``d``.
+
+    Undefined (NaN, with a note) for fewer than :data:`MIN_PAIRS` differences, or when they
+    all equal a non-zero value (zero variance); p = 1 when every difference is 0.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    n = len(a)
-    if n == 0:
-        return float("nan"), "no pairs"
-    note = ""
+    d = np.asarray(d, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
     if n < MIN_PAIRS:
-        note = f"n_pairs={n} < {MIN_PAIRS}: p cannot fall below {ALPHA}"
-    d = a - b
-    d = d[d != 0]
-    if len(d) == 0:
-        return 1.0, "; ".join(x for x in (note, "all differences are zero") if x)
-    if len(d) <= EXACT_MAX_N:
-        return _exact_signed_rank_p(d), note
-    ties = len(np.unique(np.abs(d))) < len(d)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        p = float(wilcoxon(d, method="approx" if ties else "exact").pvalue)
-    return p, "; ".join(x for x in (note, "normal approximation (ties)" if ties else "") if x)
+        return float("nan"), float("nan"), f"n_pairs={n} < {MIN_PAIRS}: no test"
+    mean, var = float(d.mean()), float(d.var(ddof=1))
+    if var == 0:
+        if mean == 0:
+            return 0.0, 1.0, "all differences are zero"
+        return float("nan"), float("nan"), "every difference is the same: zero variance, no test"
+    t = mean / math.sqrt((1 / n + test_train_ratio) * var)
+    return t, float(2 * sps.t.sf(abs(t), n - 1)), ""
+
+
+def _power(ncp: float, df: int, t_crit: float) -> float:
+    # the lower tail is negligible where scipy's non-central t returns NaN (large ncp, df = 1)
+    lower = sps.nct.cdf(-t_crit, df, ncp)
+    return float(sps.nct.sf(t_crit, df, ncp) + (0.0 if np.isnan(lower) else lower))
+
+
+def min_detectable_effect(sd: float, n: int, test_train_ratio: float, alpha: float = ALPHA,
+                          power: float = POWER) -> float:
+    """The smallest true mean difference that the two-sided corrected t-test at level ``alpha``
+    detects with probability ``power``, for ``n`` pairs whose differences have standard
+    deviation ``sd``: ``ncp * sd * sqrt(1/n + n_test/n_train)``, where ``ncp`` solves
+    power(ncp) = ``power`` under the non-central t distribution with n - 1 degrees of freedom.
+    NaN for fewer than :data:`MIN_PAIRS` pairs or an unknown ``sd``."""
+    if n < MIN_PAIRS or sd is None or not np.isfinite(sd):
+        return float("nan")
+    df = n - 1
+    t_crit = float(sps.t.ppf(1 - alpha / 2, df))
+    hi = 2 * t_crit + 10
+    while _power(hi, df, t_crit) < power:
+        hi *= 2
+    ncp = brentq(lambda x: _power(x, df, t_crit) - power, 0.0, hi, xtol=1e-10)
+    return float(ncp * sd * math.sqrt(1 / n + test_train_ratio))
 
 
 def paired(df: pd.DataFrame, metric: str, method_a: str, method_b: str,
@@ -92,10 +126,83 @@ def paired(df: pd.DataFrame, metric: str, method_a: str, method_b: str,
     return a.loc[both].to_numpy(float), b.loc[both].to_numpy(float)
 
 
-def verdict(n_pairs: int, mean_diff: float, p: float, alpha: float = ALPHA) -> str:
-    """The claims rule (:data:`VERDICT_RULE`); ``mean_diff`` is in the claimed direction."""
+def _pairs(df: pd.DataFrame, a: str, b: str, metric: str) -> pd.DataFrame:
+    """One row per (fold, seed) cell of both methods: the difference and the cell's
+    test/training size ratio (from the metrics' ``n_videos``)."""
+    cells = df.assign(_ratio=df["n_test_videos"] / df["n_fit_videos"])
+    by = cells.groupby(["method", "fold", "seed"])[[metric, "_ratio"]].mean()
+    if a not in by.index.get_level_values(0) or b not in by.index.get_level_values(0):
+        return pd.DataFrame(columns=["seed", "diff", "ratio"])
+    xa, xb = by.loc[a], by.loc[b]
+    both = xa.index.intersection(xb.index)
+    return pd.DataFrame({"seed": both.get_level_values("seed"),
+                         "diff": xa.loc[both, metric].to_numpy(float) - xb.loc[both, metric].to_numpy(float),
+                         "ratio": (xa.loc[both, "_ratio"].to_numpy(float) + xb.loc[both, "_ratio"].to_numpy(float)) / 2})
+
+
+def paired_test(df: pd.DataFrame, a: str, b: str, metric: str = "accuracy", alpha: float = ALPHA) -> PairedTest:
+    """The corrected resampled t-test of ``a`` against ``b`` over the (fold, seed) cells of ``df``
+    (records with the private ``n_test_videos`` and ``n_fit_videos`` columns of
+    :func:`hico.report.records.load_records`), and the effect it could detect."""
+    pairs = _pairs(df, a, b, metric).dropna(subset=["diff"])
+    n = len(pairs)
+    if n == 0:
+        return PairedTest(0, 0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"),
+                          "no paired (fold, seed) results")
+    ratio = float(pairs["ratio"].mean())
+    d = pairs["diff"].to_numpy(float)
+    t, p, note = corrected_t(d, ratio)
+    sd = float(d.std(ddof=1)) if n >= MIN_PAIRS else float("nan")
+    n_seeds = int(pairs["seed"].nunique())
+    if n_seeds < MIN_SEEDS:
+        note = "; ".join(x for x in (note, f"{n_seeds} pretraining seed: no independent replicate") if x)
+    return PairedTest(n, n_seeds, float(d.mean()), sd, ratio, t, p,
+                      min_detectable_effect(sd, n, ratio, alpha), note)
+
+
+# --------------------------------------------------------------------------------------------
+# Multiple comparisons
+
+
+def holm(p: np.ndarray | list[float]) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values of one family; NaN stays NaN and does not count.
+
+    With the m defined p-values sorted ascending, ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``;
+    rejecting where ``adj < alpha`` controls the family-wise error rate at alpha.
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if len(ok) == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def holm_within(table: pd.DataFrame, family: list[str], p_col: str) -> pd.Series:
+    """Holm-adjusted ``p_col`` within each group of ``family`` columns (index of ``table``)."""
+    out = pd.Series(np.nan, index=table.index, dtype=float)
+    if table.empty or p_col not in table:  # no comparison in the table (only the reference ran)
+        return out
+    for _, g in table.groupby(family, sort=False, dropna=False):
+        out.loc[g.index] = holm(g[p_col].to_numpy(float))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts
+
+
+def verdict(n_pairs: int, mean_diff: float, p: float, alpha: float = ALPHA, n_seeds: int = MIN_SEEDS) -> str:
+    """The claims rule (:func:`verdict_rule`); ``mean_diff`` is in the claimed direction and
+    ``p`` is the Holm-adjusted p of the comparison."""
     if n_pairs == 0 or mean_diff is None or (isinstance(mean_diff, float) and math.isnan(mean_diff)):
         return NO_EVIDENCE
+    if n_pairs < MIN_PAIRS or n_seeds < MIN_SEEDS:
+        return INCONCLUSIVE
     if p is not None and not math.isnan(p) and p < alpha:
         if mean_diff > 0:
             return SUPPORTED
