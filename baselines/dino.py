@@ -148,14 +148,17 @@ class DINO(PretrainMethod):
 
     def _student(self, views: list[torch.Tensor], n_global: int) -> list[torch.Tensor]:
         """Student logits per crop: one backbone pass per crop size, as ``MultiCropWrapper``."""
-        groups = [views[:n_global], views[n_global:]]
+        groups = [views[:n_global], views[n_global:]]  # multi_crop: all local crops share one size
         feats = [self.backbone(torch.cat(g)) for g in groups if g]  # [n*B, D] per resolution
         freeze = self.epoch < self.freeze_last_layer_epochs
         logits = self.head(torch.cat(feats), freeze_last_layer=freeze)  # [(G + L) B, K]
         return list(logits.chunk(len(views)))
 
     def _losses(self, views: list[torch.Tensor], update: bool) -> dict[str, torch.Tensor]:
-        n_global = 2 if len(views) >= 2 else 1
+        # global crops: the leading views at full size (multi_crop puts them first)
+        n_global = next((i for i, v in enumerate(views) if v.shape[-2:] != views[0].shape[-2:]), len(views))
+        if len(views) < 2 or (n_global == len(views) and n_global < 2):
+            raise ValueError(f"dino needs two or more views (got {len(views)}): use the multi_crop sampler")
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:n_global])))  # [G B, K]
         devices = [views[0].device] if views[0].is_cuda else []

@@ -320,7 +320,7 @@ def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str]
     norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:  # a ViT normalises each token with LayerNorm: nothing to adapt
         warnings.warn(f"AdaBN: backbone {encoder.name} has no BatchNorm layer, so adaptation is a no-op "
-                      "and the *_adabn protocols equal their plain versions", stacklevel=2)
+                      "and the *_adabn protocols equal their plain versions", stacklevel=3)
         return adapted.eval()
     for m in norms:
         m.reset_running_stats()

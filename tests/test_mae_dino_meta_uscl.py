@@ -459,3 +459,13 @@ def test_meta_step_moves_only_cmw_and_batchnorm_once():
     assert float(held["meta_held_out"]) == 1.0
     with pytest.raises(ValueError, match="no clean pairs"):
         model.training_step({"views": views[:2]})
+
+
+def test_dino_counts_global_crops_from_the_view_sizes():
+    _, model = build("dino", out_dim=16, hidden_dim=8, bottleneck_dim=4, backbone="resnet18")
+    model.train()
+    three = [torch.randn(2, 3, 32, 32) for _ in range(3)] + [torch.randn(2, 3, 16, 16)]
+    out = model.training_step({"views": three})  # 3 globals: 3 x 3 terms
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="two or more views"):
+        model.training_step({"views": [torch.randn(2, 3, 32, 32)]})

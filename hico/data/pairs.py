@@ -8,7 +8,10 @@ training device:
     per-sample floats (e.g. the mixup coefficient) collated to ``[B]`` tensors.
 
 Recipes name a sampler in their YAML (``sampler: {name: three_frame_mixup}``); a baseline adds
-its own sampler with ``@register_sampler`` in its module.
+its own sampler with ``@register_sampler`` in its module. Here: ``same_frame``, ``two_frames``,
+``three_frame_mixup`` (USCL/HiCo), ``near_frames`` (IVPP), ``multi_crop`` (DINO: views of several
+sizes, each kind with its own augmentation derived from the recipe's) and ``ppi_mixup``
+(Meta-USCL's positive pair interpolator, with clean pairs for its meta step).
 """
 
 from __future__ import annotations
