@@ -37,6 +37,7 @@ import copy
 import functools
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,7 +318,9 @@ def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str]
     the frames of ``video_ids`` (every BN layer reset, cumulative average, no gradient)."""
     adapted = copy.deepcopy(encoder).to(device)
     norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
+    if not norms:  # a ViT normalises each token with LayerNorm: nothing to adapt
+        warnings.warn(f"AdaBN: backbone {encoder.name} has no BatchNorm layer, so adaptation is a no-op "
+                      "and the *_adabn protocols equal their plain versions", stacklevel=3)
         return adapted.eval()
     for m in norms:
         m.reset_running_stats()
@@ -341,28 +344,9 @@ FINETUNE_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def last_block(backbone: Backbone) -> nn.Module:
-    """The last child block of the backbone's last stage (``layer4.1`` for a timm ResNet-18).
-
-    From the module that produces c5, follow the last child down through plain containers
-    (``nn.Sequential``/``nn.ModuleList``) and stop at the first real block.
-    """
-    name = backbone.body.feature_info.module_name()[backbone.stage_indices[-1]]
-    module = None
-    for candidate in (name, name.replace(".", "_")):
-        try:
-            module = backbone.body.get_submodule(candidate)
-            break
-        except AttributeError:
-            continue
-    if module is None:
-        raise ValueError(f"backbone {backbone.name}: cannot find its last stage module {name!r}")
-    while True:
-        children = list(module.children())
-        if not children:
-            return module
-        module = children[-1]
-        if not isinstance(module, nn.Sequential | nn.ModuleList):
-            return module
+    """The block the released fine-tune trains: :meth:`Backbone.last_block` (``layer4.1`` of a
+    timm ResNet-18; the last transformer block of a ViT)."""
+    return backbone.last_block()
 
 
 class FinetuneModel(nn.Module):

@@ -1,10 +1,13 @@
 """Every registered pretraining method, one tiny step each (timm's ``test_models.py`` habit).
 
-The generic tests are parametrized over ``list_methods(include_controls=False)``, so a method
-added as ``<name>.py`` + ``<name>.yaml`` is tested without writing a test. Each builds the
-method from its own recipe at 32 px (ResNet-18, batch 4, 3 classes, some videos unlabelled)
-and makes the views with the recipe's own sampler and augmentation from random uint8 videos
-of uneven length (24, 12, 3 and 1 frames, so the samplers' short-video fallbacks run too).
+The generic tests are parametrized over ``list_methods(include_controls=False)`` x the backbones
+``resnet18`` and ``vit_tiny_patch16_224`` (2 x 2 patches at 32 px), so a method added as
+``<name>.py`` + ``<name>.yaml`` is tested on a CNN and a ViT without writing a test. Each builds
+the method from its own recipe at 32 px (batch 4, 3 classes, some videos unlabelled) and makes the
+views with the recipe's own sampler and augmentation from random uint8 videos of uneven length
+(24, 12, 3 and 1 frames, so the samplers' short-video fallbacks run too). A method that declares a
+backbone kind unsupported (``backbone_kinds``: HiCo needs a pyramid, MAE patch tokens) is tested to
+refuse it with an ``UnsupportedBackboneError`` that names the backbone and what to use.
 
 Method-specific tests below: MoCo v2's queue and momentum state, BYOL's tau schedule,
 SimSiam's predictor group, UCL's sampler and curriculum, USCL's label handling.
@@ -22,11 +25,21 @@ import torch
 from hico.config import resolve_pretrain_config
 from hico.data.pairs import build_sampler
 from hico.data.transforms import AugmentConfig, FrameAugment
-from hico.methods.base import build_method
-from hico.registry import list_methods
+from hico.methods.base import UnsupportedBackboneError, build_method
+from hico.models.backbone import backbone_kind
+from hico.registry import get_method, list_methods
 from hico.train import build_optimizer
 
 METHODS = list_methods(include_controls=False)
+BACKBONES = ("resnet18", "vit_tiny_patch16_224")  # a CNN and the smallest timm ViT
+
+
+def _supports(name: str, backbone: str) -> bool:
+    return backbone_kind(backbone) in get_method(name).backbone_kinds
+
+
+CASES = [(m, b) for m in METHODS for b in BACKBONES if _supports(m, b)]
+REFUSED = [(m, b) for m in METHODS for b in BACKBONES if not _supports(m, b)]
 SIZE, NUM_CLASSES = 32, 3
 VIDEO_LENGTHS = (24, 12, 3, 1)  # batch 4
 LABELS = torch.tensor([0, 2, -1, 1])  # one unlabelled video
@@ -44,9 +57,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def build(name: str, seed: int = 0, **overrides):
-    """(config, method) from the shipped recipe at tiny size; ``overrides`` go into ``params``."""
-    cfg = resolve_pretrain_config(name, TINY, {"params": overrides} if overrides else None)
+def build(name: str, seed: int = 0, backbone: str = "resnet18", **overrides):
+    """(config, method) from the shipped recipe at tiny size on ``backbone``; ``overrides`` go
+    into ``params``."""
+    cfg = resolve_pretrain_config(name, {**TINY, "backbone": backbone}, {"params": overrides} if overrides else None)
     torch.manual_seed(seed)
     model = build_method(name, cfg.params, backbone=cfg.backbone, pretrained=False, weights=None,
                          num_classes=NUM_CLASSES, image_size=cfg.image_size)
@@ -70,8 +84,9 @@ def make_batch(cfg, seed: int = 0, val: bool = False, video_idx=None) -> dict:
     make = sampler.make_val_views if val else sampler.make_views
     views, weights = make(frames, extras, augment, torch.Generator().manual_seed(seed))
     b = len(VIDEO_LENGTHS)
-    for v in views:
-        assert v.shape == (b, 3, SIZE, SIZE) and v.dtype == torch.float32
+    for v in views:  # square views at the image size (multi-crop's local crops: smaller)
+        assert v.shape[:2] == (b, 3) and v.shape[-1] == v.shape[-2] <= SIZE and v.dtype == torch.float32
+    assert views[0].shape[-1] == SIZE
     return {
         "views": views,
         "video_idx": torch.arange(b) if video_idx is None else torch.as_tensor(video_idx),
@@ -103,12 +118,28 @@ def train_step(model, optimizer, batch, progress: float = 0.5) -> dict:
 
 
 def test_methods_are_found():
-    assert {"simclr", "moco_v2", "byol", "simsiam", "uscl", "ivpp", "ucl", "supervised"} <= set(METHODS)
+    assert {"simclr", "moco_v2", "byol", "simsiam", "uscl", "ivpp", "ucl", "supervised",
+            "mae", "dino", "meta_uscl"} <= set(METHODS)
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_step_is_finite_and_trains_the_encoder(name):
-    cfg, model = build(name)
+def test_every_method_runs_on_a_cnn_or_a_vit_and_the_refusals_are_the_documented_ones():
+    assert {m for m, _ in CASES} == set(METHODS)
+    assert set(REFUSED) == {("hico", "vit_tiny_patch16_224"), ("mae", "resnet18")}
+
+
+@pytest.mark.parametrize(("name", "backbone"), REFUSED)
+def test_unsupported_backbone_is_a_clear_error(name, backbone):
+    cls = get_method(name)
+    with pytest.raises(UnsupportedBackboneError, match=rf"method {name} does not support the "
+                       rf"{backbone_kind(backbone)} backbone '{backbone}'") as err:
+        build(name, backbone=backbone)
+    assert cls.backbone_requirement and cls.backbone_requirement in str(err.value)
+    assert ("resnet18" if backbone_kind(backbone) == "vit" else "vit_tiny_patch16_224") in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "backbone"), CASES)
+def test_step_is_finite_and_trains_the_encoder(name, backbone):
+    cfg, model = build(name, backbone=backbone)
     model.train()
     batch = make_batch(cfg)
     optimizer = build_optimizer(model, cfg, CPU)
@@ -126,15 +157,15 @@ def test_step_is_finite_and_trains_the_encoder(name):
     assert feats.shape == (len(VIDEO_LENGTHS), model.encoder().num_features)
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_checkpoint_round_trip_reproduces_the_loss(name, tmp_path):
-    cfg, model = build(name, seed=0)
+@pytest.mark.parametrize(("name", "backbone"), CASES)
+def test_checkpoint_round_trip_reproduces_the_loss(name, backbone, tmp_path):
+    cfg, model = build(name, seed=0, backbone=backbone)
     optimizer = build_optimizer(model, cfg, CPU)
     train_step(model, optimizer, make_batch(cfg, seed=1))  # momentum encoders, queues, BN stats move
     path = tmp_path / "last.pt"
     torch.save({"model": model.state_dict()}, path)
 
-    _, fresh = build(name, seed=123)
+    _, fresh = build(name, seed=123, backbone=backbone)
     fresh.load_state_dict(torch.load(path, weights_only=True)["model"])
     assert_same_state(snapshot(model), snapshot(fresh))
 
@@ -150,9 +181,9 @@ def test_checkpoint_round_trip_reproduces_the_loss(name, tmp_path):
         assert torch.equal(out_a[part].detach(), out_b[part].detach()), f"{name}: {part} differs after reload"
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_validation_step_is_finite_and_changes_no_state(name):
-    cfg, model = build(name)
+@pytest.mark.parametrize(("name", "backbone"), CASES)
+def test_validation_step_is_finite_and_changes_no_state(name, backbone):
+    cfg, model = build(name, backbone=backbone)
     model.eval()
     before = snapshot(model)
     with torch.no_grad():

@@ -201,3 +201,144 @@ def test_released_network_at_224_forward_backward(backbones):
     (sum(o.sum() for o in outputs.values()) + logits.sum()).backward()
     _assert_all_grads({"fpn": fpn, "heads": heads, "classifier": classifier})
     backbone.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------- ViT backbones
+
+
+def test_backbone_kind_needs_no_model():
+    from hico.models.backbone import backbone_kind
+
+    assert backbone_kind("resnet18") == backbone_kind("resnet18.tv_in1k") == "cnn"
+    assert backbone_kind("convnext_tiny") == "cnn"
+    for name in ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_small_patch8_224", "deit3_small_patch16_224"):
+        assert backbone_kind(name) == "vit", name
+
+
+def test_resnet18_is_the_plain_timm_features_model():
+    """The ViT branch leaves the CNN path as it was: same init (RNG draws), same state names."""
+    import timm
+
+    torch.manual_seed(3)
+    ours = Backbone("resnet18", image_size=64).state_dict()
+    torch.manual_seed(3)
+    plain = timm.create_model("resnet18", pretrained=False, zero_init_last=False, features_only=True).state_dict()
+    assert list(ours) == [f"body.{k}" for k in plain]
+    assert all(torch.equal(ours[f"body.{k}"], v) for k, v in plain.items())
+
+
+@pytest.fixture(scope="module")
+def vit64():
+    torch.manual_seed(0)
+    return Backbone("vit_tiny_patch16_224", image_size=64).eval()
+
+
+def test_vit_pooled_feature_is_the_cls_token_after_the_last_norm(vit64):
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        tokens = vit64.body.forward_features(x)  # [B, 1 + 16, 192]
+        pooled = vit64(x)
+    assert vit64.kind == "vit" and vit64.patch_size == 16 and vit64.image_size == 64
+    assert tokens.shape == (3, 1 + 4 * 4, 192) and vit64.num_features == 192
+    torch.testing.assert_close(pooled, tokens[:, 0], rtol=0, atol=0)
+
+
+def test_vit_token_pieces_rebuild_timms_forward(vit64):
+    """embed_tokens + encode_tokens (MAE's split of the forward pass) == timm forward_features."""
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        prefix, patches = vit64.embed_tokens(x)
+        out = vit64.encode_tokens(torch.cat([prefix, patches], dim=1))
+        want = vit64.body.forward_features(x)
+    assert prefix.shape == (2, 1, 192) and patches.shape == (2, 16, 192)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("size", "grid"), [(32, 2), (96, 6)])
+def test_vit_runs_at_any_size_its_patch_divides(vit64, size, grid):
+    with torch.no_grad():
+        assert vit64(torch.randn(2, 3, size, size)).shape == (2, 192)  # position table resampled
+        assert vit64.embed_tokens(torch.randn(1, 3, size, size))[1].shape == (1, grid * grid, 192)
+    torch.manual_seed(0)
+    native = Backbone("vit_tiny_patch16_224", image_size=size)
+    assert native.body.pos_embed.shape == (1, 1 + grid * grid, 192)
+
+
+def test_vit_rejects_sizes_its_patch_does_not_divide(vit64):
+    from hico.models.backbone import BackboneError
+
+    with pytest.raises(BackboneError, match="40x40 is not a multiple of its patch size 16"):
+        vit64(torch.randn(1, 3, 40, 40))
+    with pytest.raises(BackboneError, match="divisible by 16"):
+        Backbone("vit_tiny_patch16_224", image_size=40)
+
+
+def test_patch8_vit_at_64px():
+    torch.manual_seed(0)
+    vit = Backbone("vit_small_patch8_224", image_size=64)
+    assert vit.patch_size == 8 and vit.body.pos_embed.shape == (1, 1 + 8 * 8, 384)
+    with torch.no_grad():
+        assert vit(torch.randn(2, 3, 64, 64)).shape == (2, 384)
+
+
+def test_vit_has_no_pyramid(vit64):
+    from hico.models.backbone import BackboneError
+
+    with pytest.raises(BackboneError, match="Vision Transformer.*no c2..c5 pyramid.*resnet18"):
+        vit64.forward_pyramid(torch.randn(1, 3, 64, 64))
+
+
+def test_last_block_is_layer4_1_or_the_last_transformer_block(backbones, vit64):
+    assert vit64.last_block() is vit64.body.blocks[-1]
+    r18 = backbones["resnet18"]
+    assert r18.last_block() is r18.body.layer4[1]
+    from hico.evaluate import last_block  # the evaluation's name delegates (contract 7)
+
+    assert last_block(vit64) is vit64.body.blocks[-1] and last_block(r18) is r18.body.layer4[1]
+
+
+def test_vit_encoder_file_round_trip(vit64, backbones, tmp_path):
+    from hico.models.backbone import load_encoder, save_encoder
+
+    save_encoder(vit64, tmp_path / "vit.pt", {"method": "mae"})
+    blob = torch.load(tmp_path / "vit.pt", weights_only=True)
+    assert blob["image_size"] == 64 and blob["backbone"] == "vit_tiny_patch16_224"
+    again = load_encoder(tmp_path / "vit.pt").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), vit64(x), rtol=0, atol=0)
+    save_encoder(backbones["resnet18"], tmp_path / "r18.pt")
+    assert "image_size" not in torch.load(tmp_path / "r18.pt", weights_only=True)  # CNN files unchanged
+
+
+# ---------------------------------------------------------------- DINO head
+
+
+def test_dino_head_layout_and_weight_normalised_prototypes():
+    from hico.models.heads import DINOHead
+
+    torch.manual_seed(0)
+    head = DINOHead(192, out_dim=50, hidden_dim=32, bottleneck_dim=8)
+    assert [type(m).__name__ for m in head.mlp] == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    g = head.last_layer.parametrizations.weight.original0
+    assert g.shape == (50, 1) and not g.requires_grad and torch.equal(g, torch.ones(50, 1))
+    w = head.last_layer.weight
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(50))  # unit prototypes
+    x = torch.randn(4, 192)
+    bottleneck = F.normalize(head.mlp(x), dim=-1)
+    torch.testing.assert_close(head(x), bottleneck @ w.T)  # logits are cosines
+    assert head(x).abs().max() <= 1 + 1e-6
+    free = DINOHead(192, out_dim=50, hidden_dim=32, bottleneck_dim=8, norm_last_layer=False, use_bn=True)
+    assert free.last_layer.parametrizations.weight.original0.requires_grad
+    assert [type(m).__name__ for m in free.mlp][:3] == ["Linear", "BatchNorm1d", "GELU"]
+
+
+def test_dino_head_frozen_last_layer_gets_no_gradient():
+    from hico.models.heads import DINOHead
+
+    head = DINOHead(16, out_dim=20, hidden_dim=12, bottleneck_dim=4)
+    v = head.last_layer.parametrizations.weight.original1
+    head(torch.randn(3, 16), freeze_last_layer=True).sum().backward()
+    assert v.grad is None and head.mlp[0].weight.grad is not None
+    head(torch.randn(3, 16)).sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0

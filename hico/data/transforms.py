@@ -7,7 +7,8 @@ is, per frame: Resize((224, 224)) -> RandomResizedCrop(224, scale=(0.8, 1), rati
 ``grid_sample`` per batch (each sample with its own box), the jitter is per-sample arithmetic.
 Frames are grayscale, so saturation and hue jitter are identities and are not modelled;
 brightness is applied before contrast (torchvision picks a random order).
-Generic-method recipes add grayscale-irrelevant blur via ``blur_p``.
+Generic-method recipes add grayscale-irrelevant blur via ``blur_p``, and DINO's second global
+view solarisation via ``solarize_p`` (PIL ``ImageOps.solarize``: pixels >= 128/255 inverted).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+
+SOLARIZE_THRESHOLD = 128 / 255  # PIL ImageOps.solarize(threshold=128) on uint8
 
 
 @dataclass
@@ -35,6 +38,7 @@ class AugmentConfig:
     # the image), scaled to `image_size`, so a 64 px demo is blurred as much as a 224 px run
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_reference_size: int = 224
+    solarize_p: float = 0.0
     mean: float = 0.5
     std: float = 0.25
 
@@ -55,6 +59,8 @@ class AugmentConfig:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {cfg.crop_scale}")
         if cfg.std <= 0:
             raise ValueError(f"std must be > 0, got {cfg.std}")
+        if not 0 <= cfg.solarize_p <= 1:
+            raise ValueError(f"solarize_p must be in [0, 1], got {cfg.solarize_p}")
         if cfg.blur_reference_size <= 0 or not 0 < cfg.blur_sigma[0] <= cfg.blur_sigma[1]:
             raise ValueError(f"blur_sigma must satisfy 0 < lo <= hi and blur_reference_size > 0, got "
                              f"{cfg.blur_sigma} at {cfg.blur_reference_size} px")
@@ -124,6 +130,9 @@ class FrameAugment:
             x = ((x - m) * c + m).clamp_(0, 1)
         if cfg.blur_p > 0:
             x = self._blur(x, generator)
+        if cfg.solarize_p > 0:  # no draw when off: the other recipes' random streams are unchanged
+            apply = (torch.rand(b, device=dev, generator=generator) < cfg.solarize_p).view(b, 1, 1, 1)
+            x = torch.where(apply & (x >= SOLARIZE_THRESHOLD), 1.0 - x, x)
         x = (x - cfg.mean) / cfg.std
         return x.expand(-1, 3, -1, -1).contiguous()
 

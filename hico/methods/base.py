@@ -13,6 +13,10 @@ A batch is a dict:
 
 ``training_step`` returns ``{"loss": scalar, <part>: scalar, ...}``; parts are logged.
 ``after_step`` runs after each optimiser step (momentum encoders, queues).
+
+Backbones: ``backbone_kinds`` says which kinds of :class:`~hico.models.backbone.Backbone` a
+method is defined on (``"cnn"``, ``"vit"``); building it on another kind is an
+:class:`UnsupportedBackboneError` that says why (``backbone_requirement``) and what to use.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hico.models.backbone import Backbone
+from hico.errors import HicoError
+from hico.models.backbone import BACKBONE_KINDS, Backbone, backbone_kind
 
 BASE_ARGS = ("backbone", "pretrained", "weights", "num_classes", "image_size")
+
+
+class UnsupportedBackboneError(HicoError, ValueError):
+    """A method built on a kind of backbone it is not defined for (HiCo on a ViT, MAE on a CNN)."""
 
 
 class PretrainMethod(nn.Module):
@@ -37,6 +46,10 @@ class PretrainMethod(nn.Module):
     """
 
     method_name: str = "?"
+    #: kinds of backbone the method is defined on (subset of ``BACKBONE_KINDS``)
+    backbone_kinds: tuple[str, ...] = BACKBONE_KINDS
+    #: why the other kinds are not supported, and what to use instead (part of the error)
+    backbone_requirement: str = ""
 
     def __init__(
         self,
@@ -47,7 +60,13 @@ class PretrainMethod(nn.Module):
         image_size: int = 224,
     ):
         super().__init__()
-        self.backbone = Backbone(backbone, pretrained=pretrained, weights=weights)
+        kind = backbone_kind(backbone)
+        if kind not in self.backbone_kinds:
+            raise UnsupportedBackboneError(
+                f"method {self.method_name} does not support the {kind} backbone {backbone!r} "
+                f"(it runs on: {', '.join(self.backbone_kinds)}). {self.backbone_requirement}".rstrip()
+            )
+        self.backbone = Backbone(backbone, pretrained=pretrained, weights=weights, image_size=image_size)
         self.num_classes = int(num_classes)
         self.image_size = int(image_size)
 

@@ -71,6 +71,18 @@ class HiCo(PretrainMethod):
         hidden: width of each head's first Linear and of the classifier's ``lf`` (released 256).
     """
 
+    # A ViT is refused rather than given a ViTDet-style simple pyramid: HiCo's peer and cross
+    # level terms contrast features of *different depths* (c2, c3, c5 through the FPN: local =
+    # early layers); a simple pyramid resamples the last block's map, so every level would have
+    # the same depth and the method would no longer be HiCo (and its flattened heads assume the
+    # released stride-4 p2).
+    backbone_kinds = ("cnn",)
+    backbone_requirement = (
+        "HiCo contrasts a feature pyramid over backbone stages at strides 4, 8, 16 and 32 "
+        "(c2..c5); a Vision Transformer has one token map at one stride. Use a hierarchical "
+        "backbone (resnet18, resnet50, convnext_tiny, efficientnet_b0, ...)."
+    )
+
     def __init__(
         self,
         temperature: float = 0.5,

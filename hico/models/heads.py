@@ -6,12 +6,15 @@
   (``train_HiCo/models/resnet_simclr.py``: ``l2``/``l22``, ``l3``/``l33``, ``l5``/``l55``, ``l4``).
 - :class:`PooledHead`: global average pool then an MLP; the size-agnostic, cheap alternative.
 - :class:`ClassifierHead`: HiCo's supervised branch ``fc(relu(lf(avgpool(c5))))``.
+- :class:`DINOHead`: DINO's projection MLP, L2 bottleneck and weight-normalised prototype layer.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 
 def _pair(hw: int | tuple[int, int]) -> tuple[int, int]:
@@ -144,3 +147,50 @@ class ClassifierHead(nn.Module):
         if x.dim() == 4:
             x = x.mean(dim=(2, 3))
         return self.fc(torch.relu(self.lf(x)))
+
+
+class DINOHead(nn.Module):
+    """DINO's head (Caron et al., ICCV 2021; ``vision_transformer.py`` ``DINOHead``):
+    ``[B, in_dim] -> [B, out_dim]`` logits of ``out_dim`` prototypes.
+
+    ``mlp``: ``Linear(in, hidden) [BN] GELU`` x (n_layers - 1) then ``Linear(hidden, bottleneck)``
+    (truncated normal std 0.02, zero bias); the bottleneck output is L2-normalised; the last layer
+    is ``weight_norm(Linear(bottleneck, out_dim, bias=False))`` with its norm g = 1, frozen when
+    ``norm_last_layer`` (then every prototype is a unit vector and the logits are cosines).
+
+    ``forward(x, freeze_last_layer=True)`` computes the last layer with its weight detached: no
+    gradient reaches it, which is DINO's ``cancel_gradients_last_layer`` for the first epoch.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 n_layers: int = 3, use_bn: bool = False, norm_last_layer: bool = True):
+        super().__init__()
+        if n_layers < 1 or min(in_dim, out_dim, hidden_dim, bottleneck_dim) < 1:
+            raise ValueError(f"DINOHead: n_layers and dims must be >= 1, got {n_layers}, "
+                             f"{in_dim}, {out_dim}, {hidden_dim}, {bottleneck_dim}")
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(n_layers - 1):
+            layers.append(nn.Linear(dim, hidden_dim))
+            if use_bn:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.GELU())
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # built after the init above, as released: its direction keeps nn.Linear's default init
+        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        g = self.last_layer.parametrizations.weight.original0
+        with torch.no_grad():
+            g.fill_(1.0)
+        g.requires_grad_(not norm_last_layer)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor, freeze_last_layer: bool = False) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)  # [B, bottleneck], unit norm
+        weight = self.last_layer.weight  # g * v / |v| per prototype: [out_dim, bottleneck]
+        return F.linear(x, weight.detach() if freeze_last_layer else weight)
