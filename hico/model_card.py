@@ -272,7 +272,7 @@ def _compute_section(record) -> str:
     memory = [v for r in rows if math.isfinite(v := _float(r.get("peak_mem_mb")))]
     lines = ["## Seed and compute", "",
              f"- Seed {cfg.get('seed', record.meta.get('seed'))}.",
-             f"- {epochs} epochs, {rows[-1].get('step')} steps on {cfg.get('world_size', 1)} x {cfg.get('device', 'unknown device')}.",
+             f"- {epochs} epoch{'s' * (epochs != 1)}, {rows[-1].get('step')} steps on {cfg.get('world_size', 1)} x {cfg.get('device', 'unknown device')}.",
              f"- Training time {seconds / 3600:.2f} h (sum of `epoch_time_s` in train_log.csv; validation excluded)"
              + (f", {sum(speeds) / len(speeds):.1f} images/s on average" if speeds else "")
              + (f", peak GPU memory {max(memory):.0f} MiB." if memory else ".")]
@@ -296,9 +296,9 @@ def _evaluation_section(tables: str | Path | None, run_name: str) -> str:
         rows = [r for r in csv.DictReader(fh) if r.get("method") == run_name and r.get("optimistic") != "True"]
     if not rows:
         return head + f"`{path}` has no rows for `{run_name}`."
-    lines = [f"Rows of `{path}` for `{run_name}`: mean ± std over folds x seeds of every run of this name "
-             "(this encoder is one of its seeds); held-out patients; `paper_protocol` rows (epoch chosen on "
-             "the test fold) are left out.", "",
+    lines = [f"Rows of `{path}` for `{run_name}`: mean ± std over the folds x seeds of the runs of this name "
+             "in those tables (the table does not name the pretraining pool: check that it is this encoder's); "
+             "held-out patients; `paper_protocol` rows (epoch chosen on the test fold) are left out.", "",
              "| dataset | protocol | selection | level | accuracy | macro-F1 | folds x seeds |",
              "|---|---|---|---|---:|---:|---:|"]
     for r in rows:
