@@ -1,28 +1,54 @@
 """``python -m hico <command>``: every box of the workflow, runnable by hand.
 
-Commands: simulate, download, prepare, folds, check-overlap, pretrain, evaluate, aggregate, plot, methods.
+A user error (a bad path, an unknown option or value) is one line on stderr,
+``hico <command>: error: ...``, and exit code 2; ``--debug`` shows the traceback instead.
+``python -m hico <command> --help`` describes a command, with examples.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hico import __version__
 from hico.errors import USER_ERROR_EXIT, HicoError
 from hico.overrides import parse_set
+
+
+class UsageError(HicoError):
+    """A command line argparse rejects (unknown option, missing or badly typed value)."""
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    """The parser of a command defined here, with the table's description and examples."""
+    command = COMMANDS[name]
+    return argparse.ArgumentParser(prog=f"hico {name}", description=command.description,
+                                   epilog=command.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _json_arg(text: str, flag: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{flag} {text!r} is not JSON ({e.msg} at character {e.pos}); quote it, e.g. "
+                         f"{flag} '{{\"epochs\": 1}}'") from e
 
 
 def _overrides(args) -> list[dict[str, Any]]:
     """Each --overrides is a JSON dict or a JSON list of dicts (merged in order)."""
     found: list[dict[str, Any]] = []
     for text in args.overrides or []:
-        value = json.loads(text)
+        value = _json_arg(text, "--overrides")
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, dict):
-                raise SystemExit(f"--overrides must be a JSON object or a list of objects, got {text!r}")
+                raise UsageError(f"--overrides must be a JSON object or a list of objects, got {text!r}")
             found.append(item)
     if args.set:
         found.append(parse_set(args.set))
@@ -58,7 +84,7 @@ def cmd_check_overlap(argv: list[str]) -> int:
 
 
 def cmd_folds(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hico folds", description="patient-grouped stratified folds -> folds.csv")
+    p = _parser("folds")
     p.add_argument("dataset", help="standard dataset folder")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -75,7 +101,7 @@ def cmd_folds(argv: list[str]) -> int:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hico pretrain", description="pretrain one method (or export a control's init)")
+    p = _parser("pretrain")
     p.add_argument("method")
     p.add_argument("--data", nargs="*", default=[], help="standard dataset folders (the pretraining pool)")
     p.add_argument("--out", required=True, help="run folder (encoder.pt, last.pt, train_log.csv)")
@@ -94,7 +120,7 @@ def cmd_pretrain(argv: list[str]) -> int:
         path = export_initial_encoder(a.method, a.out, _overrides(a), run_name=a.name)
     else:
         if not a.data:
-            raise SystemExit(f"hico pretrain {a.method}: give the pretraining datasets with --data DIR [DIR ...]")
+            raise UsageError(f"{a.method} needs its pretraining datasets: give --data DIR [DIR ...]")
         path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device), run_name=a.name,
                         restart_on_mismatch=a.restart_on_mismatch)
     print(f"[pretrain] {a.method} -> {path}")
@@ -102,7 +128,7 @@ def cmd_pretrain(argv: list[str]) -> int:
 
 
 def cmd_evaluate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="hico evaluate", description="one protocol on folds of a dataset -> metrics.json each")
+    p = _parser("evaluate")
     p.add_argument("--encoder", required=True)
     p.add_argument("--data", required=True, help="downstream standard dataset folder")
     p.add_argument("--folds", required=True, help="folds.csv")
@@ -117,11 +143,12 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--out", required=True, nargs="+", help="metrics.json path per fold, in the order of --fold")
     a = p.parse_args(argv)
     if len(a.out) != len(a.fold):
-        raise SystemExit(f"hico evaluate: {len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
+        raise UsageError(f"{len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
     from hico.evaluate import evaluate_folds
 
     results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                             out_paths=a.out, method=a.method, device=_device(a.device), **json.loads(a.args))
+                             out_paths=a.out, method=a.method, device=_device(a.device),
+                             **_json_arg(a.args, "--args"))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
               f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
@@ -140,7 +167,16 @@ def cmd_plot(argv: list[str]) -> int:
     return plots_main(argv) or 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    from hico import export
+
+    p = _parser("export")
+    export.add_arguments(p)
+    return export.run(p.parse_args(argv))
+
+
 def cmd_methods(argv: list[str]) -> int:
+    _parser("methods").parse_args(argv)
     from hico.registry import list_methods, load_method_config
 
     for name in list_methods():
@@ -150,33 +186,128 @@ def cmd_methods(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {
-    "simulate": cmd_simulate,
-    "download": cmd_download,
-    "prepare": cmd_prepare,
-    "folds": cmd_folds,
-    "check-overlap": cmd_check_overlap,
-    "pretrain": cmd_pretrain,
-    "evaluate": cmd_evaluate,
-    "aggregate": cmd_aggregate,
-    "plot": cmd_plot,
-    "methods": cmd_methods,
+@dataclass(frozen=True)
+class Command:
+    """One ``python -m hico`` command: what runs it, what it does, how it is called."""
+
+    run: Callable[[list[str]], int]
+    description: str
+    examples: tuple[str, ...]
+    #: the parser lives in the command's own module, so --help adds the examples after it
+    parser_elsewhere: bool = False
+
+    def epilog(self) -> str:
+        return "examples:\n" + "\n".join(f"  {e}" for e in self.examples)
+
+    def __call__(self, argv: list[str]) -> int:
+        if self.parser_elsewhere and ("-h" in argv or "--help" in argv):
+            return self._help(argv)
+        return self.run(argv)
+
+    def _help(self, argv: list[str]) -> int:
+        # The module's parser prints its help and exits 0; the examples live in this table, so
+        # that the command modules need not know about them.
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            try:
+                code = self.run(argv)
+            except SystemExit as e:
+                code = e.code or 0
+        print(buffer.getvalue().rstrip() + "\n\n" + self.epilog())
+        return int(code)
+
+
+COMMANDS: dict[str, Command] = {
+    "simulate": Command(cmd_simulate, "Write the embedded synthetic lung-ultrasound dataset (offline).", (
+        "python -m hico simulate --out data --name synthetic_lus",
+        "python -m hico simulate --out data --name tiny --n-patients 8 --frames 4 --size 64",
+    ), parser_elsewhere=True),
+    "download": Command(cmd_download, "Fetch and verify a public dataset's raw files.", (
+        "python -m hico download pocus --raw data/raw/pocus",
+        "python -m hico download covid_blues --raw data/raw/covid_blues --set retries=5",
+    ), parser_elsewhere=True),
+    "prepare": Command(cmd_prepare, "Raw files -> a standard dataset (frames + manifest.csv).", (
+        "python -m hico prepare pocus --raw data/raw/pocus --out data --set fps=3 --set max_frames=30",
+        "python -m hico prepare video_folder --raw /my/videos --out data --name my_set",
+    ), parser_elsewhere=True),
+    "folds": Command(cmd_folds, "Patient-grouped stratified folds of a standard dataset -> folds.csv.", (
+        "python -m hico folds data/pocus --k 5 --seed 0",
+    )),
+    "check-overlap": Command(cmd_check_overlap, "Refuse evaluation data that shares a source video with the "
+                             "pretraining data.", (
+        "python -m hico check-overlap --pretrain data/butterfly_uscl --eval data/pocus",
+    ), parser_elsewhere=True),
+    "pretrain": Command(cmd_pretrain, "Pretrain one method on a pool of datasets (a control exports its "
+                        "initial encoder).", (
+        "python -m hico pretrain hico --data data/synthetic_pretrain --out runs/hico/seed0",
+        "python -m hico pretrain simclr --data data/a data/b --out runs/simclr --set epochs=2 --set batch_size=16",
+        "python -m hico pretrain random_init --out runs/random_init/seed0",
+    )),
+    "evaluate": Command(cmd_evaluate, "Run one protocol (linear probe, k-NN, fine-tuning) on folds of a "
+                        "dataset -> one metrics.json per fold.", (
+        "python -m hico evaluate --encoder runs/hico/seed0/encoder.pt --data data/pocus "
+        "--folds data/pocus/folds.csv --fold 0 1 --out m0.json m1.json",
+        "python -m hico evaluate --encoder runs/hico/seed0/encoder.pt --data data/pocus --folds data/pocus/folds.csv "
+        "--fold 0 --protocol finetune --args '{\"variant\": \"released\", \"epochs\": 4}' --out m0.json",
+    )),
+    "aggregate": Command(cmd_aggregate, "All metrics.json files -> the results tables.", (
+        "python -m hico aggregate --metrics-dir runs/demo/eval --out-dir results/tables",
+    ), parser_elsewhere=True),
+    "plot": Command(cmd_plot, "Results tables -> figures.", (
+        "python -m hico plot --tables results/tables --out-dir results/figures",
+    ), parser_elsewhere=True),
+    "export": Command(cmd_export, "An encoder -> a timm model folder (model.safetensors, config.json, "
+                      "README.md model card); optionally push it to the Hugging Face Hub.", (
+        "python -m hico export runs/pretrain/pool/hico/seed0/encoder.pt --out exports/hico_seed0",
+        "python -m hico export ENCODER --out DIR --tables results/tables --push my-user/hico-resnet18-us",
+    )),
+    "methods": Command(cmd_methods, "List the registered methods and controls.", ("python -m hico methods",)),
 }
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:{width}s}  {c.description}" for name, c in COMMANDS.items()]
+    return (f"usage: python -m hico [--debug] [--version] COMMAND [args]\n\n{__doc__.strip()}\n\n"
+            "commands:\n" + "\n".join(lines))
+
+
+@contextlib.contextmanager
+def _usage_errors_as_user_errors():
+    """argparse prints its usage and exits on a bad command line; the CLI's rule for a user
+    error is one line and exit 2, so every parser's ``error`` raises :class:`UsageError`."""
+    def error(parser: argparse.ArgumentParser, message: str):
+        raise UsageError(f"{message} (see python -m {parser.prog} --help)")
+
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__.strip())
-        print("\nusage: python -m hico [--debug] {" + ",".join(COMMANDS) + "} [args]")
-        return 0 if not argv or argv[0] in ("-h", "--help") else USER_ERROR_EXIT
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"hico-bench {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"hico: error: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} "
+              "(python -m hico --help)", file=sys.stderr)
+        return USER_ERROR_EXIT
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        with _usage_errors_as_user_errors():
+            return COMMANDS[argv[0]](argv[1:])
     except HicoError as e:
         if debug:
             raise
         message = " ".join(str(e).split("\n"))
-        print(f"hico {argv[0]}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
+        hint = "" if isinstance(e, UsageError) else " (rerun with --debug for the traceback)"
+        print(f"hico {argv[0]}: error: {message}{hint}", file=sys.stderr)
         return USER_ERROR_EXIT

@@ -11,6 +11,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
     <data>/raw/<dataset>/                  downloads of a public source
     <runs>/pretrain/<pool>/<method>/seed<k>/   one pretraining run (RUN_FILES)
     <runs>/eval/<dataset>/<protocol_id>/<method>/seed<k>/fold<f>/<variant>/metrics.json
+    <runs>/export/<pool>/<method>/seed<k>/     an exported encoder (EXPORT_FILES)
     <results>/tables/<table>.csv, <results>/figures/<figure>.png
 """
 
@@ -72,6 +73,20 @@ def checkpoint_epoch(path: str | Path) -> int | None:
     """The epoch of a :func:`checkpoint_name` file, None for any other file."""
     m = _CHECKPOINT_RE.search(Path(path).name)
     return int(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------------------------
+# An exported encoder (``python -m hico export``): a folder timm and the Hugging Face Hub read
+
+EXPORT_WEIGHTS = "model.safetensors"  # the plain timm model's state dict (timm's preferred file)
+EXPORT_CONFIG = "config.json"  # timm's hub config: architecture, num_classes, pretrained_cfg
+EXPORT_CARD = "README.md"  # the model card
+EXPORT_FILES = (EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_CARD)
+
+
+def export_dir(runs_root: str, pool: str, method: str, seed: str | int) -> str:
+    """Where the workflow exports the encoder of one pretraining run."""
+    return f"{runs_root}/export/{pool}/{method}/seed{seed}"
 
 
 # --------------------------------------------------------------------------------------------
