@@ -368,12 +368,14 @@ def test_claims_without_evidence(tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    assert agg.main(["--metrics-dir", str(tmp_path), "--out-dir", str(tmp_path / "t")]) == 2
+    from hico.cli import main
+
+    assert main(["aggregate", "--metrics-dir", str(tmp_path), "--out-dir", str(tmp_path / "t")]) == 2
     assert "no metrics.json found" in capsys.readouterr().err
     bad = tmp_path / "x" / "metrics.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps({"method": "hico"}))
-    assert agg.main(["--metrics", str(bad), "--out-dir", str(tmp_path / "t")]) == 2
+    assert main(["aggregate", "--metrics", str(bad), "--out-dir", str(tmp_path / "t")]) == 2
     assert "lacks" in capsys.readouterr().err
 
 

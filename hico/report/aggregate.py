@@ -12,7 +12,6 @@ The jobs live in their own modules (:mod:`hico.report`); this one puts them toge
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,22 +86,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    try:
-        paths = find_metrics(a.metrics_dir, a.metrics)
-        if not paths:
-            raise AggregateError(
-                f"no metrics.json found (--metrics-dir {a.metrics_dir}, --metrics {a.metrics}); "
-                "run `python -m hico evaluate` first or point --metrics-dir at its outputs")
-        records = load_records(paths)
-        if a.bootstrap < 1:
-            raise AggregateError(f"--bootstrap {a.bootstrap}: give at least 1 resample (2000 for the tables)")
-        built, cms = build_tables(records, load_paper(a.paper), a.reference, a.compute_dir,
-                                  list(a.bench_dir) + list(a.compute_dir), a.alpha, a.ssl_reference,
-                                  a.bootstrap, a.bootstrap_seed)
-        written = write_tables(built, cms, a.out_dir)
-    except AggregateError as e:
-        print(f"[aggregate] error: {e}", file=sys.stderr)
-        return 2
+    paths = find_metrics(a.metrics_dir, a.metrics)
+    if not paths:
+        raise AggregateError(
+            f"no metrics.json found (--metrics-dir {a.metrics_dir}, --metrics {a.metrics}); "
+            "run `python -m hico evaluate` first or point --metrics-dir at its outputs")
+    records = load_records(paths)
+    if a.bootstrap < 1:
+        raise AggregateError(f"--bootstrap {a.bootstrap}: give at least 1 resample (2000 for the tables)")
+    built, cms = build_tables(records, load_paper(a.paper), a.reference, a.compute_dir,
+                              list(a.bench_dir) + list(a.compute_dir), a.alpha, a.ssl_reference,
+                              a.bootstrap, a.bootstrap_seed)
+    written = write_tables(built, cms, a.out_dir)
     print(f"[aggregate] {len(paths)} metrics.json -> {len(records)} records -> {len(written)} files in {a.out_dir}")
     for name in ("main_comparison", "claims"):
         print(f"[aggregate] {name}: {len(built[name])} rows")
