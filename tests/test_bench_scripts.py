@@ -101,3 +101,52 @@ def test_loader_bench_prints_and_writes_the_ratios(tmp_path):
         assert x["proposed_ratio"] == pytest.approx(x["proposed_samples_per_s"] / x["model_samples_per_s"])
     assert result["threads"] == 1 and len(result["load_average"]) == 2
 
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_section_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--json", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "GPU CHECK FAILED" not in r.stderr and "summary (CPU (dry run" in r.stdout
+    res = json.loads(out.read_text())
+    assert res["dry_run"] and res["device"] == "cpu" and res["size"] == 32 and res["failed"] == []
+    names = {c["check"] for c in res["checks"]}
+    for expected in ("precision simclr", "precision hico_flatten", "precision hico_pooled", "fused Adam hico_pooled b4",
+                     "finite loss simclr b4", "reference equality b4", "ddp loss", "ddp weights after one step",
+                     "torchrun loss", "torchrun val_loss"):
+        assert expected in names
+    assert all(c["ok"] for c in res["checks"])
+    assert [t["variant"] for t in res["throughput"]] == ["simclr", "hico_flatten", "hico_pooled"]
+    for t in res["throughput"]:
+        assert t["fused_adam"] and t["images_per_s"] == pytest.approx(2 * 4 / (t["ms_per_step"] / 1e3))
+        assert t["peak_mb"] > 0
+    ref = res["reference"][0]
+    assert ref["rel_diff"] <= 1e-4 and ref["speedup"] == pytest.approx(ref["ms_reference"] / ref["ms_ours"])
+    assert res["ddp"]["backend"] == "gloo" and res["ddp"]["rel_diff"] <= 1e-6 and res["ddp"]["weight_diff"] <= 1e-6
+    assert res["torchrun"]["loss_rel_diff"] <= 5e-3 and set(res["torchrun"]["wall_s"]) == {"plain", "torchrun"}
+    assert [(x["method"], x["workers"]) for x in res["loader"]] == [
+        ("simclr", 0), ("simclr", 1), ("hico_pooled", 0), ("hico_pooled", 1)]
+    assert set(res["section_s"]) == {"precision", "throughput", "against_reference", "ddp", "torchrun", "loader"}
+
+
+def test_gpu_check_fails_loudly_when_a_check_fails(tmp_path):
+    """Impossible tolerances: the precision and DDP checks must fail, with exit 1 and one line each."""
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--sections", "precision", "ddp",
+                        "--bf16-rtol", "-1", "--ddp-rtol", "-1", "--json", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
+    failed = [line for line in r.stderr.splitlines() if line.startswith("GPU CHECK FAILED: ")]
+    assert [line.split(":")[1].strip() for line in failed] == [
+        "precision simclr", "precision hico_flatten", "precision hico_pooled", "ddp loss", "ddp weights after one step"]
+    res = json.loads(out.read_text())
+    assert len(res["failed"]) == 5 and res["throughput"] == [] and res["torchrun"] == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_without_a_gpu_says_how_to_run_it(tmp_path):
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--json", str(tmp_path / "x.json")], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device here" in r.stderr and "--dry-run" in r.stderr
+    assert not (tmp_path / "x.json").exists()
