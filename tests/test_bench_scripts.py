@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,3 +30,123 @@ def test_simclr_budget_smoke_run_then_reuses_its_work(tmp_path):
     assert again.returncode == 0 and again.stdout == first.stdout  # encoders and metrics reused
     bad = subprocess.run(cmd[:2] + ["--epochs", "2", "--checkpoints", "2"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode != 0 and "--checkpoints [2] must lie in 1..1" in bad.stderr
+
+
+def _bench_module(name: str):
+    """Import ``bench/<name>.py`` (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_proposed_loader_delivers_the_loops_batches_over_epochs_with_persistent_workers(tmp_path):
+    """The loader proposed for hico/train.py (read_frames, numpy columns, (epoch, i) keys, one
+    DataLoader with a persistent worker) must give the loop's batches in every epoch: a persistent
+    worker's dataset copy never sees set_epoch, so the epoch has to travel in the key."""
+    loader = _bench_module("loader")
+    data = loader.synthetic_dataset(tmp_path, videos=24, frames=5, height=20, width=28)
+    method, cfg = loader.method_config("hico_pooled", 32, 4)
+    pool = loader.PretrainPool([data], cfg.label_rate, cfg.seed)
+    train_idx, _ = pool.split(cfg.val_fraction, cfg.seed)
+    sampler = loader.build_sampler(cfg.sampler)
+    loop = loader.VideoSampleDataset(pool, train_idx, sampler, 32, cfg.seed)
+    proposed = loader.ProposedSampleDataset(pool, train_idx, sampler, 32, cfg.seed)
+    fast = loader.proposed_loader(proposed, cfg, workers=1, pin=False)
+    assert fast.persistent_workers
+    seen_lams = set()
+    for epoch in range(3):
+        loop.set_epoch(epoch)
+        fast.sampler.set_epoch(epoch)
+        expected = list(loader.epoch_loader(loop, epoch, cfg, 0, False))
+        got = list(fast)
+        assert len(got) == len(expected) == len(train_idx) // 4
+        for a, b in zip(got, expected):
+            assert a["frames"].dtype == torch.uint8 and a["frames"].shape == (4, 3, 32, 32)
+            for k in ("frames", "video_idx", "labels"):
+                assert torch.equal(a[k], b[k]), (epoch, k)
+            assert torch.equal(a["extras"]["lam"], b["extras"]["lam"])
+        seen_lams.add(tuple(got[0]["extras"]["lam"].tolist()))
+    assert len(seen_lams) == 3  # the epochs really differ (so equality above is not vacuous)
+    loader.same_batches(loop, proposed, cfg)  # the bench's own check passes
+
+
+@pytest.mark.slow
+def test_loader_bench_prints_and_writes_the_ratios(tmp_path):
+    out = tmp_path / "loader.json"
+    cmd = [sys.executable, "bench/loader.py", "--work", str(tmp_path), "--videos", "30", "--frames", "4",
+           "--height", "40", "--width", "52", "--sizes", "32", "--workers", "0", "1", "--rounds", "2",
+           "--batch", "4", "--threads", "1", "--json", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "loader/model" in r.stdout and "proposed/model" in r.stdout
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(x["method"], x["size"], x["workers"]) for x in rows] == [
+        ("simclr", 32, 0), ("simclr", 32, 1), ("hico_pooled", 32, 0), ("hico_pooled", 32, 1)]
+    for x in rows:
+        k = {"simclr": 1, "hico_pooled": 3}[x["method"]]
+        assert x["frames_per_sample"] == k and x["batch"] == 4 and len(x["model_step_s"]) == 2
+        assert x["model_samples_per_s"] == pytest.approx(4 / (sum(x["model_step_s"]) / 2))  # median of 2
+        assert x["model_images_per_s"] == pytest.approx(2 * x["model_samples_per_s"])
+        for side in ("loader", "proposed"):
+            assert len(x[f"{side}_epoch_s"]) == 2 and x[f"{side}_samples_per_s"] > 0
+            assert x[f"{side}_frames_per_s"] == pytest.approx(k * x[f"{side}_samples_per_s"])
+            per_epoch = x["train_videos"] // 4 * 4  # drop_last batches of 4
+            assert 16 <= per_epoch <= 28  # 30 videos, ~20 % held out by patient
+            assert x[f"{side}_samples_per_s"] == pytest.approx(sum(per_epoch / s for s in x[f"{side}_epoch_s"]) / 2)
+        assert x["ratio"] == pytest.approx(x["loader_samples_per_s"] / x["model_samples_per_s"])
+        assert x["proposed_ratio"] == pytest.approx(x["proposed_samples_per_s"] / x["model_samples_per_s"])
+    assert result["threads"] == 1 and len(result["load_average"]) == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_section_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--json", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "GPU CHECK FAILED" not in r.stderr and "summary (CPU (dry run" in r.stdout
+    res = json.loads(out.read_text())
+    assert res["dry_run"] and res["device"] == "cpu" and res["size"] == 32 and res["failed"] == []
+    names = {c["check"] for c in res["checks"]}
+    for expected in ("precision simclr", "precision hico_flatten", "precision hico_pooled", "fused Adam hico_pooled b4",
+                     "finite loss simclr b4", "reference equality b4", "ddp loss", "ddp weights after one step",
+                     "torchrun loss", "torchrun val_loss"):
+        assert expected in names
+    assert all(c["ok"] for c in res["checks"])
+    assert [t["variant"] for t in res["throughput"]] == ["simclr", "hico_flatten", "hico_pooled"]
+    for t in res["throughput"]:
+        assert t["fused_adam"] and t["images_per_s"] == pytest.approx(2 * 4 / (t["ms_per_step"] / 1e3))
+        assert t["peak_mb"] > 0
+    ref = res["reference"][0]
+    assert ref["rel_diff"] <= 1e-4 and ref["speedup"] == pytest.approx(ref["ms_reference"] / ref["ms_ours"])
+    assert res["ddp"]["backend"] == "gloo" and res["ddp"]["rel_diff"] <= 1e-6 and res["ddp"]["weight_diff"] <= 1e-6
+    assert res["torchrun"]["loss_rel_diff"] <= 5e-3 and set(res["torchrun"]["wall_s"]) == {"plain", "torchrun"}
+    assert [(x["method"], x["workers"]) for x in res["loader"]] == [
+        ("simclr", 0), ("simclr", 1), ("hico_pooled", 0), ("hico_pooled", 1)]
+    assert set(res["section_s"]) == {"precision", "throughput", "against_reference", "ddp", "torchrun", "loader"}
+
+
+def test_gpu_check_fails_loudly_when_a_check_fails(tmp_path):
+    """Impossible tolerances: the precision and DDP checks must fail, with exit 1 and one line each."""
+    out = tmp_path / "gpu_check.json"
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--sections", "precision", "ddp",
+                        "--bf16-rtol", "-1", "--ddp-rtol", "-1", "--json", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
+    failed = [line for line in r.stderr.splitlines() if line.startswith("GPU CHECK FAILED: ")]
+    assert [line.split(":")[1].strip() for line in failed] == [
+        "precision simclr", "precision hico_flatten", "precision hico_pooled", "ddp loss", "ddp weights after one step"]
+    res = json.loads(out.read_text())
+    assert len(res["failed"]) == 5 and res["throughput"] == [] and res["torchrun"] == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_without_a_gpu_says_how_to_run_it(tmp_path):
+    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--json", str(tmp_path / "x.json")], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device here" in r.stderr and "--dry-run" in r.stderr
+    assert not (tmp_path / "x.json").exists()

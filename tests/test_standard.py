@@ -130,3 +130,40 @@ def test_writer_folders_get_the_umask_permissions(tmp_path):
     for p in (tmp_path / "ds", tmp_path / "ds" / "frames"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o775, p
     assert stat.S_IMODE((tmp_path / "ds" / "frames" / "v.npy").stat().st_mode) == 0o664
+
+
+def test_read_frames_equals_the_memory_mapped_frames(tmp_path):
+    """read_frames (the loader's per-sample read) returns exactly the frames np.load maps."""
+    rng = np.random.default_rng(3)
+    arrays = {"v0": rng.integers(0, 256, (7, 12, 17), dtype=np.uint8), "v1": rng.integers(0, 256, (1, 9, 5), dtype=np.uint8)}
+    with DatasetWriter(tmp_path, "rf", ["a"], store_size=None) as w:
+        for vid, arr in arrays.items():
+            w.add_video(vid, vid, "a", arr)
+    ds = load_dataset(tmp_path / "rf")
+    assert set(ds.headers) == {"v0", "v1"}  # filled by the check, so forked loader workers inherit it
+    assert ds.headers["v0"].shape == (7, 12, 17)
+    for idx in ([0], [6, 0, 3], [2, 2, 2], np.array([5, 1])):
+        got = ds.read_frames("v0", idx)
+        assert got.dtype == np.uint8 and got.shape == (len(idx), 12, 17)
+        np.testing.assert_array_equal(got, np.stack([ds.frames("v0")[i] for i in idx]))
+        np.testing.assert_array_equal(got, arrays["v0"][list(idx)])
+    np.testing.assert_array_equal(ds.read_frames("v1", [0, 0]), arrays["v1"][[0, 0]])
+    with pytest.raises(IndexError, match=r"'v0'.*7 frames.*\[7, -1\]"):
+        ds.read_frames("v0", [1, 7, -1])
+    fresh = load_dataset(tmp_path / "rf", check_frames=False)
+    assert fresh.headers == {}
+    np.testing.assert_array_equal(fresh.read_frames("v0", [4]), arrays["v0"][[4]])
+    assert fresh.headers["v0"] == ds.headers["v0"]
+
+
+def test_read_frames_of_a_damaged_file_names_it(toy_dataset):
+    path = toy_dataset / "frames" / "toy-p0-v0.npy"
+    ds = load_dataset(toy_dataset)  # header cached while the file was whole
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match=r"toy-p0-v0\.npy.*frame 3 ends before"):
+        ds.read_frames("toy-p0-v0", [0, 3])
+    with pytest.raises(DatasetError, match=r"toy-p0-v0\.npy.*(damaged|truncated)"):
+        load_dataset(toy_dataset, check_frames=False).read_frames("toy-p0-v0", [0])
+    np.save(path, np.zeros((4, 40, 40), dtype=np.float32))
+    with pytest.raises(DatasetError, match=r"toy-p0-v0\.npy.*float32.*expected uint8"):
+        load_dataset(toy_dataset)
