@@ -1,9 +1,18 @@
 # hico-bench: data -> pretrain -> evaluate -> tables and figures.
 # The paper run:  snakemake --cores all --use-conda
 # The demo:       snakemake --cores all --configfile workflows/config/demo.yaml
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
+
+# The suite's own code is this checkout: the naming rules (hico.layout) are imported from it,
+# wherever Snakemake runs (--directory, a module of another workflow), and never from another
+# installed copy that could disagree with it.
+SUITE_ROOT = str(workflow.current_basedir)
+if SUITE_ROOT not in sys.path:
+    sys.path.insert(0, SUITE_ROOT)
 
 
 # The paper config is the default; a --configfile replaces it rather than merging into it

@@ -59,8 +59,13 @@ RUN_LOCK = ".lock"  # held while a process trains in the folder
 _CHECKPOINT_RE = re.compile(r"encoder_epoch(\d+)\.pt$")
 
 
+def pretrain_root(runs_root: str) -> str:
+    """The folder of every pretraining run (compute cost reads it)."""
+    return f"{runs_root}/pretrain"
+
+
 def pretrain_run_dir(runs_root: str, pool: str, method: str, seed: str | int) -> str:
-    return f"{runs_root}/pretrain/{pool}/{method}/seed{seed}"
+    return f"{pretrain_root(runs_root)}/{pool}/{method}/seed{seed}"
 
 
 def checkpoint_name(epoch: str | int) -> str:
@@ -121,9 +126,17 @@ def protocol_id(protocol: str, args: dict | None = None) -> str:
     return protocol
 
 
+METRICS = "metrics.json"  # one evaluation: one protocol on one fold
+
+
+def eval_root(runs_root: str) -> str:
+    """The folder of every metrics.json (the tables read it)."""
+    return f"{runs_root}/eval"
+
+
 def metrics_path(runs_root: str, dataset: str, protocol: str, method: str, seed: str | int,
                  fold: str | int, variant: str) -> str:
-    return f"{runs_root}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
+    return f"{eval_root(runs_root)}/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/{METRICS}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +155,14 @@ TABLES = (
     "records",
 )
 CONFUSION_MATRICES = "confusion_matrices.json"  # beside the tables, read by the confusion figures
+
+
+def table_file(results_root: str, table: str) -> str:
+    return f"{results_root}/tables/{table}.csv"
+
+
+def figure_file(results_root: str, figure: str) -> str:
+    return f"{results_root}/figures/{figure}.png"
 
 FIG_MAIN = "main_comparison"
 FIG_MAIN_PAPER = "main_comparison_paper_protocol"

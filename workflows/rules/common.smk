@@ -1,8 +1,11 @@
 # Helpers shared by the workflow: paths, target lists, per-method overrides, input functions.
+# Every name the package also knows (run folders, file names, protocol ids, tables, figures,
+# recipes) comes from hico.layout; the Snakefile put this checkout on sys.path.
 import json
-import os
 import re
 from pathlib import Path
+
+from hico import layout
 
 
 DATA = config["data_root"]
@@ -10,6 +13,15 @@ RUNS = config["runs_root"]
 RESULTS = config["results_root"]
 LOGS = f"{RUNS}/logs"
 BENCH = f"{RUNS}/benchmarks"
+# Wildcard patterns of the files the rules write
+MANIFEST = layout.dataset_file(DATA, "{dataset}")
+FOLDS = layout.dataset_file(DATA, "{dataset}", layout.FOLDS)
+RUN = layout.pretrain_run_dir(RUNS, "{pool}", "{method}", "{seed}")
+# A pretraining job's log and benchmark mirror its run folder: the compute-cost table pairs a
+# benchmark with the run of the same relative path.
+PRETRAIN_LOG = layout.pretrain_run_dir(LOGS, "{pool}", "{method}", "{seed}")
+PRETRAIN_BENCH = layout.pretrain_run_dir(BENCH, "{pool}", "{method}", "{seed}")
+RECIPE_DIRS = layout.recipe_dirs(SUITE_ROOT)
 
 
 def method_spec(name):
@@ -31,19 +43,15 @@ SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["sourc
 
 
 def requires_training(method):
-    """Read `requires_pretraining` from the method's recipe (no import of the package needed)."""
-    import yaml
-
-    name = base_method(method)
-    for folder in ("hico/methods", "baselines"):
-        path = Path(workflow.basedir) / folder / f"{name}.yaml"
-        if path.exists():
-            return bool((yaml.safe_load(path.read_text()) or {}).get("requires_pretraining", True))
-    raise ValueError(f"config methods.{method}: no recipe {name}.yaml in hico/methods or baselines")
+    """`requires_pretraining` of the method's recipe (read by hico.layout, without torch)."""
+    try:
+        return layout.requires_pretraining(base_method(method), RECIPE_DIRS)
+    except LookupError as e:
+        raise ValueError(f"config methods.{method}: {e}") from None
 
 
 def keeps_checkpoints(method):
-    """Trained methods whose `encoder_epoch<k>.pt` feed the convergence variants: the
+    """Trained methods whose encoder checkpoints feed the convergence variants: the
     `variant_methods` (default: all). Only they train to every `convergence_epochs` entry, so other
     methods may run fewer epochs than the last checkpoint."""
     ev = config["evaluation"]
@@ -60,7 +68,7 @@ def dataset_spec(name):
 
 
 def dataset_manifest(name):
-    return f"{DATA}/{name}/manifest.csv"
+    return layout.dataset_file(DATA, name)
 
 
 def _derive_pools():
@@ -120,18 +128,16 @@ _check_method_lists()
 def eval_variants():
     """Evaluation variants beyond the full training set: label fractions and checkpoints."""
     ev = config["evaluation"]
-    out = ["full"]
-    out += [f"frac{p}" for p in ev.get("label_fractions", []) if p != 100]
-    out += [f"epoch{e}" for e in ev.get("convergence_epochs", [])]
+    out = [layout.FULL]
+    out += [layout.fraction_variant(p) for p in ev.get("label_fractions", []) if p != 100]
+    out += [layout.epoch_variant(e) for e in ev.get("convergence_epochs", [])]
     return out
 
 
 def encoder_for(wildcards):
     pool = dataset_spec(wildcards.dataset)["pool"]
-    run = f"{RUNS}/pretrain/{pool}/{wildcards.method}/seed{wildcards.seed}"
-    if wildcards.variant.startswith("epoch"):
-        return f"{run}/encoder_{wildcards.variant}.pt"
-    return f"{run}/encoder.pt"
+    run = layout.pretrain_run_dir(RUNS, pool, wildcards.method, wildcards.seed)
+    return layout.encoder_file(run, wildcards.variant)
 
 
 def methods_evaluated_on(dataset):
@@ -148,14 +154,15 @@ def protocol_spec(protocol):
 
 def wants_variant(protocol, method, variant):
     """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods`."""
-    if variant == "full":
+    kind, _ = layout.parse_variant(variant)
+    if kind == layout.FULL:
         return True
     ev = config["evaluation"]
     if protocol not in ev.get("variant_protocols", [protocol]):
         return False
     if method not in ev.get("variant_methods", [method]):
         return False
-    return not (variant.startswith("epoch") and not requires_training(method))
+    return not (kind == "epoch" and not requires_training(method))
 
 
 def metrics_targets():
@@ -172,9 +179,7 @@ def metrics_targets():
                         for variant in eval_variants():
                             if not wants_variant(protocol, method, variant):
                                 continue
-                            out.append(
-                                f"{RUNS}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
-                            )
+                            out.append(layout.metrics_path(RUNS, dataset, protocol, method, seed, fold, variant))
     return out
 
 
@@ -184,51 +189,30 @@ def pretrain_targets():
         pool = dataset_spec(dataset)["pool"]
         for method in methods_evaluated_on(dataset):
             for seed in config["evaluation"]["seeds"]:
-                out.append(f"{RUNS}/pretrain/{pool}/{method}/seed{seed}/encoder.pt")
+                out.append(layout.encoder_file(layout.pretrain_run_dir(RUNS, pool, method, seed)))
     return sorted(set(out))
 
 
-TABLES = [
-    "main_comparison",
-    "ablation",
-    "transfer",
-    "label_efficiency",
-    "convergence",
-    "per_class",
-    "compute_cost",
-    "claims",
-    "paper_comparison",
-    "records",
-]
+TABLES = [layout.table_file(RESULTS, t) for t in layout.TABLES]
 
 
 def figures():
     """The figures the plot rule draws for this config (declared, so the report lists each; t-SNE
     has a rule of its own)."""
     ev = config["evaluation"]
-    out = ["main_comparison"]
-    if ev.get("convergence_epochs"):
-        out.append("convergence")
-    if [p for p in ev.get("label_fractions", []) if p != 100]:
-        out.append("label_efficiency")
-    if any(p.startswith("finetune") for p in ev["protocols"]):
-        out += ["finetune_curves", "main_comparison_paper_protocol"]
-    out += [
-        re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol_id(protocol)}")
-        for dataset in eval_datasets()
-        for protocol in ev["protocols"]
-    ]
-    return out
+    return layout.declared_figures(
+        eval_datasets(),
+        [layout.protocol_id(p, protocol_spec(p)) for p in ev["protocols"]],
+        convergence=bool(ev.get("convergence_epochs")),
+        label_fractions=bool([p for p in ev.get("label_fractions", []) if p != 100]),
+    )
 
 
-def protocol_id(protocol):
-    """The name metrics.json (and the tables) give a protocol: `finetune` is named by its variant."""
-    if protocol == "finetune":
-        return f"finetune_{protocol_spec(protocol).get('variant', 'released')}"
-    return protocol
-
-
-FIGURES = figures()
+FIGURE_NAMES = figures()
+FIGURES = [layout.figure_file(RESULTS, f) for f in FIGURE_NAMES]
+#: the figure groups of `hico plot` drawn from the tables (t-SNE, from the encoders, has its own rule)
+TABLE_FIGURE_GROUPS = [g for g in layout.FIGURE_GROUPS if g != layout.FIG_TSNE]
+TSNE_FIGURE = layout.figure_file(RESULTS, layout.FIG_TSNE)
 
 
 def tsne_encoders():
@@ -239,15 +223,11 @@ def tsne_encoders():
     seed = config["evaluation"]["seeds"][0]
     chosen = config["evaluation"].get("tsne_methods")
     methods = [m for m in methods_evaluated_on(dataset) if chosen is None or m in chosen]
-    return {m: f"{RUNS}/pretrain/{pool}/{m}/seed{seed}/encoder.pt" for m in methods}
+    return {m: layout.encoder_file(layout.pretrain_run_dir(RUNS, pool, m, seed)) for m in methods}
 
 
 def all_targets():
-    return (
-        [f"{RESULTS}/tables/{t}.csv" for t in TABLES]
-        + [f"{RESULTS}/figures/{f}.png" for f in FIGURES]
-        + [f"{RESULTS}/figures/tsne.png"]
-    )
+    return TABLES + FIGURES + [TSNE_FIGURE]
 
 
 def simulate_args(wildcards):
@@ -261,12 +241,12 @@ def raw_input(wildcards):
         return []
     if spec.get("path"):
         return []  # restricted or local data: read in place, never downloaded
-    return f"{DATA}/raw/{wildcards.dataset}/.complete"
+    return f"{layout.raw_dir(DATA, wildcards.dataset)}/.complete"
 
 
 def raw_dir(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    return spec.get("path") or f"{DATA}/raw/{wildcards.dataset}"
+    return spec.get("path") or layout.raw_dir(DATA, wildcards.dataset)
 
 
 def source_options(wildcards):
@@ -286,7 +266,7 @@ def pool_manifests(wildcards):
 
 
 def pool_dataset_dirs(wildcards):
-    return " ".join(f"{DATA}/{d}" for d in pool_members(wildcards.pool))
+    return " ".join(layout.dataset_dir(DATA, d) for d in pool_members(wildcards.pool))
 
 
 def pretrain_overrides(wildcards):
@@ -301,6 +281,7 @@ def leakage_check(wildcards):
 
 def protocol_args(wildcards):
     args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k != "methods"}
-    if wildcards.variant.startswith("frac"):
-        args["train_fraction"] = int(wildcards.variant[4:]) / 100
+    kind, percent = layout.parse_variant(wildcards.variant)
+    if kind == "fraction":
+        args["train_fraction"] = percent / 100
     return json.dumps(args)

@@ -5,7 +5,7 @@ rule simulate:
     wildcard_constraints:
         dataset=SYNTHETIC_RE,
     output:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     log:
         f"{LOGS}/simulate/{{dataset}}.log",
     benchmark:
@@ -20,13 +20,13 @@ rule simulate:
 
 rule download:
     output:
-        touch(f"{DATA}/raw/{{dataset}}/.complete"),
+        touch(f"{layout.raw_dir(DATA, '{dataset}')}/.complete"),
     log:
         f"{LOGS}/download/{{dataset}}.log",
     benchmark:
         f"{BENCH}/download/{{dataset}}.tsv"
     params:
-        raw=lambda wc: f"{DATA}/raw/{wc.dataset}",
+        raw=lambda wc: layout.raw_dir(DATA, wc.dataset),
         source=dataset_source,
         options=source_options,
     retries: 2
@@ -41,7 +41,7 @@ rule prepare:
     input:
         raw_input,
     output:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
     benchmark:
@@ -59,9 +59,9 @@ rule prepare:
 
 rule folds:
     input:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     output:
-        f"{DATA}/{{dataset}}/folds.csv",
+        FOLDS,
     log:
         f"{LOGS}/folds/{{dataset}}.log",
     benchmark:
@@ -79,7 +79,7 @@ rule folds:
 rule check_leakage:
     input:
         pool=pool_manifests,
-        test=f"{DATA}/{{dataset}}/manifest.csv",
+        test=MANIFEST,
     output:
         f"{RUNS}/checks/{{pool}}__{{dataset}}.ok",
     log:
@@ -87,8 +87,8 @@ rule check_leakage:
     benchmark:
         f"{BENCH}/check_leakage/{{pool}}__{{dataset}}.tsv"
     params:
-        pool_dirs=lambda wc: " ".join(f"{DATA}/{d}" for d in pool_members(wc.pool)),
-        test_dir=lambda wc: f"{DATA}/{wc.dataset}",
+        pool_dirs=pool_dataset_dirs,
+        test_dir=lambda wc: layout.dataset_dir(DATA, wc.dataset),
         allow="--allow-overlap" if config.get("allow_overlap", False) else "",
     conda:
         "../envs/torch.yaml"

@@ -1,4 +1,4 @@
-# Evaluation: one job per (dataset, protocol, method, seed, variant) -> one metrics.json per
+# Evaluation: one job per (dataset, protocol, method, seed, variant) -> one metrics file per
 # fold (frozen features are extracted once for all folds).
 # Variants: `full` (all training videos of the fold), `frac<p>` (p % of them, label
 # efficiency), `epoch<k>` (the encoder saved after k pretraining epochs, convergence).
@@ -6,12 +6,12 @@
 rule evaluate:
     input:
         encoder=encoder_for,
-        data=f"{DATA}/{{dataset}}/manifest.csv",
-        folds=f"{DATA}/{{dataset}}/folds.csv",
+        data=MANIFEST,
+        folds=FOLDS,
         check=leakage_check,
     output:
         [
-            f"{RUNS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{fold}/{{variant}}/metrics.json"
+            layout.metrics_path(RUNS, "{dataset}", "{protocol}", "{method}", "{seed}", fold, "{variant}")
             for fold in range(config["evaluation"]["folds"])
         ],
     log:
@@ -20,7 +20,7 @@ rule evaluate:
         f"{BENCH}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/{{variant}}.tsv"
     params:
         folds=" ".join(str(f) for f in range(config["evaluation"]["folds"])),
-        data=lambda wc: f"{DATA}/{wc.dataset}",
+        data=lambda wc: layout.dataset_dir(DATA, wc.dataset),
         args=protocol_args,
         image_size=config["evaluation"]["image_size"],
         max_frames=config["evaluation"].get("max_frames", 30),

@@ -6,17 +6,17 @@ rule pretrain:
     input:
         pool_manifests,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
     log:
-        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+        f"{PRETRAIN_LOG}.log",
     benchmark:
-        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+        f"{PRETRAIN_BENCH}.tsv"
     params:
         data=pool_dataset_dirs,
         base=lambda wc: base_method(wc.method),
         overrides=pretrain_overrides,
-        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+        out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
         device=config["pretrain"].get("device", "auto"),
     threads: config["pretrain"].get("threads", 1)
     resources:
@@ -31,33 +31,30 @@ rule pretrain:
         "> {log} 2>&1"
 
 
-# The variant methods also keep a checkpoint at every convergence epoch (the convergence table).
+# The variant methods also keep an encoder checkpoint at every convergence epoch (the convergence table).
 use rule pretrain as pretrain_tracked with:
     wildcard_constraints:
         method=TRACKED_RE,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
-        checkpoints=[
-            f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder_epoch{e}.pt"
-            for e in config["evaluation"].get("convergence_epochs", [])
-        ],
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
+        checkpoints=[f"{RUN}/{layout.checkpoint_name(e)}" for e in config["evaluation"].get("convergence_epochs", [])],
 
 
 rule export_control:
     wildcard_constraints:
         method=CONTROL_RE,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
     log:
-        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+        f"{PRETRAIN_LOG}.log",
     benchmark:
-        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+        f"{PRETRAIN_BENCH}.tsv"
     params:
         base=lambda wc: base_method(wc.method),
         overrides=lambda wc: method_overrides(wc.method, wc.seed),
-        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+        out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
     conda:
         "../envs/torch.yaml"
     shell:

@@ -1,4 +1,4 @@
-# Report: every metrics.json -> results/tables/*.csv -> results/figures/*.
+# Report: every evaluation record -> the tables -> the figures.
 
 
 rule aggregate:
@@ -6,15 +6,15 @@ rule aggregate:
         metrics=metrics_targets(),
         encoders=pretrain_targets(),
     output:
-        [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        TABLES,
     log:
         f"{LOGS}/report/aggregate.log",
     benchmark:
         f"{BENCH}/report/aggregate.tsv"
     params:
-        metrics_dir=lambda wc: f"{RUNS}/eval",
-        compute_dir=lambda wc: f"{RUNS}/pretrain",
-        bench_dir=lambda wc: f"{BENCH}/pretrain",
+        metrics_dir=lambda wc: layout.eval_root(RUNS),
+        compute_dir=lambda wc: layout.pretrain_root(RUNS),
+        bench_dir=lambda wc: layout.pretrain_root(BENCH),
         out_dir=lambda wc, output: Path(output[0]).parent,
     conda:
         "../envs/report.yaml"
@@ -25,10 +25,10 @@ rule aggregate:
 
 rule plot:
     input:
-        tables=[f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        tables=TABLES,
     output:
         report(
-            [f"{RESULTS}/figures/{f}.png" for f in FIGURES],
+            FIGURES,
             caption="../report/figures.rst",
             category="Figures",
         ),
@@ -39,13 +39,14 @@ rule plot:
     params:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
-        metrics_dir=lambda wc: f"{RUNS}/eval",
-        expect=" ".join(FIGURES),
+        metrics_dir=lambda wc: layout.eval_root(RUNS),
+        groups=" ".join(TABLE_FIGURE_GROUPS),
+        expect=" ".join(FIGURE_NAMES),
     conda:
         "../envs/report.yaml"
     shell:
         "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "--figures main_comparison convergence label_efficiency confusion finetune_curves --expect {params.expect} "
+        "--figures {params.groups} --expect {params.expect} "
         "> {log} 2>&1"
 
 
@@ -53,9 +54,9 @@ rule plot:
 rule tsne:
     input:
         encoders=tsne_encoders().values(),
-        data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
+        data=dataset_manifest(eval_datasets()[0]),
     output:
-        report(f"{RESULTS}/figures/tsne.png", caption="../report/tsne.rst", category="Figures"),
+        report(TSNE_FIGURE, caption="../report/tsne.rst", category="Figures"),
     log:
         f"{LOGS}/report/tsne.log",
     benchmark:
@@ -65,8 +66,9 @@ rule tsne:
         encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
         data=lambda wc, input: Path(input.data).parent,
         image_size=config["evaluation"]["image_size"],
+        figure=layout.FIG_TSNE,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --figures tsne --out-dir {params.out_dir} --encoders {params.encoders} "
+        "python -m hico plot --figures {params.figure} --out-dir {params.out_dir} --encoders {params.encoders} "
         "--data {params.data} --image-size {params.image_size} > {log} 2>&1"
