@@ -231,8 +231,9 @@ def all_targets():
 
 
 def simulate_args(wildcards):
+    """`--n-patients 9 --seed 1 ...`: one list item per command argument (each quoted by `:q`)."""
     params = dataset_spec(wildcards.dataset).get("params", {})
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in params.items())
+    return [arg for k, v in params.items() for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def raw_input(wildcards):
@@ -266,7 +267,7 @@ def pool_manifests(wildcards):
 
 
 def pool_dataset_dirs(wildcards):
-    return " ".join(layout.dataset_dir(DATA, d) for d in pool_members(wildcards.pool))
+    return [layout.dataset_dir(DATA, d) for d in pool_members(wildcards.pool)]
 
 
 def pretrain_overrides(wildcards):

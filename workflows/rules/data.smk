@@ -16,7 +16,7 @@ rule simulate:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m hico simulate --out {params.root} --name {wildcards.dataset} {params.args} > {log} 2>&1"
+        "python -m hico simulate --out {params.root:q} --name {wildcards.dataset:q} {params.args:q} > {log:q} 2>&1"
 
 rule download:
     output:
@@ -33,7 +33,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico download {params.source} --raw {params.raw} --options '{params.options}' > {log} 2>&1"
+        "python -m hico download {params.source:q} --raw {params.raw:q} --options {params.options:q} > {log:q} 2>&1"
 
 rule prepare:
     wildcard_constraints:
@@ -54,8 +54,8 @@ rule prepare:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico prepare {params.source} --raw {params.raw} --out {params.root} --name {wildcards.dataset} "
-        "--options '{params.options}' > {log} 2>&1"
+        "python -m hico prepare {params.source:q} --raw {params.raw:q} --out {params.root:q} --name {wildcards.dataset:q} "
+        "--options {params.options:q} > {log:q} 2>&1"
 
 rule folds:
     input:
@@ -73,7 +73,7 @@ rule folds:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m hico folds {params.dataset} --k {params.k} --seed {params.seed} --out {output} > {log} 2>&1"
+        "python -m hico folds {params.dataset:q} --k {params.k:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule check_leakage:
@@ -89,9 +89,9 @@ rule check_leakage:
     params:
         pool_dirs=pool_dataset_dirs,
         test_dir=lambda wc: layout.dataset_dir(DATA, wc.dataset),
-        allow="--allow-overlap" if config.get("allow_overlap", False) else "",
+        allow=["--allow-overlap"] if config.get("allow_overlap", False) else [],
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m hico check-overlap --pretrain {params.pool_dirs} --eval {params.test_dir} {params.allow} "
-        "--out {output} > {log} 2>&1"
+        "python -m hico check-overlap --pretrain {params.pool_dirs:q} --eval {params.test_dir:q} {params.allow:q} "
+        "--out {output:q} > {log:q} 2>&1"

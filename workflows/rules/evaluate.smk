@@ -19,7 +19,7 @@ rule evaluate:
     benchmark:
         f"{BENCH}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/{{variant}}.tsv"
     params:
-        folds=" ".join(str(f) for f in range(config["evaluation"]["folds"])),
+        folds=[str(f) for f in range(config["evaluation"]["folds"])],
         data=lambda wc: layout.dataset_dir(DATA, wc.dataset),
         args=protocol_args,
         image_size=config["evaluation"]["image_size"],
@@ -33,7 +33,7 @@ rule evaluate:
     conda:
         "../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m hico evaluate --encoder {input.encoder} --data {params.data} "
-        "--folds {input.folds} --fold {params.folds} --protocol {wildcards.protocol} --seed {wildcards.seed} "
-        "--image-size {params.image_size} --max-frames {params.max_frames} --method {wildcards.method} "
-        "--args '{params.args}' --device {params.device} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m hico evaluate --encoder {input.encoder:q} --data {params.data:q} "
+        "--folds {input.folds:q} --fold {params.folds:q} --protocol {wildcards.protocol:q} --seed {wildcards.seed:q} "
+        "--image-size {params.image_size:q} --max-frames {params.max_frames:q} --method {wildcards.method:q} "
+        "--args {params.args:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"

@@ -26,9 +26,9 @@ rule pretrain:
     conda:
         "../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base} --name {wildcards.method} "
-        "--data {params.data} --out {params.out} --overrides '{params.overrides}' --device {params.device} "
-        "> {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base:q} --name {wildcards.method:q} "
+        "--data {params.data:q} --out {params.out:q} --overrides {params.overrides:q} --device {params.device:q} "
+        "> {log:q} 2>&1"
 
 
 # The variant methods also keep an encoder checkpoint at every convergence epoch (the convergence table).
@@ -58,5 +58,5 @@ rule export_control:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m hico pretrain {params.base} --name {wildcards.method} --out {params.out} "
-        "--overrides '{params.overrides}' > {log} 2>&1"
+        "python -m hico pretrain {params.base:q} --name {wildcards.method:q} --out {params.out:q} "
+        "--overrides {params.overrides:q} > {log:q} 2>&1"

@@ -19,8 +19,8 @@ rule aggregate:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico aggregate --metrics-dir {params.metrics_dir} --compute-dir {params.compute_dir} "
-        "--bench-dir {params.bench_dir} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m hico aggregate --metrics-dir {params.metrics_dir:q} --compute-dir {params.compute_dir:q} "
+        "--bench-dir {params.bench_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plot:
@@ -40,14 +40,13 @@ rule plot:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
         metrics_dir=lambda wc: layout.eval_root(RUNS),
-        groups=" ".join(TABLE_FIGURE_GROUPS),
-        expect=" ".join(FIGURE_NAMES),
+        groups=TABLE_FIGURE_GROUPS,
+        expect=FIGURE_NAMES,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "--figures {params.groups} --expect {params.expect} "
-        "> {log} 2>&1"
+        "python -m hico plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-dir {params.metrics_dir:q} "
+        "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1"
 
 
 # t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
@@ -63,12 +62,12 @@ rule tsne:
         f"{BENCH}/report/tsne.tsv"
     params:
         out_dir=lambda wc, output: Path(output[0]).parent,
-        encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
+        encoders=lambda wc: [f"{m}={p}" for m, p in tsne_encoders().items()],
         data=lambda wc, input: Path(input.data).parent,
         image_size=config["evaluation"]["image_size"],
         figure=layout.FIG_TSNE,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --figures {params.figure} --out-dir {params.out_dir} --encoders {params.encoders} "
-        "--data {params.data} --image-size {params.image_size} > {log} 2>&1"
+        "python -m hico plot --figures {params.figure:q} --out-dir {params.out_dir:q} --encoders {params.encoders:q} "
+        "--data {params.data:q} --image-size {params.image_size:q} > {log:q} 2>&1"
