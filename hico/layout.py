@@ -16,6 +16,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
 
 from __future__ import annotations
 
+import pkgutil
 import re
 from pathlib import Path
 
@@ -40,6 +41,17 @@ def dataset_file(data_root: str, dataset: str, name: str = MANIFEST) -> str:
 
 def raw_dir(data_root: str, dataset: str) -> str:
     return f"{data_root}/raw/{dataset}"
+
+
+SYNTHETIC_SOURCE = "synthetic"  # the embedded simulator (``hico simulate``), not a source module
+SOURCES_DIR = "hico/data/sources"  # one module per dataset source, relative to the repository root
+
+
+def source_names(repo_root: str | Path | None = None) -> list[str]:
+    """Names of the dataset source modules (``hico.data.sources.<name>``), found without
+    importing them (the workflow checks its config at DAG time, without the package's dependencies)."""
+    folder = Path(repo_root if repo_root is not None else REPO_ROOT) / SOURCES_DIR
+    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
 
 
 def failed_prepare_report(out_root: str | Path, dataset: str) -> Path:
@@ -116,6 +128,9 @@ def encoder_file(run_dir: str, variant: str = FULL) -> str:
 
 FINETUNE = "finetune"
 FINETUNE_VARIANTS = ("released", "full")
+#: every registered protocol id (the workflow checks config protocol names against it at DAG time)
+PROTOCOL_IDS = ("linear_probe", "knn", "linear_probe_adabn", "knn_adabn", FINETUNE,
+                *(f"{FINETUNE}_{v}" for v in FINETUNE_VARIANTS))
 
 
 def protocol_id(protocol: str, args: dict | None = None) -> str:

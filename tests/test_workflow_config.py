@@ -80,3 +80,78 @@ def test_every_shell_placeholder_is_quoted():
                     unquoted.append(f"{smk.name}: {{{name}{spec}}}")
     assert not unquoted, unquoted
     assert (REPO / "workflows" / "rules" / "pretrain.smk").read_text().count("{params.overrides:q}") == 2
+
+
+def _set_pool(cfg):
+    cfg["datasets"]["tiny_eval"]["pool"] = "nopool"
+
+
+def _default_pool(cfg):
+    del cfg["datasets"]["tiny_eval"]["pool"]
+    cfg["pretrain"]["default_pool"] = "nopool"
+
+
+def _override_key(cfg):
+    cfg["methods"]["simclr"] = {"lrr": 0.1}
+
+
+def _nested_override_key(cfg):
+    cfg["pretrain"]["overrides"]["optimizer"] = {"lrr": 0.1}
+
+
+def _checkpoint_after_the_last_epoch(cfg):
+    cfg["evaluation"]["convergence_epochs"] = [5]  # tiny.yaml trains 2 epochs
+
+
+def _protocol(cfg):
+    cfg["evaluation"]["protocols"]["linear_prob"] = {}
+
+
+def _variant_protocol(cfg):
+    cfg["evaluation"]["variant_protocols"] = ["knn"]
+
+
+def _source(cfg):
+    cfg["datasets"]["tiny_pretrain"]["source"] = "pocuss"
+
+
+def _evaluate_on(cfg):
+    cfg["methods"]["simclr"] = {"evaluate_on": ["tiny_evl"]}
+
+
+CONFIG_MISTAKES = [
+    (_set_pool, "datasets.tiny_eval.pool: 'nopool' is not a pool of pretrain.pools (known pools: tiny_pretrain)"),
+    (_default_pool, "pretrain.default_pool: 'nopool' is not a pool of pretrain.pools (known pools: tiny_pretrain)"),
+    (_override_key, "config methods.simclr: unknown keys ['lrr']; valid keys: ['amp', 'augment', 'backbone',"),
+    (_nested_override_key, "config pretrain.overrides.optimizer: unknown keys ['lrr']; valid keys: ['betas',"),
+    (_checkpoint_after_the_last_epoch, "config methods.simclr (over pretrain.overrides and its recipe): "),
+    (_protocol, "evaluation.protocols: ['linear_prob'] are not protocols (known: linear_probe, knn,"),
+    (_variant_protocol, "evaluation.variant_protocols: ['knn'] are not in evaluation.protocols (linear_probe)"),
+    (_source, "datasets.tiny_pretrain.source: 'pocuss' is not a dataset source (known: synthetic, busi,"),
+    (_evaluate_on, "methods.simclr.evaluate_on: ['tiny_evl'] are not in datasets"),
+]
+
+
+@pytest.mark.parametrize("mistake,message", CONFIG_MISTAKES, ids=[m.__name__[1:] for m, _ in CONFIG_MISTAKES])
+def test_config_mistakes_fail_the_dry_run_with_a_message_naming_the_key(tmp_path, mistake, message):
+    """Issue 11 item 11: `pool: nopool` was a bare KeyError; unknown override keys, protocols and
+    sources passed the dry run and failed only in the job (hours later, on a cluster)."""
+    cfg = _tiny(tmp_path)
+    mistake(cfg)
+    code, out = _dry_run(tmp_path, cfg)
+    assert code != 0
+    assert message in " ".join(out.split()), out[-3000:]
+    assert "KeyError" not in out
+    if mistake is _checkpoint_after_the_last_epoch:  # the run config's own check, made at DAG time
+        assert "checkpoint_epochs [5]" in out
+
+
+def test_the_dag_time_lists_of_sources_and_protocols_are_the_registries():
+    """The dry run checks names against hico.layout, read without importing the package's
+    dependencies; those lists must be the registries the jobs use."""
+    from hico import layout
+    from hico.data.sources import list_sources
+    from hico.evaluate import PROTOCOLS
+
+    assert layout.source_names() == list_sources()
+    assert sorted(layout.PROTOCOL_IDS) == sorted(PROTOCOLS)

@@ -76,6 +76,11 @@ def _derive_pools():
     names none: the default pool without that dataset, so no test video is pretrained on."""
     pools = dict(config["pretrain"].get("pools", {}))
     default = config["pretrain"].get("default_pool")
+    named = {"pretrain.default_pool": default}
+    named.update({f"datasets.{d}.pool": s.get("pool") for d, s in config["datasets"].items()})
+    for where, pool in named.items():
+        if pool is not None and pool not in pools:
+            raise ValueError(f"{where}: {pool!r} is not a pool of pretrain.pools (known pools: {', '.join(pools)})")
     for name, spec in config["datasets"].items():
         if not spec.get("evaluate") or spec.get("pool"):
             continue
@@ -105,13 +110,29 @@ def pool_members(pool):
 RESERVED_METHOD_KEYS = ("method", "evaluate_on")
 
 
-def method_overrides(name, seed):
+def method_override_list(name, seed):
+    """The override dicts a method's job merges over its recipe, in order."""
     spec = {k: v for k, v in method_spec(name).items() if k not in RESERVED_METHOD_KEYS}
-    return json.dumps([config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}])
+    return [config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}]
+
+
+def method_overrides(name, seed):
+    return json.dumps(method_override_list(name, seed))
+
+
+def pretrain_override_list(name, seed):
+    """A trained method's overrides, plus the checkpoints its convergence variants read."""
+    epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(name) else []
+    return method_override_list(name, seed) + [{"checkpoint_epochs": epochs}]
+
+
+# --------------------------------------------------------------------------------------------
+# Config checks at DAG time: a mistake fails the dry run, naming the key, not a job hours later.
 
 
 def _check_method_lists():
-    """Every method a protocol or the variants are restricted to must be a config method."""
+    """Every method a protocol or the variants are restricted to must be a config method, and
+    every dataset a method is restricted to a config dataset."""
     ev = config["evaluation"]
     lists = {f"evaluation.protocols.{p}.methods": (s or {}).get("methods", []) for p, s in ev["protocols"].items()}
     lists["evaluation.variant_methods"] = ev.get("variant_methods", [])
@@ -120,9 +141,62 @@ def _check_method_lists():
         unknown = [m for m in names if m not in config["methods"]]
         if unknown:
             raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
+    for m in config["methods"]:
+        unknown = [d for d in method_spec(m).get("evaluate_on", []) if d not in config["datasets"]]
+        if unknown:
+            raise ValueError(f"methods.{m}.evaluate_on: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+
+
+def _check_protocols_and_sources():
+    """Protocols are registered protocol ids; sources are the simulator or a source module."""
+    ev = config["evaluation"]
+    unknown = [p for p in ev["protocols"] if p not in layout.PROTOCOL_IDS]
+    if unknown:
+        raise ValueError(f"evaluation.protocols: {unknown} are not protocols (known: {', '.join(layout.PROTOCOL_IDS)})")
+    unknown = [p for p in ev.get("variant_protocols", []) if p not in ev["protocols"]]
+    if unknown:
+        raise ValueError(f"evaluation.variant_protocols: {unknown} are not in evaluation.protocols ({', '.join(ev['protocols'])})")
+    known = [layout.SYNTHETIC_SOURCE, *layout.source_names(SUITE_ROOT)]
+    for name, spec in config["datasets"].items():
+        if spec["source"] not in known:
+            raise ValueError(f"datasets.{name}.source: {spec['source']!r} is not a dataset source (known: {', '.join(known)})")
+
+
+def _unknown_keys(where, spec, cls):
+    """Keys of one override dict that the typed run config (hico.config) lacks, nested blocks included."""
+    from dataclasses import fields, is_dataclass
+
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise ValueError(f"config {where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    for key, value in spec.items():
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        if is_dataclass(default) and isinstance(value, dict):
+            _unknown_keys(f"{where}.{key}", value, type(default))
+
+
+def _check_method_overrides():
+    """Resolve every method's run config as its job will (hico.config, no torch): unknown keys and
+    values the config rejects (checkpoints after the last epoch, an image size not divisible by
+    32, ...) fail here."""
+    from hico.config import PretrainConfig, resolve_pretrain_config
+    from hico.errors import HicoError
+
+    _unknown_keys("pretrain.overrides", config["pretrain"].get("overrides", {}), PretrainConfig)
+    seed = config["evaluation"]["seeds"][0]
+    for m in config["methods"]:
+        overrides = pretrain_override_list(m, seed) if requires_training(m) else method_override_list(m, seed)
+        _unknown_keys(f"methods.{m}", overrides[1], PretrainConfig)
+        try:
+            resolve_pretrain_config(base_method(m), *overrides)
+        except HicoError as e:
+            raise ValueError(f"config methods.{m} (over pretrain.overrides and its recipe): {e}") from None
 
 
 _check_method_lists()
+_check_protocols_and_sources()
+_check_method_overrides()
 
 
 def eval_variants():
@@ -271,9 +345,7 @@ def pool_dataset_dirs(wildcards):
 
 
 def pretrain_overrides(wildcards):
-    epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(wildcards.method) else []
-    extra = {"checkpoint_epochs": epochs}
-    return json.dumps(json.loads(method_overrides(wildcards.method, wildcards.seed)) + [extra])
+    return json.dumps(pretrain_override_list(wildcards.method, wildcards.seed))
 
 
 def leakage_check(wildcards):
