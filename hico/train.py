@@ -36,6 +36,7 @@ from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
 from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, resize_square
+from hico.device import resolve_device
 from hico.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hico.methods.base import PretrainMethod, build_method
 from hico.models.backbone import save_encoder
@@ -225,9 +226,7 @@ def pretrain(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = _distributed()
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)  # auto: cuda:<LOCAL_RANK> when torch sees a GPU
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
