@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,41 @@ def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
     assert all(f"data/{d}/manifest.csv" in inputs for d in ("covid_blues", "butterfly_uscl", "fatty_liver"))
     busi_pool = next(j for j in pretrain_jobs if "public_lung_liver/simclr" in j)
     assert "data/pocus/manifest.csv" in busi_pool
+
+
+def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
+    """A host Snakefile elsewhere loads the suite as a `module` with its own config: recipes,
+    schema, envs and the suite's code are found from the module's folder (workflow.current_basedir)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["methods"]["hico"] = {"params": {"heads": "pooled"}}  # a recipe in hico/methods, one in baselines
+    (tmp_path / "hico.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "hico.yaml"\n\n'
+        f'module hico_bench:\n    snakefile: "{REPO / "Snakefile"}"\n    config: config\n\n'
+        "use rule * from hico_bench as hico_bench_*\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the module finds its own code
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "hico_bench_all"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = dict(re.findall(r"^(hico_bench_\w+)\s+(\d+)$", out, re.M))
+    assert counts == {"hico_bench_simulate": "2", "hico_bench_folds": "1", "hico_bench_check_leakage": "1",
+                      "hico_bench_export_control": "1", "hico_bench_pretrain_tracked": "2",
+                      "hico_bench_evaluate": "8", "hico_bench_tsne": "1", "hico_bench_aggregate": "1",
+                      "hico_bench_plot": "1", "hico_bench_all": "1"}, out[-3000:]
+    # the jobs run this checkout's code, whatever the host's working directory
+    assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out
+
+
+def test_config_on_the_command_line_alone_overrides_the_default_config():
+    """`--config key=value` without --configfile: the paper config with the override applied
+    (was: the default skipped, then a schema error)."""
+    target = "runs/paper/checks/public_lung_liver-without-pocus__pocus.ok"
+    r = snakemake(target, "-n", "-p", "--config", "allow_overlap=True")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    command = next(line for line in out.splitlines() if "check-overlap" in line)
+    assert "--eval data/pocus --allow-overlap" in command
+    assert "extended by additional config specified via the command line" in out

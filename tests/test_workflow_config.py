@@ -73,12 +73,19 @@ def test_every_shell_placeholder_is_quoted():
     """Each `{...}` in a rule's shell command is shell-quoted (`:q`), whatever the config holds;
     only `{threads}`, an integer Snakemake sets, is left bare."""
     unquoted = []
+    commands = 0
     for smk in sorted((REPO / "workflows" / "rules").glob("*.smk")):
-        for block in re.findall(r"\n    shell:\n((?:        .*\n?)+)", smk.read_text()):
+        # every rule's command is built by hico("...") or prefetch("...") (common.smk)
+        for block in re.findall(r"\b(?:hico|prefetch)\(((?:\s*\"[^\"]*\")+)", smk.read_text()):
+            commands += 1
             for name, spec in re.findall(r"(?<!\{)\{([A-Za-z_][\w.\[\]]*)(:[^{}]*)?\}(?!\})", block):
                 if spec != ":q" and name != "threads":
                     unquoted.append(f"{smk.name}: {{{name}{spec}}}")
     assert not unquoted, unquoted
+    assert commands == 12  # simulate, download, prefetch_weights, prepare, folds, check_leakage,
+    # pretrain, export_control, evaluate (both families: EVAL_COMMAND), aggregate, plot, tsne
+    shells = [re.findall(r"\n    shell:\n        (\w+)", smk.read_text()) for smk in (REPO / "workflows" / "rules").glob("*.smk")]
+    assert sorted({s for found in shells for s in found}) == ["EVAL_COMMAND", "hico", "prefetch"]
     assert (REPO / "workflows" / "rules" / "pretrain.smk").read_text().count("{params.overrides:q}") == 2
 
 

@@ -3,8 +3,10 @@
 # recipes) comes from hico.layout; the Snakefile put this checkout on sys.path.
 import json
 import re
+import shlex
 from pathlib import Path
 
+from hico import __version__ as SUITE_VERSION
 from hico import layout
 
 
@@ -24,6 +26,65 @@ PRETRAIN_BENCH = layout.pretrain_run_dir(BENCH, "{pool}", "{method}", "{seed}")
 RECIPE_DIRS = layout.recipe_dirs(SUITE_ROOT)
 
 
+# --------------------------------------------------------------------------------------------
+# Software: the suite's code, its conda envs, its container image, the ImageNet weights
+
+# Every job runs the suite of this checkout: SUITE_ROOT first on PYTHONPATH. The conda envs hold
+# the pinned dependencies only, so the code reaches the job however Snakemake places the envs
+# (--conda-prefix, --directory, a module of another workflow); there is no wheel to rebuild
+# after an edit, and in a container the checkout (the working directory) wins over the image's copy.
+WEIGHTS = config.get("weights_cache") or f"{DATA}/weights"
+SUITE_ENV = (
+    f"PYTHONPATH={shlex.quote(SUITE_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}} "
+    f"HF_HOME={shlex.quote(WEIGHTS)}/huggingface TORCH_HOME={shlex.quote(WEIGHTS)}/torch"
+)
+
+
+def shell_literal(text):
+    """``text`` as literal text of a rule's shell command (Snakemake formats its braces)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def hico(command, threads=False):
+    """A rule's shell command: `python -m hico <command>` with the suite's environment (built here:
+    the rules of a module cannot see this file's names when their command is formatted). Jobs
+    read the weights prefetch_weights fetched on the submit host: no network on compute nodes.
+    `threads`: OMP_NUM_THREADS is the job's thread count."""
+    omp = "OMP_NUM_THREADS={threads} " if threads else ""
+    return f"{omp}{shell_literal(SUITE_ENV)} HF_HUB_OFFLINE=1 python -m hico {command}"
+
+
+def prefetch(command):
+    """The prefetch_weights command: the script, online, with the suite's environment."""
+    script = shlex.quote(f"{SUITE_ROOT}/workflows/scripts/prefetch_weights.py")
+    return f"{shell_literal(SUITE_ENV)} python {shell_literal(script)} {command}"
+TORCH_BUILD = config["torch_build"]
+TORCH_ENV = f"../envs/torch-{TORCH_BUILD}.yaml"
+CONTAINER = config.get("container") or f"docker://ghcr.io/hico-bench/hico-bench:{SUITE_VERSION}-{TORCH_BUILD}"
+
+
+def job_resources(section, family=None):
+    """threads, gpus, mem_mb, runtime_min of a job: the section's values (pretrain, evaluation),
+    then the family's (`evaluation.resources.frozen|finetune`)."""
+    block = config[section]
+    out = {"threads": 1, "gpus": 0, "mem_mb": 8000, "runtime_min": 60 if section == "pretrain" else 30}
+    out.update({k: block[k] for k in out if k in block})
+    if family is not None:
+        out.update(block.get("resources", {}).get(family, {}))
+    return out
+
+
+def gpu_resource(n):
+    """`gpu=n` only for jobs that need GPUs: the Kubernetes executor takes any `gpu` key as a GPU
+    request (and then wants a gpu_manufacturer); SLURM gets --gpus=n from it."""
+    return {"gpu": n} if n else {}
+
+
+def given_gpus(wildcards, resources):
+    """The GPUs the scheduler gave the job (also after --set-resources), for `hico ... --gpus`."""
+    return getattr(resources, "gpu", 0) or 0
+
+
 def method_spec(name):
     return config["methods"].get(name) or {}
 
@@ -38,8 +99,8 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
-SYNTHETIC_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] == "synthetic"])
-SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] != "synthetic"])
+SYNTHETIC_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] == layout.SYNTHETIC_SOURCE])
+SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] != layout.SYNTHETIC_SOURCE])
 
 
 def requires_training(method):
@@ -176,27 +237,36 @@ def _unknown_keys(where, spec, cls):
             _unknown_keys(f"{where}.{key}", value, type(default))
 
 
-def _check_method_overrides():
-    """Resolve every method's run config as its job will (hico.config, no torch): unknown keys and
-    values the config rejects (checkpoints after the last epoch, an image size not divisible by
-    32, ...) fail here."""
+def _resolve_run_configs():
+    """Every method's run config, resolved as its job will (hico.config, no torch): unknown keys
+    and values the config rejects (checkpoints after the last epoch, an image size not divisible
+    by 32, ...) fail here. The configs also say whose ImageNet weights to prefetch."""
     from hico.config import PretrainConfig, resolve_pretrain_config
     from hico.errors import HicoError
 
     _unknown_keys("pretrain.overrides", config["pretrain"].get("overrides", {}), PretrainConfig)
     seed = config["evaluation"]["seeds"][0]
+    out = {}
     for m in config["methods"]:
         overrides = pretrain_override_list(m, seed) if requires_training(m) else method_override_list(m, seed)
         _unknown_keys(f"methods.{m}", overrides[1], PretrainConfig)
         try:
-            resolve_pretrain_config(base_method(m), *overrides)
+            out[m] = resolve_pretrain_config(base_method(m), *overrides)
         except HicoError as e:
             raise ValueError(f"config methods.{m} (over pretrain.overrides and its recipe): {e}") from None
+    return out
 
 
 _check_method_lists()
 _check_protocols_and_sources()
-_check_method_overrides()
+RUN_CONFIGS = _resolve_run_configs()
+
+
+def imagenet_weights(wildcards):
+    """The prefetched timm weights a method's run starts from (none for `pretrained: false` or a
+    local `weights:` file)."""
+    cfg = RUN_CONFIGS[wildcards.method]
+    return [f"{WEIGHTS}/{cfg.backbone}.ok"] if cfg.pretrained and not cfg.weights else []
 
 
 def eval_variants():
@@ -224,6 +294,21 @@ def eval_datasets():
 
 def protocol_spec(protocol):
     return config["evaluation"]["protocols"][protocol] or {}
+
+
+def finetunes(protocol):
+    """Fine-tuning trains the encoder (a GPU job); the other protocols fit a probe on frozen features."""
+    return layout.protocol_id(protocol, protocol_spec(protocol)).startswith(layout.FINETUNE)
+
+
+FROZEN_RE = _alternatives([p for p in config["evaluation"]["protocols"] if not finetunes(p)])
+FINETUNE_RE = _alternatives([p for p in config["evaluation"]["protocols"] if finetunes(p)])
+EVAL_FROZEN = job_resources("evaluation", "frozen")
+EVAL_FINETUNE = job_resources("evaluation", "finetune")
+PRETRAIN = job_resources("pretrain")
+# The frozen-feature jobs of one pretraining run (every protocol, label fraction and checkpoint)
+# are ready together: a cluster profile submits them in a few jobs (--group-components).
+PROBE_GROUP = "probes_{dataset}_{method}_seed{seed}"
 
 
 def wants_variant(protocol, method, variant):

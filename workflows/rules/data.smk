@@ -13,10 +13,13 @@ rule simulate:
     params:
         args=simulate_args,
         root=lambda wc, output: Path(output[0]).parent.parent,
+    resources:
+        mem_mb=2000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico simulate --out {params.root:q} --name {wildcards.dataset:q} {params.args:q} > {log:q} 2>&1"
+        hico("simulate --out {params.root:q} --name {wildcards.dataset:q} {params.args:q} > {log:q} 2>&1")
 
 rule download:
     output:
@@ -33,7 +36,22 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico download {params.source:q} --raw {params.raw:q} --options {params.options:q} > {log:q} 2>&1"
+        hico("download {params.source:q} --raw {params.raw:q} --options {params.options:q} > {log:q} 2>&1")
+
+# The timm ImageNet weights of the methods that start from them (imagenet, hico), fetched on the
+# submit host (a localrule) into the shared weights cache that every job reads offline.
+rule prefetch_weights:
+    wildcard_constraints:
+        backbone=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    output:
+        f"{WEIGHTS}/{{backbone}}.ok",
+    log:
+        f"{LOGS}/prefetch_weights/{{backbone}}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        prefetch("{wildcards.backbone:q} --out {output:q} > {log:q} 2>&1")
+
 
 rule prepare:
     wildcard_constraints:
@@ -51,11 +69,14 @@ rule prepare:
         root=lambda wc, output: Path(output[0]).parent.parent,
         source=dataset_source,
         options=source_options,
+    resources:
+        mem_mb=8000,
+        runtime=120,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico prepare {params.source:q} --raw {params.raw:q} --out {params.root:q} --name {wildcards.dataset:q} "
-        "--options {params.options:q} > {log:q} 2>&1"
+        hico("prepare {params.source:q} --raw {params.raw:q} --out {params.root:q} --name {wildcards.dataset:q} "
+        "--options {params.options:q} > {log:q} 2>&1")
 
 rule folds:
     input:
@@ -70,10 +91,13 @@ rule folds:
         k=config["evaluation"]["folds"],
         seed=config["evaluation"].get("fold_seed", 0),
         dataset=lambda wc, input: Path(input[0]).parent,
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico folds {params.dataset:q} --k {params.k:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
+        hico("folds {params.dataset:q} --k {params.k:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1")
 
 
 rule check_leakage:
@@ -90,8 +114,11 @@ rule check_leakage:
         pool_dirs=pool_dataset_dirs,
         test_dir=lambda wc: layout.dataset_dir(DATA, wc.dataset),
         allow=["--allow-overlap"] if config.get("allow_overlap", False) else [],
+    resources:
+        mem_mb=2000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico check-overlap --pretrain {params.pool_dirs:q} --eval {params.test_dir:q} {params.allow:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        hico("check-overlap --pretrain {params.pool_dirs:q} --eval {params.test_dir:q} {params.allow:q} "
+        "--out {output:q} > {log:q} 2>&1")

@@ -5,6 +5,7 @@ rule pretrain:
         method=UNTRACKED_RE,
     input:
         pool_manifests,
+        weights=imagenet_weights,
     output:
         encoder=f"{RUN}/{layout.ENCODER}",
         log_csv=f"{RUN}/{layout.TRAIN_LOG}",
@@ -18,17 +19,18 @@ rule pretrain:
         overrides=pretrain_overrides,
         out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
         device=config["pretrain"].get("device", "auto"),
-    threads: config["pretrain"].get("threads", 1)
+        gpus=given_gpus,
+    threads: PRETRAIN["threads"]
     resources:
-        gpu=config["pretrain"].get("gpus", 0),
-        mem_mb=config["pretrain"].get("mem_mb", 8000),
-        runtime=config["pretrain"].get("runtime_min", 60),
+        mem_mb=PRETRAIN["mem_mb"],
+        runtime=PRETRAIN["runtime_min"],
+        **gpu_resource(PRETRAIN["gpus"]),
     conda:
-        "../envs/torch.yaml"
+        TORCH_ENV
     shell:
-        "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base:q} --name {wildcards.method:q} "
+        hico("pretrain {params.base:q} --name {wildcards.method:q} "
         "--data {params.data:q} --out {params.out:q} --overrides {params.overrides:q} --device {params.device:q} "
-        "> {log:q} 2>&1"
+        "--gpus {params.gpus:q} > {log:q} 2>&1", threads=True)
 
 
 # The variant methods also keep an encoder checkpoint at every convergence epoch (the convergence table).
@@ -44,6 +46,8 @@ use rule pretrain as pretrain_tracked with:
 rule export_control:
     wildcard_constraints:
         method=CONTROL_RE,
+    input:
+        weights=imagenet_weights,
     output:
         encoder=f"{RUN}/{layout.ENCODER}",
         log_csv=f"{RUN}/{layout.TRAIN_LOG}",
@@ -55,8 +59,11 @@ rule export_control:
         base=lambda wc: base_method(wc.method),
         overrides=lambda wc: method_overrides(wc.method, wc.seed),
         out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
+    resources:
+        mem_mb=4000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        TORCH_ENV
     shell:
-        "python -m hico pretrain {params.base:q} --name {wildcards.method:q} --out {params.out:q} "
-        "--overrides {params.overrides:q} > {log:q} 2>&1"
+        hico("pretrain {params.base:q} --name {wildcards.method:q} --out {params.out:q} "
+        "--overrides {params.overrides:q} > {log:q} 2>&1")

@@ -19,8 +19,8 @@ rule aggregate:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico aggregate --metrics-dir {params.metrics_dir:q} --compute-dir {params.compute_dir:q} "
-        "--bench-dir {params.bench_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        hico("aggregate --metrics-dir {params.metrics_dir:q} --compute-dir {params.compute_dir:q} "
+        "--bench-dir {params.bench_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1")
 
 
 rule plot:
@@ -45,8 +45,8 @@ rule plot:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-dir {params.metrics_dir:q} "
-        "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1"
+        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-dir {params.metrics_dir:q} "
+        "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1")
 
 
 # t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
@@ -66,8 +66,11 @@ rule tsne:
         data=lambda wc, input: Path(input.data).parent,
         image_size=config["evaluation"]["image_size"],
         figure=layout.FIG_TSNE,
+    resources:
+        mem_mb=8000,
+        runtime=60,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --figures {params.figure:q} --out-dir {params.out_dir:q} --encoders {params.encoders:q} "
-        "--data {params.data:q} --image-size {params.image_size:q} > {log:q} 2>&1"
+        hico("plot --figures {params.figure:q} --out-dir {params.out_dir:q} --encoders {params.encoders:q} "
+        "--data {params.data:q} --image-size {params.image_size:q} > {log:q} 2>&1")
