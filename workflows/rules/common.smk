@@ -397,7 +397,7 @@ def simulate_args(wildcards):
 
 def raw_input(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    if spec["source"] == "synthetic":
+    if spec["source"] == layout.SYNTHETIC_SOURCE:
         return []
     if spec.get("path"):
         return []  # restricted or local data: read in place, never downloaded
