@@ -80,8 +80,9 @@ def test_unknown_method_is_rejected(tmp_path):
 
 
 def _planned(out: str, rule: str) -> list[str]:
-    """The output lines of every planned job of ``rule`` in a `snakemake -n` printout."""
-    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    """The output lines of every planned job of ``rule`` in a `snakemake -n` printout (the jobs of
+    a group job are printed indented)."""
+    jobs = ["rule " + j for j in re.split(r"\n\s*rule ", out)[1:]]
     return [line.strip() for j in jobs if j.startswith(f"rule {rule}:")
             for line in j.splitlines() if line.strip().startswith("output:")]
 
@@ -125,7 +126,7 @@ def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods
     short = next(c for c in commands if "--name simclr_short" in c)
     assert '"checkpoint_epochs": []' in short and '"epochs": 1' in short
     assert '"checkpoint_epochs": [2, 3]' in next(c for c in commands if "--name simclr " in c)
-    tsne = next(j for j in ("rule " + j for j in out.split("\nrule ")[1:]) if j.startswith("rule tsne:"))
+    tsne = next(j for j in ("rule " + j for j in re.split(r"\n\s*rule ", out)[1:]) if j.startswith("rule tsne:"))
     assert "random_init/seed0/encoder.pt" in tsne and "simclr_short/seed0/encoder.pt" in tsne
     assert "/simclr/seed0/encoder.pt" not in tsne
 
@@ -174,13 +175,18 @@ def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
         f"{runs}/pretrain/public_lung_liver/simclr/seed0/encoder.pt",
         f"{runs}/checks/public_lung_liver__busi.ok",
     ]
-    r = snakemake("-n", *targets)
+    # `--config key=value` alone applies to the default config (was: the default skipped, then a
+    # schema error)
+    r = snakemake(*targets, "-n", "-p", "--config", "allow_overlap=True")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
+    assert "extended by additional config specified via the command line" in out
+    command = next(line for line in out.splitlines() if "check-overlap" in line and "--eval data/pocus" in line)
+    assert "--eval data/pocus --allow-overlap" in command
     for d in five:
         for step in (f"data/raw/{d}/.complete", f"data/{d}/manifest.csv", f"data/{d}/folds.csv"):
             assert step in out, f"{step} missing from the paper plan"
-    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    jobs = ["rule " + j for j in re.split(r"\n\s*rule ", out)[1:]]
     pretrain_jobs = [j for j in jobs if j.startswith(("rule pretrain:", "rule pretrain_tracked:"))]
     hico_job = next(j for j in pretrain_jobs if "without-pocus/hico" in j)
     inputs = next(line for line in hico_job.splitlines() if line.strip().startswith("input:"))
@@ -215,14 +221,3 @@ def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
     # the jobs run this checkout's code, whatever the host's working directory
     assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out
 
-
-def test_config_on_the_command_line_alone_overrides_the_default_config():
-    """`--config key=value` without --configfile: the paper config with the override applied
-    (was: the default skipped, then a schema error)."""
-    target = "runs/paper/checks/public_lung_liver-without-pocus__pocus.ok"
-    r = snakemake(target, "-n", "-p", "--config", "allow_overlap=True")
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-3000:]
-    command = next(line for line in out.splitlines() if "check-overlap" in line)
-    assert "--eval data/pocus --allow-overlap" in command
-    assert "extended by additional config specified via the command line" in out

@@ -58,6 +58,8 @@ def prefetch(command):
     """The prefetch_weights command: the script, online, with the suite's environment."""
     script = shlex.quote(f"{SUITE_ROOT}/workflows/scripts/prefetch_weights.py")
     return f"{shell_literal(SUITE_ENV)} python {shell_literal(script)} {command}"
+
+
 TORCH_BUILD = config["torch_build"]
 TORCH_ENV = f"../envs/torch-{TORCH_BUILD}.yaml"
 CONTAINER = config.get("container") or f"docker://ghcr.io/hico-bench/hico-bench:{SUITE_VERSION}-{TORCH_BUILD}"
