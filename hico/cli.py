@@ -55,8 +55,15 @@ def _overrides(args) -> list[dict[str, Any]]:
     return found
 
 
-def _device(name: str | None) -> str | None:
-    return None if name in (None, "", "auto") else name
+def _device(name: str | None, gpus: int) -> str:
+    """The device a job runs on; a job given GPUs that sees none stops here (hico.device)."""
+    from hico.device import resolve_device
+
+    return str(resolve_device(name, gpus))
+
+
+GPUS_HELP = ("GPUs the scheduler gave this job (the workflow passes its gpu resource); with --gpus > 0 "
+             "and no CUDA the job stops with an error instead of running on the CPU, unless --device cpu")
 
 
 def cmd_simulate(argv: list[str]) -> int:
@@ -108,6 +115,7 @@ def cmd_pretrain(argv: list[str]) -> int:
     p.add_argument("--overrides", action="append", help="JSON dict (or list of dicts) merged over the recipe")
     p.add_argument("--set", action="append", help="key=value override, dotted keys (repeatable)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     p.add_argument("--name", help="run name recorded in the encoder (a config variant of the method)")
     p.add_argument("--restart-on-mismatch", action="store_true",
                    help="if --out holds a run of another config or data, remove it and start afresh "
@@ -121,7 +129,7 @@ def cmd_pretrain(argv: list[str]) -> int:
     else:
         if not a.data:
             raise UsageError(f"{a.method} needs its pretraining datasets: give --data DIR [DIR ...]")
-        path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device), run_name=a.name,
+        path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device, a.gpus), run_name=a.name,
                         restart_on_mismatch=a.restart_on_mismatch)
     print(f"[pretrain] {a.method} -> {path}")
     return 0
@@ -140,6 +148,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--method")
     p.add_argument("--args", default="{}", help="JSON dict of protocol arguments (train_fraction, epochs, ...)")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     p.add_argument("--out", required=True, nargs="+", help="metrics.json path per fold, in the order of --fold")
     a = p.parse_args(argv)
     if len(a.out) != len(a.fold):
@@ -147,7 +156,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     from hico.evaluate import evaluate_folds
 
     results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                             out_paths=a.out, method=a.method, device=_device(a.device),
+                             out_paths=a.out, method=a.method, device=_device(a.device, a.gpus),
                              **_json_arg(a.args, "--args"))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "

@@ -62,6 +62,7 @@ from torch import nn
 from hico.data.folds import read_folds, split_fold
 from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, normalize, resize_square
+from hico.device import resolve_device
 from hico.io import atomic_write_json
 from hico.models.backbone import Backbone, load_encoder
 from hico.precision import bf16_autocast_enabled
@@ -600,8 +601,7 @@ def evaluate_folds(
     if len(out_paths) != len(folds):
         raise ValueError(f"{len(folds)} folds but {len(out_paths)} output paths")
     fn = PROTOCOLS[protocol]
-    if device in (None, "", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     ds = load_dataset(dataset_dir)
     fold_table = read_folds(folds_path, ds.manifest)
     splits_of = {}

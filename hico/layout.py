@@ -17,6 +17,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
 
 from __future__ import annotations
 
+import pkgutil
 import re
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def raw_dir(data_root: str, dataset: str) -> str:
     return f"{data_root}/raw/{dataset}"
 
 
+SYNTHETIC_SOURCE = "synthetic"  # the embedded simulator (``hico simulate``), not a source module
+SOURCES_DIR = "hico/data/sources"  # one module per dataset source, relative to the repository root
+
+
+def source_names(repo_root: str | Path | None = None) -> list[str]:
+    """Names of the dataset source modules (``hico.data.sources.<name>``), found without
+    importing them (the workflow checks its config at DAG time, without the package's dependencies)."""
+    folder = Path(repo_root if repo_root is not None else REPO_ROOT) / SOURCES_DIR
+    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if not m.name.startswith("_"))
+
+
 def failed_prepare_report(out_root: str | Path, dataset: str) -> Path:
     """Where ``prepare`` leaves its report when it writes no dataset (too many failures)."""
     return Path(out_root) / f"{dataset}.{PREPARE_REPORT}"
@@ -60,8 +72,13 @@ RUN_LOCK = ".lock"  # held while a process trains in the folder
 _CHECKPOINT_RE = re.compile(r"encoder_epoch(\d+)\.pt$")
 
 
+def pretrain_root(runs_root: str) -> str:
+    """The folder of every pretraining run (compute cost reads it)."""
+    return f"{runs_root}/pretrain"
+
+
 def pretrain_run_dir(runs_root: str, pool: str, method: str, seed: str | int) -> str:
-    return f"{runs_root}/pretrain/{pool}/{method}/seed{seed}"
+    return f"{pretrain_root(runs_root)}/{pool}/{method}/seed{seed}"
 
 
 def checkpoint_name(epoch: str | int) -> str:
@@ -126,6 +143,9 @@ def encoder_file(run_dir: str, variant: str = FULL) -> str:
 
 FINETUNE = "finetune"
 FINETUNE_VARIANTS = ("released", "full")
+#: every registered protocol id (the workflow checks config protocol names against it at DAG time)
+PROTOCOL_IDS = ("linear_probe", "knn", "linear_probe_adabn", "knn_adabn", FINETUNE,
+                *(f"{FINETUNE}_{v}" for v in FINETUNE_VARIANTS))
 
 
 def protocol_id(protocol: str, args: dict | None = None) -> str:
@@ -136,9 +156,17 @@ def protocol_id(protocol: str, args: dict | None = None) -> str:
     return protocol
 
 
+METRICS = "metrics.json"  # one evaluation: one protocol on one fold
+
+
+def eval_root(runs_root: str) -> str:
+    """The folder of every metrics.json (the tables read it)."""
+    return f"{runs_root}/eval"
+
+
 def metrics_path(runs_root: str, dataset: str, protocol: str, method: str, seed: str | int,
                  fold: str | int, variant: str) -> str:
-    return f"{runs_root}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
+    return f"{eval_root(runs_root)}/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/{METRICS}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,6 +185,14 @@ TABLES = (
     "records",
 )
 CONFUSION_MATRICES = "confusion_matrices.json"  # beside the tables, read by the confusion figures
+
+
+def table_file(results_root: str, table: str) -> str:
+    return f"{results_root}/tables/{table}.csv"
+
+
+def figure_file(results_root: str, figure: str) -> str:
+    return f"{results_root}/figures/{figure}.png"
 
 FIG_MAIN = "main_comparison"
 FIG_MAIN_PAPER = "main_comparison_paper_protocol"

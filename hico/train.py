@@ -47,6 +47,7 @@ from hico.data.folds import inner_validation
 from hico.data.pairs import ViewSampler, build_sampler
 from hico.data.standard import StandardDataset, load_dataset
 from hico.data.transforms import AugmentConfig, FrameAugment, resize_square
+from hico.device import resolve_device
 from hico.errors import HicoError
 from hico.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hico.methods.base import PretrainMethod, build_method
@@ -322,10 +323,8 @@ class PretrainRun:
                           persistent_workers=False)
 
 
-def _training_device(device: str | None, local_rank: int) -> torch.device:
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+def _training_device(device: str | None) -> torch.device:
+    dev = resolve_device(device)  # auto: cuda:<LOCAL_RANK> when torch sees a GPU
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -379,7 +378,7 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
     """Device, pool, model, sampler, optimiser and datasets of a run (nothing loaded)."""
     method = cfg.name
     rank, world, local_rank = _distributed()
-    dev = _training_device(device, local_rank)
+    dev = _training_device(device)
     torch.manual_seed(cfg.seed)
     pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
     train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)

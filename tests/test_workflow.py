@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,8 +80,9 @@ def test_unknown_method_is_rejected(tmp_path):
 
 
 def _planned(out: str, rule: str) -> list[str]:
-    """The output lines of every planned job of ``rule`` in a `snakemake -n` printout."""
-    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    """The output lines of every planned job of ``rule`` in a `snakemake -n` printout (the jobs of
+    a group job are printed indented)."""
+    jobs = ["rule " + j for j in re.split(r"\n\s*rule ", out)[1:]]
     return [line.strip() for j in jobs if j.startswith(f"rule {rule}:")
             for line in j.splitlines() if line.strip().startswith("output:")]
 
@@ -124,7 +126,7 @@ def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods
     short = next(c for c in commands if "--name simclr_short" in c)
     assert '"checkpoint_epochs": []' in short and '"epochs": 1' in short
     assert '"checkpoint_epochs": [2, 3]' in next(c for c in commands if "--name simclr " in c)
-    tsne = next(j for j in ("rule " + j for j in out.split("\nrule ")[1:]) if j.startswith("rule tsne:"))
+    tsne = next(j for j in ("rule " + j for j in re.split(r"\n\s*rule ", out)[1:]) if j.startswith("rule tsne:"))
     assert "random_init/seed0/encoder.pt" in tsne and "simclr_short/seed0/encoder.pt" in tsne
     assert "/simclr/seed0/encoder.pt" not in tsne
 
@@ -173,13 +175,18 @@ def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
         f"{runs}/pretrain/public_lung_liver/simclr/seed0/encoder.pt",
         f"{runs}/checks/public_lung_liver__busi.ok",
     ]
-    r = snakemake("-n", *targets)
+    # `--config key=value` alone applies to the default config (was: the default skipped, then a
+    # schema error)
+    r = snakemake(*targets, "-n", "-p", "--config", "allow_overlap=True")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
+    assert "extended by additional config specified via the command line" in out
+    command = next(line for line in out.splitlines() if "check-overlap" in line and "--eval data/pocus" in line)
+    assert "--eval data/pocus --allow-overlap" in command
     for d in five:
         for step in (f"data/raw/{d}/.complete", f"data/{d}/manifest.csv", f"data/{d}/folds.csv"):
             assert step in out, f"{step} missing from the paper plan"
-    jobs = ["rule " + j for j in out.split("\nrule ")[1:]]
+    jobs = ["rule " + j for j in re.split(r"\n\s*rule ", out)[1:]]
     pretrain_jobs = [j for j in jobs if j.startswith(("rule pretrain:", "rule pretrain_tracked:"))]
     hico_job = next(j for j in pretrain_jobs if "without-pocus/hico" in j)
     inputs = next(line for line in hico_job.splitlines() if line.strip().startswith("input:"))
@@ -187,3 +194,30 @@ def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():
     assert all(f"data/{d}/manifest.csv" in inputs for d in ("covid_blues", "butterfly_uscl", "fatty_liver"))
     busi_pool = next(j for j in pretrain_jobs if "public_lung_liver/simclr" in j)
     assert "data/pocus/manifest.csv" in busi_pool
+
+
+def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
+    """A host Snakefile elsewhere loads the suite as a `module` with its own config: recipes,
+    schema, envs and the suite's code are found from the module's folder (workflow.current_basedir)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["methods"]["hico"] = {"params": {"heads": "pooled"}}  # a recipe in hico/methods, one in baselines
+    (tmp_path / "hico.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "hico.yaml"\n\n'
+        f'module hico_bench:\n    snakefile: "{REPO / "Snakefile"}"\n    config: config\n\n'
+        "use rule * from hico_bench as hico_bench_*\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the module finds its own code
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "hico_bench_all"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    counts = dict(re.findall(r"^(hico_bench_\w+)\s+(\d+)$", out, re.M))
+    assert counts == {"hico_bench_simulate": "2", "hico_bench_folds": "1", "hico_bench_check_leakage": "1",
+                      "hico_bench_export_control": "1", "hico_bench_pretrain_tracked": "2",
+                      "hico_bench_evaluate": "8", "hico_bench_tsne": "1", "hico_bench_aggregate": "1",
+                      "hico_bench_plot": "1", "hico_bench_all": "1"}, out[-3000:]
+    # the jobs run this checkout's code, whatever the host's working directory
+    assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out
+

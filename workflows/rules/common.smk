@@ -1,8 +1,13 @@
 # Helpers shared by the workflow: paths, target lists, per-method overrides, input functions.
+# Every name the package also knows (run folders, file names, protocol ids, tables, figures,
+# recipes) comes from hico.layout; the Snakefile put this checkout on sys.path.
 import json
-import os
 import re
+import shlex
 from pathlib import Path
+
+from hico import __version__ as SUITE_VERSION
+from hico import layout
 
 
 DATA = config["data_root"]
@@ -10,6 +15,76 @@ RUNS = config["runs_root"]
 RESULTS = config["results_root"]
 LOGS = f"{RUNS}/logs"
 BENCH = f"{RUNS}/benchmarks"
+# Wildcard patterns of the files the rules write
+MANIFEST = layout.dataset_file(DATA, "{dataset}")
+FOLDS = layout.dataset_file(DATA, "{dataset}", layout.FOLDS)
+RUN = layout.pretrain_run_dir(RUNS, "{pool}", "{method}", "{seed}")
+# A pretraining job's log and benchmark mirror its run folder: the compute-cost table pairs a
+# benchmark with the run of the same relative path.
+PRETRAIN_LOG = layout.pretrain_run_dir(LOGS, "{pool}", "{method}", "{seed}")
+PRETRAIN_BENCH = layout.pretrain_run_dir(BENCH, "{pool}", "{method}", "{seed}")
+RECIPE_DIRS = layout.recipe_dirs(SUITE_ROOT)
+
+
+# --------------------------------------------------------------------------------------------
+# Software: the suite's code, its conda envs, its container image, the ImageNet weights
+
+# Every job runs the suite of this checkout: SUITE_ROOT first on PYTHONPATH. The conda envs hold
+# the pinned dependencies only, so the code reaches the job however Snakemake places the envs
+# (--conda-prefix, --directory, a module of another workflow); there is no wheel to rebuild
+# after an edit, and in a container the checkout (the working directory) wins over the image's copy.
+WEIGHTS = config.get("weights_cache") or f"{DATA}/weights"
+SUITE_ENV = (
+    f"PYTHONPATH={shlex.quote(SUITE_ROOT)}${{PYTHONPATH:+:$PYTHONPATH}} "
+    f"HF_HOME={shlex.quote(WEIGHTS)}/huggingface TORCH_HOME={shlex.quote(WEIGHTS)}/torch"
+)
+
+
+def shell_literal(text):
+    """``text`` as literal text of a rule's shell command (Snakemake formats its braces)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def hico(command, threads=False):
+    """A rule's shell command: `python -m hico <command>` with the suite's environment (built here:
+    the rules of a module cannot see this file's names when their command is formatted). Jobs
+    read the weights prefetch_weights fetched on the submit host: no network on compute nodes.
+    `threads`: OMP_NUM_THREADS is the job's thread count."""
+    omp = "OMP_NUM_THREADS={threads} " if threads else ""
+    return f"{omp}{shell_literal(SUITE_ENV)} HF_HUB_OFFLINE=1 python -m hico {command}"
+
+
+def prefetch(command):
+    """The prefetch_weights command: the script, online, with the suite's environment."""
+    script = shlex.quote(f"{SUITE_ROOT}/workflows/scripts/prefetch_weights.py")
+    return f"{shell_literal(SUITE_ENV)} python {shell_literal(script)} {command}"
+
+
+TORCH_BUILD = config["torch_build"]
+TORCH_ENV = f"../envs/torch-{TORCH_BUILD}.yaml"
+CONTAINER = config.get("container") or f"docker://ghcr.io/hico-bench/hico-bench:{SUITE_VERSION}-{TORCH_BUILD}"
+
+
+def job_resources(section, family=None):
+    """threads, gpus, mem_mb, runtime_min of a job: the section's values (pretrain, evaluation),
+    then the family's (`evaluation.resources.frozen|finetune`)."""
+    block = config[section]
+    out = {"threads": 1, "gpus": 0, "mem_mb": 8000, "runtime_min": 60 if section == "pretrain" else 30}
+    out.update({k: block[k] for k in out if k in block})
+    if family is not None:
+        out.update(block.get("resources", {}).get(family, {}))
+    return out
+
+
+def gpu_resource(n):
+    """`gpu=n` only for jobs that need GPUs: the Kubernetes executor takes any `gpu` key as a GPU
+    request (and then wants a gpu_manufacturer); SLURM gets --gpus=n from it."""
+    return {"gpu": n} if n else {}
+
+
+def given_gpus(wildcards, resources):
+    """The GPUs the scheduler gave the job (also after --set-resources), for `hico ... --gpus`."""
+    return getattr(resources, "gpu", 0) or 0
 
 
 def method_spec(name):
@@ -26,24 +101,20 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
 
 
-SYNTHETIC_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] == "synthetic"])
-SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] != "synthetic"])
+SYNTHETIC_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] == layout.SYNTHETIC_SOURCE])
+SOURCED_RE = _alternatives([d for d, s in config["datasets"].items() if s["source"] != layout.SYNTHETIC_SOURCE])
 
 
 def requires_training(method):
-    """Read `requires_pretraining` from the method's recipe (no import of the package needed)."""
-    import yaml
-
-    name = base_method(method)
-    for folder in ("hico/methods", "baselines"):
-        path = Path(workflow.basedir) / folder / f"{name}.yaml"
-        if path.exists():
-            return bool((yaml.safe_load(path.read_text()) or {}).get("requires_pretraining", True))
-    raise ValueError(f"config methods.{method}: no recipe {name}.yaml in hico/methods or baselines")
+    """`requires_pretraining` of the method's recipe (read by hico.layout, without torch)."""
+    try:
+        return layout.requires_pretraining(base_method(method), RECIPE_DIRS)
+    except LookupError as e:
+        raise ValueError(f"config methods.{method}: {e}") from None
 
 
 def keeps_checkpoints(method):
-    """Trained methods whose `encoder_epoch<k>.pt` feed the convergence variants: the
+    """Trained methods whose encoder checkpoints feed the convergence variants: the
     `variant_methods` (default: all). Only they train to every `convergence_epochs` entry, so other
     methods may run fewer epochs than the last checkpoint."""
     ev = config["evaluation"]
@@ -60,7 +131,7 @@ def dataset_spec(name):
 
 
 def dataset_manifest(name):
-    return f"{DATA}/{name}/manifest.csv"
+    return layout.dataset_file(DATA, name)
 
 
 def _derive_pools():
@@ -68,6 +139,11 @@ def _derive_pools():
     names none: the default pool without that dataset, so no test video is pretrained on."""
     pools = dict(config["pretrain"].get("pools", {}))
     default = config["pretrain"].get("default_pool")
+    named = {"pretrain.default_pool": default}
+    named.update({f"datasets.{d}.pool": s.get("pool") for d, s in config["datasets"].items()})
+    for where, pool in named.items():
+        if pool is not None and pool not in pools:
+            raise ValueError(f"{where}: {pool!r} is not a pool of pretrain.pools (known pools: {', '.join(pools)})")
     for name, spec in config["datasets"].items():
         if not spec.get("evaluate") or spec.get("pool"):
             continue
@@ -97,13 +173,29 @@ def pool_members(pool):
 RESERVED_METHOD_KEYS = ("method", "evaluate_on")
 
 
-def method_overrides(name, seed):
+def method_override_list(name, seed):
+    """The override dicts a method's job merges over its recipe, in order."""
     spec = {k: v for k, v in method_spec(name).items() if k not in RESERVED_METHOD_KEYS}
-    return json.dumps([config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}])
+    return [config["pretrain"].get("overrides", {}), spec, {"seed": int(seed)}]
+
+
+def method_overrides(name, seed):
+    return json.dumps(method_override_list(name, seed))
+
+
+def pretrain_override_list(name, seed):
+    """A trained method's overrides, plus the checkpoints its convergence variants read."""
+    epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(name) else []
+    return method_override_list(name, seed) + [{"checkpoint_epochs": epochs}]
+
+
+# --------------------------------------------------------------------------------------------
+# Config checks at DAG time: a mistake fails the dry run, naming the key, not a job hours later.
 
 
 def _check_method_lists():
-    """Every method a protocol or the variants are restricted to must be a config method."""
+    """Every method a protocol or the variants are restricted to must be a config method, and
+    every dataset a method is restricted to a config dataset."""
     ev = config["evaluation"]
     lists = {f"evaluation.protocols.{p}.methods": (s or {}).get("methods", []) for p, s in ev["protocols"].items()}
     lists["evaluation.variant_methods"] = ev.get("variant_methods", [])
@@ -112,26 +204,86 @@ def _check_method_lists():
         unknown = [m for m in names if m not in config["methods"]]
         if unknown:
             raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
+    for m in config["methods"]:
+        unknown = [d for d in method_spec(m).get("evaluate_on", []) if d not in config["datasets"]]
+        if unknown:
+            raise ValueError(f"methods.{m}.evaluate_on: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+
+
+def _check_protocols_and_sources():
+    """Protocols are registered protocol ids; sources are the simulator or a source module."""
+    ev = config["evaluation"]
+    unknown = [p for p in ev["protocols"] if p not in layout.PROTOCOL_IDS]
+    if unknown:
+        raise ValueError(f"evaluation.protocols: {unknown} are not protocols (known: {', '.join(layout.PROTOCOL_IDS)})")
+    unknown = [p for p in ev.get("variant_protocols", []) if p not in ev["protocols"]]
+    if unknown:
+        raise ValueError(f"evaluation.variant_protocols: {unknown} are not in evaluation.protocols ({', '.join(ev['protocols'])})")
+    known = [layout.SYNTHETIC_SOURCE, *layout.source_names(SUITE_ROOT)]
+    for name, spec in config["datasets"].items():
+        if spec["source"] not in known:
+            raise ValueError(f"datasets.{name}.source: {spec['source']!r} is not a dataset source (known: {', '.join(known)})")
+
+
+def _unknown_keys(where, spec, cls):
+    """Keys of one override dict that the typed run config (hico.config) lacks, nested blocks included."""
+    from dataclasses import fields, is_dataclass
+
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise ValueError(f"config {where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    for key, value in spec.items():
+        default = known[key].default_factory() if callable(known[key].default_factory) else None
+        if is_dataclass(default) and isinstance(value, dict):
+            _unknown_keys(f"{where}.{key}", value, type(default))
+
+
+def _resolve_run_configs():
+    """Every method's run config, resolved as its job will (hico.config, no torch): unknown keys
+    and values the config rejects (checkpoints after the last epoch, an image size not divisible
+    by 32, ...) fail here. The configs also say whose ImageNet weights to prefetch."""
+    from hico.config import PretrainConfig, resolve_pretrain_config
+    from hico.errors import HicoError
+
+    _unknown_keys("pretrain.overrides", config["pretrain"].get("overrides", {}), PretrainConfig)
+    seed = config["evaluation"]["seeds"][0]
+    out = {}
+    for m in config["methods"]:
+        overrides = pretrain_override_list(m, seed) if requires_training(m) else method_override_list(m, seed)
+        _unknown_keys(f"methods.{m}", overrides[1], PretrainConfig)
+        try:
+            out[m] = resolve_pretrain_config(base_method(m), *overrides)
+        except HicoError as e:
+            raise ValueError(f"config methods.{m} (over pretrain.overrides and its recipe): {e}") from None
+    return out
 
 
 _check_method_lists()
+_check_protocols_and_sources()
+RUN_CONFIGS = _resolve_run_configs()
+
+
+def imagenet_weights(wildcards):
+    """The prefetched timm weights a method's run starts from (none for `pretrained: false` or a
+    local `weights:` file)."""
+    cfg = RUN_CONFIGS[wildcards.method]
+    return [f"{WEIGHTS}/{cfg.backbone}.ok"] if cfg.pretrained and not cfg.weights else []
 
 
 def eval_variants():
     """Evaluation variants beyond the full training set: label fractions and checkpoints."""
     ev = config["evaluation"]
-    out = ["full"]
-    out += [f"frac{p}" for p in ev.get("label_fractions", []) if p != 100]
-    out += [f"epoch{e}" for e in ev.get("convergence_epochs", [])]
+    out = [layout.FULL]
+    out += [layout.fraction_variant(p) for p in ev.get("label_fractions", []) if p != 100]
+    out += [layout.epoch_variant(e) for e in ev.get("convergence_epochs", [])]
     return out
 
 
 def encoder_for(wildcards):
     pool = dataset_spec(wildcards.dataset)["pool"]
-    run = f"{RUNS}/pretrain/{pool}/{wildcards.method}/seed{wildcards.seed}"
-    if wildcards.variant.startswith("epoch"):
-        return f"{run}/encoder_{wildcards.variant}.pt"
-    return f"{run}/encoder.pt"
+    run = layout.pretrain_run_dir(RUNS, pool, wildcards.method, wildcards.seed)
+    return layout.encoder_file(run, wildcards.variant)
 
 
 def methods_evaluated_on(dataset):
@@ -146,16 +298,32 @@ def protocol_spec(protocol):
     return config["evaluation"]["protocols"][protocol] or {}
 
 
+def finetunes(protocol):
+    """Fine-tuning trains the encoder (a GPU job); the other protocols fit a probe on frozen features."""
+    return layout.protocol_id(protocol, protocol_spec(protocol)).startswith(layout.FINETUNE)
+
+
+FROZEN_RE = _alternatives([p for p in config["evaluation"]["protocols"] if not finetunes(p)])
+FINETUNE_RE = _alternatives([p for p in config["evaluation"]["protocols"] if finetunes(p)])
+EVAL_FROZEN = job_resources("evaluation", "frozen")
+EVAL_FINETUNE = job_resources("evaluation", "finetune")
+PRETRAIN = job_resources("pretrain")
+# The frozen-feature jobs of one pretraining run (every protocol, label fraction and checkpoint)
+# are ready together: a cluster profile submits them in a few jobs (--group-components).
+PROBE_GROUP = "probes_{dataset}_{method}_seed{seed}"
+
+
 def wants_variant(protocol, method, variant):
     """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods`."""
-    if variant == "full":
+    kind, _ = layout.parse_variant(variant)
+    if kind == layout.FULL:
         return True
     ev = config["evaluation"]
     if protocol not in ev.get("variant_protocols", [protocol]):
         return False
     if method not in ev.get("variant_methods", [method]):
         return False
-    return not (variant.startswith("epoch") and not requires_training(method))
+    return not (kind == "epoch" and not requires_training(method))
 
 
 def metrics_targets():
@@ -172,9 +340,7 @@ def metrics_targets():
                         for variant in eval_variants():
                             if not wants_variant(protocol, method, variant):
                                 continue
-                            out.append(
-                                f"{RUNS}/eval/{dataset}/{protocol}/{method}/seed{seed}/fold{fold}/{variant}/metrics.json"
-                            )
+                            out.append(layout.metrics_path(RUNS, dataset, protocol, method, seed, fold, variant))
     return out
 
 
@@ -184,51 +350,30 @@ def pretrain_targets():
         pool = dataset_spec(dataset)["pool"]
         for method in methods_evaluated_on(dataset):
             for seed in config["evaluation"]["seeds"]:
-                out.append(f"{RUNS}/pretrain/{pool}/{method}/seed{seed}/encoder.pt")
+                out.append(layout.encoder_file(layout.pretrain_run_dir(RUNS, pool, method, seed)))
     return sorted(set(out))
 
 
-TABLES = [
-    "main_comparison",
-    "ablation",
-    "transfer",
-    "label_efficiency",
-    "convergence",
-    "per_class",
-    "compute_cost",
-    "claims",
-    "paper_comparison",
-    "records",
-]
+TABLES = [layout.table_file(RESULTS, t) for t in layout.TABLES]
 
 
 def figures():
     """The figures the plot rule draws for this config (declared, so the report lists each; t-SNE
     has a rule of its own)."""
     ev = config["evaluation"]
-    out = ["main_comparison"]
-    if ev.get("convergence_epochs"):
-        out.append("convergence")
-    if [p for p in ev.get("label_fractions", []) if p != 100]:
-        out.append("label_efficiency")
-    if any(p.startswith("finetune") for p in ev["protocols"]):
-        out += ["finetune_curves", "main_comparison_paper_protocol"]
-    out += [
-        re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol_id(protocol)}")
-        for dataset in eval_datasets()
-        for protocol in ev["protocols"]
-    ]
-    return out
+    return layout.declared_figures(
+        eval_datasets(),
+        [layout.protocol_id(p, protocol_spec(p)) for p in ev["protocols"]],
+        convergence=bool(ev.get("convergence_epochs")),
+        label_fractions=bool([p for p in ev.get("label_fractions", []) if p != 100]),
+    )
 
 
-def protocol_id(protocol):
-    """The name metrics.json (and the tables) give a protocol: `finetune` is named by its variant."""
-    if protocol == "finetune":
-        return f"finetune_{protocol_spec(protocol).get('variant', 'released')}"
-    return protocol
-
-
-FIGURES = figures()
+FIGURE_NAMES = figures()
+FIGURES = [layout.figure_file(RESULTS, f) for f in FIGURE_NAMES]
+#: the figure groups of `hico plot` drawn from the tables (t-SNE, from the encoders, has its own rule)
+TABLE_FIGURE_GROUPS = [g for g in layout.FIGURE_GROUPS if g != layout.FIG_TSNE]
+TSNE_FIGURE = layout.figure_file(RESULTS, layout.FIG_TSNE)
 
 
 def tsne_encoders():
@@ -239,34 +384,31 @@ def tsne_encoders():
     seed = config["evaluation"]["seeds"][0]
     chosen = config["evaluation"].get("tsne_methods")
     methods = [m for m in methods_evaluated_on(dataset) if chosen is None or m in chosen]
-    return {m: f"{RUNS}/pretrain/{pool}/{m}/seed{seed}/encoder.pt" for m in methods}
+    return {m: layout.encoder_file(layout.pretrain_run_dir(RUNS, pool, m, seed)) for m in methods}
 
 
 def all_targets():
-    return (
-        [f"{RESULTS}/tables/{t}.csv" for t in TABLES]
-        + [f"{RESULTS}/figures/{f}.png" for f in FIGURES]
-        + [f"{RESULTS}/figures/tsne.png"]
-    )
+    return TABLES + FIGURES + [TSNE_FIGURE]
 
 
 def simulate_args(wildcards):
+    """`--n-patients 9 --seed 1 ...`: one list item per command argument (each quoted by `:q`)."""
     params = dataset_spec(wildcards.dataset).get("params", {})
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in params.items())
+    return [arg for k, v in params.items() for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def raw_input(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    if spec["source"] == "synthetic":
+    if spec["source"] == layout.SYNTHETIC_SOURCE:
         return []
     if spec.get("path"):
         return []  # restricted or local data: read in place, never downloaded
-    return f"{DATA}/raw/{wildcards.dataset}/.complete"
+    return f"{layout.raw_dir(DATA, wildcards.dataset)}/.complete"
 
 
 def raw_dir(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    return spec.get("path") or f"{DATA}/raw/{wildcards.dataset}"
+    return spec.get("path") or layout.raw_dir(DATA, wildcards.dataset)
 
 
 def source_options(wildcards):
@@ -286,13 +428,11 @@ def pool_manifests(wildcards):
 
 
 def pool_dataset_dirs(wildcards):
-    return " ".join(f"{DATA}/{d}" for d in pool_members(wildcards.pool))
+    return [layout.dataset_dir(DATA, d) for d in pool_members(wildcards.pool)]
 
 
 def pretrain_overrides(wildcards):
-    epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(wildcards.method) else []
-    extra = {"checkpoint_epochs": epochs}
-    return json.dumps(json.loads(method_overrides(wildcards.method, wildcards.seed)) + [extra])
+    return json.dumps(pretrain_override_list(wildcards.method, wildcards.seed))
 
 
 def leakage_check(wildcards):
@@ -301,6 +441,7 @@ def leakage_check(wildcards):
 
 def protocol_args(wildcards):
     args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k != "methods"}
-    if wildcards.variant.startswith("frac"):
-        args["train_fraction"] = int(wildcards.variant[4:]) / 100
+    kind, percent = layout.parse_variant(wildcards.variant)
+    if kind == "fraction":
+        args["train_fraction"] = percent / 100
     return json.dumps(args)

@@ -5,7 +5,7 @@ rule simulate:
     wildcard_constraints:
         dataset=SYNTHETIC_RE,
     output:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     log:
         f"{LOGS}/simulate/{{dataset}}.log",
     benchmark:
@@ -13,27 +13,45 @@ rule simulate:
     params:
         args=simulate_args,
         root=lambda wc, output: Path(output[0]).parent.parent,
+    resources:
+        mem_mb=2000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico simulate --out {params.root} --name {wildcards.dataset} {params.args} > {log} 2>&1"
+        hico("simulate --out {params.root:q} --name {wildcards.dataset:q} {params.args:q} > {log:q} 2>&1")
 
 rule download:
     output:
-        touch(f"{DATA}/raw/{{dataset}}/.complete"),
+        touch(f"{layout.raw_dir(DATA, '{dataset}')}/.complete"),
     log:
         f"{LOGS}/download/{{dataset}}.log",
     benchmark:
         f"{BENCH}/download/{{dataset}}.tsv"
     params:
-        raw=lambda wc: f"{DATA}/raw/{wc.dataset}",
+        raw=lambda wc: layout.raw_dir(DATA, wc.dataset),
         source=dataset_source,
         options=source_options,
     retries: 2
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico download {params.source} --raw {params.raw} --options '{params.options}' > {log} 2>&1"
+        hico("download {params.source:q} --raw {params.raw:q} --options {params.options:q} > {log:q} 2>&1")
+
+# The timm ImageNet weights of the methods that start from them (imagenet, hico), fetched on the
+# submit host (a localrule) into the shared weights cache that every job reads offline.
+rule prefetch_weights:
+    wildcard_constraints:
+        backbone=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    output:
+        f"{WEIGHTS}/{{backbone}}.ok",
+    log:
+        f"{LOGS}/prefetch_weights/{{backbone}}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        prefetch("{wildcards.backbone:q} --out {output:q} > {log:q} 2>&1")
+
 
 rule prepare:
     wildcard_constraints:
@@ -41,7 +59,7 @@ rule prepare:
     input:
         raw_input,
     output:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
     benchmark:
@@ -51,17 +69,20 @@ rule prepare:
         root=lambda wc, output: Path(output[0]).parent.parent,
         source=dataset_source,
         options=source_options,
+    resources:
+        mem_mb=8000,
+        runtime=120,
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m hico prepare {params.source} --raw {params.raw} --out {params.root} --name {wildcards.dataset} "
-        "--options '{params.options}' > {log} 2>&1"
+        hico("prepare {params.source:q} --raw {params.raw:q} --out {params.root:q} --name {wildcards.dataset:q} "
+        "--options {params.options:q} > {log:q} 2>&1")
 
 rule folds:
     input:
-        f"{DATA}/{{dataset}}/manifest.csv",
+        MANIFEST,
     output:
-        f"{DATA}/{{dataset}}/folds.csv",
+        FOLDS,
     log:
         f"{LOGS}/folds/{{dataset}}.log",
     benchmark:
@@ -70,16 +91,19 @@ rule folds:
         k=config["evaluation"]["folds"],
         seed=config["evaluation"].get("fold_seed", 0),
         dataset=lambda wc, input: Path(input[0]).parent,
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico folds {params.dataset} --k {params.k} --seed {params.seed} --out {output} > {log} 2>&1"
+        hico("folds {params.dataset:q} --k {params.k:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1")
 
 
 rule check_leakage:
     input:
         pool=pool_manifests,
-        test=f"{DATA}/{{dataset}}/manifest.csv",
+        test=MANIFEST,
     output:
         f"{RUNS}/checks/{{pool}}__{{dataset}}.ok",
     log:
@@ -87,11 +111,14 @@ rule check_leakage:
     benchmark:
         f"{BENCH}/check_leakage/{{pool}}__{{dataset}}.tsv"
     params:
-        pool_dirs=lambda wc: " ".join(f"{DATA}/{d}" for d in pool_members(wc.pool)),
-        test_dir=lambda wc: f"{DATA}/{wc.dataset}",
-        allow="--allow-overlap" if config.get("allow_overlap", False) else "",
+        pool_dirs=pool_dataset_dirs,
+        test_dir=lambda wc: layout.dataset_dir(DATA, wc.dataset),
+        allow=["--allow-overlap"] if config.get("allow_overlap", False) else [],
+    resources:
+        mem_mb=2000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "python -m hico check-overlap --pretrain {params.pool_dirs} --eval {params.test_dir} {params.allow} "
-        "--out {output} > {log} 2>&1"
+        hico("check-overlap --pretrain {params.pool_dirs:q} --eval {params.test_dir:q} {params.allow:q} "
+        "--out {output:q} > {log:q} 2>&1")

@@ -5,61 +5,65 @@ rule pretrain:
         method=UNTRACKED_RE,
     input:
         pool_manifests,
+        weights=imagenet_weights,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
     log:
-        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+        f"{PRETRAIN_LOG}.log",
     benchmark:
-        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+        f"{PRETRAIN_BENCH}.tsv"
     params:
         data=pool_dataset_dirs,
         base=lambda wc: base_method(wc.method),
         overrides=pretrain_overrides,
-        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+        out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
         device=config["pretrain"].get("device", "auto"),
-    threads: config["pretrain"].get("threads", 1)
+        gpus=given_gpus,
+    threads: PRETRAIN["threads"]
     resources:
-        gpu=config["pretrain"].get("gpus", 0),
-        mem_mb=config["pretrain"].get("mem_mb", 8000),
-        runtime=config["pretrain"].get("runtime_min", 60),
+        mem_mb=PRETRAIN["mem_mb"],
+        runtime=PRETRAIN["runtime_min"],
+        **gpu_resource(PRETRAIN["gpus"]),
     conda:
-        "../envs/torch.yaml"
+        TORCH_ENV
     shell:
-        "OMP_NUM_THREADS={threads} python -m hico pretrain {params.base} --name {wildcards.method} "
-        "--data {params.data} --out {params.out} --overrides '{params.overrides}' --device {params.device} "
-        "--restart-on-mismatch > {log} 2>&1"
+        hico("pretrain {params.base:q} --name {wildcards.method:q} "
+        "--data {params.data:q} --out {params.out:q} --overrides {params.overrides:q} --device {params.device:q} "
+        "--gpus {params.gpus:q} --restart-on-mismatch > {log:q} 2>&1", threads=True)
 
 
-# The variant methods also keep a checkpoint at every convergence epoch (the convergence table).
+# The variant methods also keep an encoder checkpoint at every convergence epoch (the convergence table).
 use rule pretrain as pretrain_tracked with:
     wildcard_constraints:
         method=TRACKED_RE,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
-        checkpoints=[
-            f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder_epoch{e}.pt"
-            for e in config["evaluation"].get("convergence_epochs", [])
-        ],
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
+        checkpoints=[f"{RUN}/{layout.checkpoint_name(e)}" for e in config["evaluation"].get("convergence_epochs", [])],
 
 
 rule export_control:
     wildcard_constraints:
         method=CONTROL_RE,
+    input:
+        weights=imagenet_weights,
     output:
-        encoder=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/encoder.pt",
-        log_csv=f"{RUNS}/pretrain/{{pool}}/{{method}}/seed{{seed}}/train_log.csv",
+        encoder=f"{RUN}/{layout.ENCODER}",
+        log_csv=f"{RUN}/{layout.TRAIN_LOG}",
     log:
-        f"{LOGS}/pretrain/{{pool}}/{{method}}/seed{{seed}}.log",
+        f"{PRETRAIN_LOG}.log",
     benchmark:
-        f"{BENCH}/pretrain/{{pool}}/{{method}}/seed{{seed}}.tsv"
+        f"{PRETRAIN_BENCH}.tsv"
     params:
         base=lambda wc: base_method(wc.method),
         overrides=lambda wc: method_overrides(wc.method, wc.seed),
-        out=lambda wc: f"{RUNS}/pretrain/{wc.pool}/{wc.method}/seed{wc.seed}",
+        out=lambda wc: layout.pretrain_run_dir(RUNS, wc.pool, wc.method, wc.seed),
+    resources:
+        mem_mb=4000,
+        runtime=15,
     conda:
-        "../envs/torch.yaml"
+        TORCH_ENV
     shell:
-        "python -m hico pretrain {params.base} --name {wildcards.method} --out {params.out} "
-        "--overrides '{params.overrides}' > {log} 2>&1"
+        hico("pretrain {params.base:q} --name {wildcards.method:q} --out {params.out:q} "
+        "--overrides {params.overrides:q} > {log:q} 2>&1")

@@ -1,4 +1,4 @@
-# Report: every metrics.json -> results/tables/*.csv -> results/figures/*.
+# Report: every evaluation record -> the tables -> the figures.
 
 
 rule aggregate:
@@ -6,29 +6,29 @@ rule aggregate:
         metrics=metrics_targets(),
         encoders=pretrain_targets(),
     output:
-        [f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        TABLES,
     log:
         f"{LOGS}/report/aggregate.log",
     benchmark:
         f"{BENCH}/report/aggregate.tsv"
     params:
-        metrics_dir=lambda wc: f"{RUNS}/eval",
-        compute_dir=lambda wc: f"{RUNS}/pretrain",
-        bench_dir=lambda wc: f"{BENCH}/pretrain",
+        metrics_dir=lambda wc: layout.eval_root(RUNS),
+        compute_dir=lambda wc: layout.pretrain_root(RUNS),
+        bench_dir=lambda wc: layout.pretrain_root(BENCH),
         out_dir=lambda wc, output: Path(output[0]).parent,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico aggregate --metrics-dir {params.metrics_dir} --compute-dir {params.compute_dir} "
-        "--bench-dir {params.bench_dir} --out-dir {params.out_dir} > {log} 2>&1"
+        hico("aggregate --metrics-dir {params.metrics_dir:q} --compute-dir {params.compute_dir:q} "
+        "--bench-dir {params.bench_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1")
 
 
 rule plot:
     input:
-        tables=[f"{RESULTS}/tables/{t}.csv" for t in TABLES],
+        tables=TABLES,
     output:
         report(
-            [f"{RESULTS}/figures/{f}.png" for f in FIGURES],
+            FIGURES,
             caption="../report/figures.rst",
             category="Figures",
         ),
@@ -39,34 +39,38 @@ rule plot:
     params:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
-        metrics_dir=lambda wc: f"{RUNS}/eval",
-        expect=" ".join(FIGURES),
+        metrics_dir=lambda wc: layout.eval_root(RUNS),
+        groups=TABLE_FIGURE_GROUPS,
+        expect=FIGURE_NAMES,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --tables {params.tables} --out-dir {params.out_dir} --metrics-dir {params.metrics_dir} "
-        "--figures main_comparison convergence label_efficiency confusion finetune_curves --expect {params.expect} "
-        "> {log} 2>&1"
+        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-dir {params.metrics_dir:q} "
+        "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1")
 
 
 # t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
 rule tsne:
     input:
         encoders=tsne_encoders().values(),
-        data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
+        data=dataset_manifest(eval_datasets()[0]),
     output:
-        report(f"{RESULTS}/figures/tsne.png", caption="../report/tsne.rst", category="Figures"),
+        report(TSNE_FIGURE, caption="../report/tsne.rst", category="Figures"),
     log:
         f"{LOGS}/report/tsne.log",
     benchmark:
         f"{BENCH}/report/tsne.tsv"
     params:
         out_dir=lambda wc, output: Path(output[0]).parent,
-        encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
+        encoders=lambda wc: [f"{m}={p}" for m, p in tsne_encoders().items()],
         data=lambda wc, input: Path(input.data).parent,
         image_size=config["evaluation"]["image_size"],
+        figure=layout.FIG_TSNE,
+    resources:
+        mem_mb=8000,
+        runtime=60,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --figures tsne --out-dir {params.out_dir} --encoders {params.encoders} "
-        "--data {params.data} --image-size {params.image_size} > {log} 2>&1"
+        hico("plot --figures {params.figure:q} --out-dir {params.out_dir:q} --encoders {params.encoders:q} "
+        "--data {params.data:q} --image-size {params.image_size:q} > {log:q} 2>&1")
