@@ -45,6 +45,7 @@ include: "workflows/rules/data.smk"
 include: "workflows/rules/pretrain.smk"
 include: "workflows/rules/evaluate.smk"
 include: "workflows/rules/report.smk"
+include: "workflows/rules/export.smk"
 
 
 # Run on the submit host: compute nodes are often offline (downloads) and the report rules are

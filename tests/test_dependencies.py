@@ -20,7 +20,8 @@ DECLARED_NOT_IMPORTED: dict[str, str] = {}
 #: imported only by an optional feature: distribution -> the extra that declares it
 OPTIONAL_IMPORTS = {"huggingface-hub": "hub"}  # python -m hico export --push
 #: pinned in requirements.lock without being a direct dependency, each with its reason
-LOCKED_TRANSITIVE = {"torchvision": "timm's dependency; pinned with torch (their versions pair)"}
+LOCKED_TRANSITIVE = {"torchvision": "timm's dependency; pinned with torch (their versions pair)",
+                     "snakemake-executor-plugin-slurm-jobstep": "the SLURM executor's dependency (its job steps)"}
 
 
 def _name(requirement: str) -> str:
@@ -61,7 +62,8 @@ def _lock() -> dict[str, str]:
 def _env_pins(path: Path) -> dict[str, str]:
     deps = yaml.safe_load(path.read_text())["dependencies"]
     pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
-    return {p.split("==")[0].lower().replace("_", "-"): p.split("==")[1] for p in pip if "==" in p}
+    # a CUDA build's local version (torch==2.14.1+cu128) pins the locked release
+    return {p.split("==")[0].lower().replace("_", "-"): p.split("==")[1].split("+")[0] for p in pip if "==" in p}
 
 
 def test_every_import_is_declared_and_every_declared_package_is_imported():

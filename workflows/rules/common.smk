@@ -387,8 +387,19 @@ def tsne_encoders():
     return {m: layout.encoder_file(layout.pretrain_run_dir(RUNS, pool, m, seed)) for m in methods}
 
 
+def export_targets():
+    """The export folder of every pretrained (pool, method, seed) the evaluation reads, when
+    `export: {enabled: true}`."""
+    if not config.get("export", {}).get("enabled", False):
+        return []
+    out = {layout.export_dir(RUNS, dataset_spec(d)["pool"], m, s)
+           for d in eval_datasets() for m in methods_evaluated_on(d) if requires_training(m)
+           for s in config["evaluation"]["seeds"]}
+    return sorted(out)
+
+
 def all_targets():
-    return TABLES + FIGURES + [TSNE_FIGURE]
+    return TABLES + FIGURES + [TSNE_FIGURE] + export_targets()
 
 
 def simulate_args(wildcards):
