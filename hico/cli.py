@@ -130,10 +130,11 @@ def cmd_evaluate(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if len(a.out) != len(a.fold):
         raise SystemExit(f"hico evaluate: {len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
-    from hico.evaluate import evaluate_folds
+    from hico.evaluation.run import evaluate_folds
 
-    results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                             out_paths=a.out, method=a.method, device=_device(a.device), **json.loads(a.args))
+    results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, seed=a.seed, image_size=a.image_size,
+                             max_frames=a.max_frames, out_paths=a.out, method=a.method, device=_device(a.device),
+                             **json.loads(a.args))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
               f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")

@@ -111,6 +111,10 @@ def encoder_file(run_dir: str, variant: str = FULL) -> str:
 
 FINETUNE = "finetune"
 FINETUNE_VARIANTS = ("released", "full")
+#: every protocol ``hico evaluate --protocol`` takes (the registry, hico.evaluation.protocols,
+#: holds exactly these; a test checks it): ``finetune`` is the generic name of its variants
+PROTOCOL_IDS = ("linear_probe", "knn", "linear_probe_adabn", "knn_adabn", FINETUNE,
+                *(f"{FINETUNE}_{v}" for v in FINETUNE_VARIANTS))
 
 
 def protocol_id(protocol: str, args: dict | None = None) -> str:

@@ -3,7 +3,10 @@ subsampling, no test-fold video in training or model selection, and a tiny fine-
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,8 +21,10 @@ from sklearn.metrics import (
 )
 
 import hico.evaluate as ev
+from hico import layout
 from hico.data.folds import read_folds, split_fold, write_folds
 from hico.data.standard import DatasetWriter, load_dataset
+from hico.evaluation import extract
 from hico.models.backbone import Backbone, save_encoder
 
 CLASSES = ["covid", "pneumonia", "regular"]
@@ -155,21 +160,20 @@ def test_subsample_is_nested_and_rejects_percent(tiny):
 def _spy(monkeypatch, name):
     seen = {}
     original = ev.PROTOCOLS[name]
+    run = original.function()
 
     def spy(train, val, test, n_classes, seed=0, **kw):
         seen.update(train=set(train.video_ids), val=set(val.video_ids), test=set(test.video_ids))
-        return original(train, val, test, n_classes, seed=seed, **kw)
+        return run(train, val, test, n_classes, seed=seed, **kw)
 
-    spy.inputs = original.inputs
-    spy.adapt_bn = getattr(original, "adapt_bn", False)
-    monkeypatch.setitem(ev.PROTOCOLS, name, spy)
-    adapt = ev.adapt_batchnorm
+    monkeypatch.setitem(ev.PROTOCOLS, name, dataclasses.replace(original, run=spy))
+    adapt = extract.adapt_batchnorm
 
     def adapt_spy(encoder, ds, video_ids, *args, **kw):  # BatchNorm statistics: fold's train + val only
         seen.setdefault("bn", set()).update(video_ids)
         return adapt(encoder, ds, video_ids, *args, **kw)
 
-    monkeypatch.setattr(ev, "adapt_batchnorm", adapt_spy)
+    monkeypatch.setattr(extract, "adapt_batchnorm", adapt_spy)
     return seen
 
 
@@ -284,8 +288,22 @@ def test_finetune_released_trains_last_block_and_head_only(tiny, frames):
 def test_registered_protocols():
     assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full", "linear_probe_adabn",
             "knn_adabn"} <= set(ev.PROTOCOLS)
-    assert ev.PROTOCOLS["knn_adabn"].adapt_bn and not getattr(ev.PROTOCOLS["knn"], "adapt_bn", False)
+    assert ev.PROTOCOLS["knn_adabn"].adapt_bn and not ev.PROTOCOLS["knn"].adapt_bn
     assert ev.PROTOCOLS["finetune_full"].inputs == "frames" and ev.PROTOCOLS["knn"].inputs == "features"
+    assert ev.PROTOCOLS["knn_adabn"].function() is ev.knn and ev.PROTOCOLS["finetune_full"].fixed == {"variant": "full"}
+
+
+def test_protocol_registry_equals_layout_protocol_ids():
+    """Contract 3: the workflow validates config protocols against layout.PROTOCOL_IDS."""
+    assert sorted(ev.PROTOCOLS) == sorted(layout.PROTOCOL_IDS)
+    assert all(name == record.name for name, record in ev.PROTOCOLS.items())
+
+
+def test_protocol_registry_reads_without_torch_or_sklearn():
+    code = ("import sys; from hico.evaluation.protocols import PROTOCOLS; "
+            "print(','.join(m for m in ('torch', 'sklearn', 'timm', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 @pytest.mark.parametrize("protocol,args", [("linear_probe", {}), ("finetune", {"epochs": 1, "batch_size": 16})])

@@ -1,0 +1,220 @@
+"""One protocol on folds of a dataset -> one ``metrics.json`` per fold.
+
+Every protocol sees only the training part of the fold for fitting and its inner validation
+part (patient-grouped, :func:`hico.data.folds.split_fold`) for model selection; the test fold
+is touched for the reported numbers only. :func:`evaluate_folds` orchestrates: it builds the
+splits, gets the protocol's inputs, calls the protocol and assembles and writes the record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hico import layout
+from hico.data.folds import read_folds
+from hico.data.standard import StandardDataset, load_dataset
+from hico.evaluation.extract import adabn_features, extract_features, load_frames
+from hico.evaluation.metrics import frame_and_video_metrics
+from hico.evaluation.protocols import FEATURES, Protocol, get_protocol
+from hico.evaluation.splits import FoldSplit, FrameFeatures, FrameSet, fold_splits, select_videos
+from hico.io import atomic_write_json
+from hico.models.backbone import Backbone, load_encoder
+from hico.provenance import provenance
+
+METRICS_SCHEMA_VERSION = 2
+
+FoldData = dict[str, FrameFeatures | FrameSet]  # "train", "val", "test"
+
+
+@dataclass
+class EvaluationRun:
+    """What every fold's record shares: the protocol, its arguments, the encoder, the dataset."""
+
+    protocol: Protocol
+    asked_as: str  # the protocol name as given (``finetune`` or ``finetune_released``, ...)
+    protocol_args: dict[str, Any]
+    dataset: StandardDataset
+    encoder_path: Path
+    encoder_meta: dict[str, Any]
+    method: str | None
+    seed: int
+    image_size: int
+    max_frames: int | None
+    val_fraction: float
+    train_fraction: float
+    device: str
+
+
+def evaluate(encoder_path: str | Path, dataset_dir: str | Path, folds_path: str | Path, fold: int,
+             protocol: str = "linear_probe", *, out_path: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Run one protocol on one fold and write ``metrics.json`` (when ``out_path`` is given);
+    ``options`` as :func:`evaluate_folds`."""
+    return evaluate_folds(encoder_path, dataset_dir, folds_path, [fold], protocol, out_paths=[out_path],
+                          **options)[0]
+
+
+def evaluate_folds(
+    encoder_path: str | Path,
+    dataset_dir: str | Path,
+    folds_path: str | Path,
+    folds: list[int],
+    protocol: str = "linear_probe",
+    *,
+    seed: int = 0,
+    image_size: int = 224,
+    max_frames: int | None = 30,
+    val_fraction: float = 0.2,
+    out_paths: list[str | Path | None] | None = None,
+    method: str | None = None,
+    device: str | None = None,
+    train_fraction: float = 1.0,
+    **protocol_args: Any,
+) -> list[dict[str, Any]]:
+    """Run one protocol on several folds of one dataset; one ``metrics.json`` per fold.
+
+    Frozen-feature protocols extract each frame's features once for all folds (the encoder is
+    frozen, so they are the same in every fold); fine-tuning reloads the encoder for each fold.
+    ``train_fraction`` in (0, 1] keeps that share of the fold's training videos
+    (:func:`~hico.evaluation.splits.subsample_train_videos`); ``device`` ``None``/``"auto"``
+    picks CUDA when present.
+    """
+    spec = get_protocol(protocol)
+    out_paths = _output_paths(folds, out_paths)
+    device = _resolve_device(device)
+    ds = load_dataset(dataset_dir)
+    splits = fold_splits(ds.manifest, read_folds(folds_path, ds.manifest), folds, val_fraction=val_fraction,
+                         seed=seed, train_fraction=train_fraction)
+    torch.manual_seed(seed)
+    encoder = load_encoder(encoder_path)
+    run = EvaluationRun(protocol=spec, asked_as=protocol, protocol_args=protocol_args, dataset=ds,
+                        encoder_path=Path(encoder_path), encoder_meta=encoder.meta, method=method, seed=seed,
+                        image_size=image_size, max_frames=max_frames, val_fraction=val_fraction,
+                        train_fraction=train_fraction, device=device)
+    inputs_of = _fold_inputs(run, encoder, splits)
+    results = []
+    for split, out_path in zip(splits, out_paths):
+        data = inputs_of(split)
+        result = _call_protocol(run, data)
+        metrics = metrics_record(run, split, data, result)
+        if out_path is not None:
+            atomic_write_json(Path(out_path), metrics)
+        results.append(metrics)
+    return results
+
+
+def _output_paths(folds: list[int], out_paths: list[str | Path | None] | None) -> list[str | Path | None]:
+    out_paths = list(out_paths) if out_paths is not None else [None] * len(folds)
+    if len(out_paths) != len(folds):
+        raise ValueError(f"{len(folds)} folds but {len(out_paths)} output paths")
+    return out_paths
+
+
+def _resolve_device(device: str | None) -> str:
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _fold_inputs(run: EvaluationRun, encoder: Backbone, splits: list[FoldSplit]) -> Callable[[FoldSplit], FoldData]:
+    """A function giving a fold's train/val/test inputs of the protocol's kind.
+
+    Frozen features and frames are computed once, for every video any fold uses; AdaBN
+    features per fold (BatchNorm statistics of the fold's training + validation frames).
+    """
+    ds, size, max_frames, device = run.dataset, run.image_size, run.max_frames, run.device
+    if run.protocol.adapt_bn:
+        def computed(split: FoldSplit) -> FrameFeatures:  # no labels, never the fold's test frames
+            return adabn_features(encoder, ds, sorted({*split.train_all, *split.val}), sorted(split.test), size,
+                                  max_frames, device=device)
+    else:
+        used = sorted({v for s in splits for v in (*s.train, *s.val, *s.test)})
+        if run.protocol.inputs == FEATURES:
+            everything = extract_features(encoder, ds, used, size, max_frames, device=device)
+        else:
+            everything = load_frames(ds, used, size, max_frames)
+
+        def computed(split: FoldSplit) -> FrameFeatures | FrameSet:
+            return everything
+
+    def inputs_of(split: FoldSplit) -> FoldData:
+        data = computed(split)
+        return {name: select_videos(data, ids) for name, ids in (("train", split.train), ("val", split.val),
+                                                                  ("test", split.test))}
+
+    return inputs_of
+
+
+def _call_protocol(run: EvaluationRun, data: FoldData) -> dict[str, Any]:
+    fn = run.protocol.function()
+    args = {**run.protocol.fixed, **run.protocol_args}
+    n_classes = len(run.dataset.classes)
+    if run.protocol.inputs == FEATURES:
+        return fn(data["train"], data["val"], data["test"], n_classes, seed=run.seed, **args)
+    torch.manual_seed(run.seed)
+    fresh = load_encoder(run.encoder_path)  # fine-tuning changes the encoder: start each fold anew
+    return fn(data["train"], data["val"], data["test"], n_classes, seed=run.seed, encoder=fresh, device=run.device,
+              **args)
+
+
+def _encoder_facts(encoder_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Epoch, kind (``final`` or ``checkpoint``) and pretraining datasets of an encoder file
+    (from the run's ``config.json``: ``[]`` for a control, ``None`` when unknown)."""
+    checkpoint = layout.checkpoint_epoch(encoder_path)
+    epoch = meta.get("epoch")
+    if epoch is None:
+        epoch = checkpoint
+    datasets = None
+    cfg_path = encoder_path.parent / layout.RUN_CONFIG
+    if cfg_path.exists():
+        try:
+            run = json.loads(cfg_path.read_text())
+            datasets = [Path(d).name for d in run.get("datasets", [])] or None
+            if datasets is None and (run.get("config") or {}).get("requires_pretraining") is False:
+                datasets = []  # a control (random_init, imagenet): no pretraining data at all
+        except (json.JSONDecodeError, AttributeError):
+            datasets = None
+    return {"encoder_epoch": int(epoch) if epoch is not None else None,
+            "encoder_kind": "checkpoint" if checkpoint is not None else "final",
+            "pretrain_datasets": datasets}
+
+
+def metrics_record(run: EvaluationRun, split: FoldSplit, data: FoldData, result: dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics.json`` of one fold: what ran, on which videos, and the test metrics."""
+    ds, test = run.dataset, data["test"]
+    protocol_args = run.protocol_args
+    adapt = {"adapt_bn": True} if run.protocol.adapt_bn else {}
+    metrics: dict[str, Any] = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "method": run.method or run.encoder_meta.get("method", run.encoder_path.parent.name),
+        "dataset": ds.name,
+        "protocol": run.asked_as,
+        "protocol_id": layout.protocol_id(run.asked_as, {**run.protocol.fixed, **protocol_args}),
+        "variant": result.get("variant"),
+        "fold": int(split.fold),
+        "seed": int(run.seed),
+        "train_fraction": float(run.train_fraction),
+        "encoder": str(run.encoder_path),
+        "encoder_meta": run.encoder_meta,
+        **_encoder_facts(run.encoder_path, run.encoder_meta or {}),
+        "classes": ds.classes,
+        "n_videos": {"train": len(split.train), "val": len(split.val), "test": len(split.test),
+                     "train_before_subsampling": len(split.train_all)},
+        "n_frames": {name: int(len(d.labels)) for name, d in data.items()},
+        "split_video_ids": {"train": sorted(split.train), "val": sorted(split.val), "test": sorted(split.test)},
+        "hyperparameters": result.get("hyperparameters", {**protocol_args, **adapt}),
+        "selection": result.get("selection", {}),
+        **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
+    }
+    for name, rec in (result.get("records") or {}).items():
+        metrics[name] = {k: v for k, v in rec.items() if k != "proba"}
+        metrics[name].update(frame_and_video_metrics(test.video_ids, test.labels, rec["proba"], ds.classes))
+    metrics["provenance"] = provenance({"protocol": run.asked_as, "args": protocol_args, "image_size": run.image_size,
+                                        "max_frames": run.max_frames, "val_fraction": run.val_fraction,
+                                        "train_fraction": run.train_fraction}, run.seed, run.device)
+    return metrics
