@@ -29,7 +29,7 @@ _HOME = {
                                 "adabn_features"),
     "hico.evaluation.finetune": ("FINETUNE_VARIANTS", "last_block", "FinetuneModel", "train_epoch", "select_epoch",
                                  "finetune", "finetune_hyperparameters"),
-    "hico.evaluation.run": ("METRICS_SCHEMA_VERSION", "evaluate", "evaluate_folds", "metrics_record"),
+    "hico.evaluation.run": ("METRICS_SCHEMA_VERSION", "evaluate", "evaluate_folds", "metrics_record", "video_outcomes"),
     "hico.models.backbone": ("load_encoder",),
     "hico.data.transforms": ("normalize", "resize_square"),
 }

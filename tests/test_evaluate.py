@@ -318,3 +318,63 @@ def test_several_folds_in_one_call_equal_separate_calls(tiny, tmp_path, protocol
         assert joint["frame"]["confusion_matrix"] == alone["frame"]["confusion_matrix"]
         assert joint["frame"]["accuracy"] == pytest.approx(alone["frame"]["accuracy"])
     assert json.loads((tmp_path / "b.json").read_text())["fold"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.json schema 3 (contract 2): labelled pretraining share, per-video test outcomes
+
+
+@pytest.mark.parametrize("protocol,args", [("knn", {"k": 3}), ("finetune_released", {"epochs": 1, "batch_size": 16})])
+def test_test_videos_reproduce_frame_and_video_accuracy(tiny, protocol, args):
+    m = ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 2, protocol, image_size=IMAGE, max_frames=2, **args)
+    assert m["schema_version"] == 3
+    tv = m["test_videos"]
+    assert set(tv) == {"video_id", "patient_id", "label", "n_frames", "frame_correct", "video_pred"}
+    assert len({len(v) for v in tv.values()}) == 1
+    assert sorted(tv["video_id"]) == m["split_video_ids"]["test"]
+    manifest = load_dataset(tiny["data"]).manifest.set_index("video_id")
+    assert tv["patient_id"] == [manifest.loc[v, "patient_id"] for v in tv["video_id"]]
+    assert tv["label"] == [int(manifest.loc[v, "label"]) for v in tv["video_id"]]
+    assert tv["n_frames"] == [2] * len(tv["video_id"]) and sum(tv["n_frames"]) == m["frame"]["n"]
+    assert all(0 <= c <= n for c, n in zip(tv["frame_correct"], tv["n_frames"]))
+    assert sum(tv["frame_correct"]) / sum(tv["n_frames"]) == pytest.approx(m["frame"]["accuracy"])
+    video_acc = np.mean([p == y for p, y in zip(tv["video_pred"], tv["label"])])
+    assert video_acc == pytest.approx(m["video"]["accuracy"])
+    cm = np.zeros((3, 3), int)
+    for y, p in zip(tv["label"], tv["video_pred"]):
+        cm[y, p] += 1
+    assert cm.tolist() == m["video"]["confusion_matrix"]
+
+
+def test_video_outcomes_by_hand(tiny):
+    ds = load_dataset(tiny["data"])
+    vids = ds.manifest["video_id"].tolist()
+    a, b = vids[0], vids[-1]  # labels 0 and 2
+    test = ev.FrameFeatures(np.zeros((5, 1)), np.array([0, 0, 0, 2, 2]), np.array([a, a, a, b, b]))
+    proba = np.array([[0.9, 0.1, 0], [0.2, 0.8, 0], [0.3, 0.7, 0], [0.1, 0, 0.9], [0.2, 0, 0.8]])
+    tv = ev.video_outcomes(ds, test, proba)
+    assert tv == {"video_id": [a, b], "patient_id": ["cov-p0", "reg-p7"], "label": [0, 2], "n_frames": [3, 2],
+                  "frame_correct": [1, 2], "video_pred": [1, 2]}
+
+
+def _encoder_in_run(root, name, run_config=None, meta=None):
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_encoder(Backbone("resnet18"), run / layout.ENCODER, {"method": name, **(meta or {})})
+    if run_config is not None:
+        (run / layout.RUN_CONFIG).write_text(json.dumps(run_config))
+    return run / layout.ENCODER
+
+
+@pytest.mark.parametrize("run_config,meta,expected", [
+    ({"datasets": ["data/pool"], "labelled_fraction": 0.25, "config": {}}, {"labelled_fraction": 1.0}, 0.25),
+    (None, {"labelled_fraction": 1.0}, 1.0),  # no config.json: the encoder meta
+    ({"datasets": ["data/pool"], "config": {}}, {"labelled_fraction": 0.5}, 0.5),
+    ({"datasets": [], "config": {"requires_pretraining": False}}, {}, 0.0),  # a control sees no label
+    (None, {}, None),  # unknown
+])
+def test_pretrain_labelled_fraction_from_run_config_then_meta(tiny, tmp_path, run_config, meta, expected):
+    enc = _encoder_in_run(tmp_path, "m", run_config, meta)
+    m = ev.evaluate(enc, tiny["data"], tiny["folds"], 0, "knn", image_size=IMAGE, max_frames=1, k=3)
+    assert m["pretrain_labelled_fraction"] == expected

@@ -14,20 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hico import layout
 from hico.data.folds import read_folds
 from hico.data.standard import StandardDataset, load_dataset
 from hico.evaluation.extract import adabn_features, extract_features, load_frames
-from hico.evaluation.metrics import frame_and_video_metrics
+from hico.evaluation.metrics import frame_and_video_metrics, video_level
 from hico.evaluation.protocols import FEATURES, Protocol, get_protocol
 from hico.evaluation.splits import FoldSplit, FrameFeatures, FrameSet, fold_splits, select_videos
 from hico.io import atomic_write_json
 from hico.models.backbone import Backbone, load_encoder
 from hico.provenance import provenance
 
-METRICS_SCHEMA_VERSION = 2
+METRICS_SCHEMA_VERSION = 3
 
 FoldData = dict[str, FrameFeatures | FrameSet]  # "train", "val", "test"
 
@@ -162,26 +163,62 @@ def _call_protocol(run: EvaluationRun, data: FoldData) -> dict[str, Any]:
               **args)
 
 
+def _run_config(encoder_path: Path) -> dict[str, Any] | None:
+    """The pretraining run's ``config.json`` beside the encoder (None when absent or unreadable)."""
+    path = encoder_path.parent / layout.RUN_CONFIG
+    if not path.exists():
+        return None
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return run if isinstance(run, dict) else None
+
+
 def _encoder_facts(encoder_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Epoch, kind (``final`` or ``checkpoint``) and pretraining datasets of an encoder file
-    (from the run's ``config.json``: ``[]`` for a control, ``None`` when unknown)."""
+    """Epoch, kind (``final`` or ``checkpoint``), pretraining datasets (``[]`` for a control,
+    ``None`` when unknown) and the share of labelled pretraining videos of an encoder file.
+
+    Read from the run's ``config.json`` (contract 1), else the encoder meta. A control's
+    labelled fraction is 0.0 even where an older ``config.json`` does not say so.
+    """
     checkpoint = layout.checkpoint_epoch(encoder_path)
     epoch = meta.get("epoch")
     if epoch is None:
         epoch = checkpoint
-    datasets = None
-    cfg_path = encoder_path.parent / layout.RUN_CONFIG
-    if cfg_path.exists():
-        try:
-            run = json.loads(cfg_path.read_text())
-            datasets = [Path(d).name for d in run.get("datasets", [])] or None
-            if datasets is None and (run.get("config") or {}).get("requires_pretraining") is False:
-                datasets = []  # a control (random_init, imagenet): no pretraining data at all
-        except (json.JSONDecodeError, AttributeError):
-            datasets = None
+    run = _run_config(encoder_path) or {}
+    datasets = [Path(d).name for d in run.get("datasets") or []] or None
+    control = (run.get("config") or {}).get("requires_pretraining") is False
+    if datasets is None and control:
+        datasets = []  # a control (random_init, imagenet): no pretraining data at all
+    labelled = run.get("labelled_fraction", meta.get("labelled_fraction"))
+    if labelled is None and control:
+        labelled = 0.0
     return {"encoder_epoch": int(epoch) if epoch is not None else None,
             "encoder_kind": "checkpoint" if checkpoint is not None else "final",
-            "pretrain_datasets": datasets}
+            "pretrain_datasets": datasets,
+            "pretrain_labelled_fraction": float(labelled) if labelled is not None else None}
+
+
+def video_outcomes(ds: StandardDataset, test: FrameFeatures | FrameSet, proba: np.ndarray) -> dict[str, list]:
+    """Per test video (in order of first frame): its patient, label, number of test frames, how
+    many of them were predicted right, and the video prediction (argmax of the mean frame
+    probability). Enough for a patient-level bootstrap of frame and video accuracy."""
+    video_ids = list(dict.fromkeys(test.video_ids.tolist()))
+    row = {v: i for i, v in enumerate(video_ids)}
+    idx = np.array([row[v] for v in test.video_ids.tolist()], dtype=int)
+    correct = (proba.argmax(axis=1) == test.labels).astype(int)
+    _, video_proba = video_level(test.video_ids, test.labels, proba)
+    patient_of = dict(zip(ds.manifest["video_id"], ds.manifest["patient_id"]))
+    label_of = dict(zip(ds.manifest["video_id"], ds.manifest["label"]))
+    return {
+        "video_id": video_ids,
+        "patient_id": [str(patient_of[v]) for v in video_ids],
+        "label": [int(label_of[v]) for v in video_ids],
+        "n_frames": np.bincount(idx, minlength=len(video_ids)).astype(int).tolist(),
+        "frame_correct": np.bincount(idx, weights=correct, minlength=len(video_ids)).astype(int).tolist(),
+        "video_pred": video_proba.argmax(axis=1).astype(int).tolist() if len(video_ids) else [],
+    }
 
 
 def metrics_record(run: EvaluationRun, split: FoldSplit, data: FoldData, result: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +247,7 @@ def metrics_record(run: EvaluationRun, split: FoldSplit, data: FoldData, result:
         "hyperparameters": result.get("hyperparameters", {**protocol_args, **adapt}),
         "selection": result.get("selection", {}),
         **frame_and_video_metrics(test.video_ids, test.labels, result["proba"], ds.classes),
+        "test_videos": video_outcomes(ds, test, result["proba"]),
     }
     for name, rec in (result.get("records") or {}).items():
         metrics[name] = {k: v for k, v in rec.items() if k != "proba"}
