@@ -45,6 +45,16 @@ def _overrides(args) -> list[dict[str, Any]]:
     return found
 
 
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HicoError(f"{flag} is not valid JSON ({e}): {text!r}; give an object such as '{{\"k\": 20}}'") from e
+    if not isinstance(value, dict):
+        raise HicoError(f"{flag} must be a JSON object of named arguments, got {text!r}")
+    return value
+
+
 def _device(name: str | None) -> str | None:
     return None if name in (None, "", "auto") else name
 
@@ -134,7 +144,7 @@ def cmd_evaluate(argv: list[str]) -> int:
 
     results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, seed=a.seed, image_size=a.image_size,
                              max_frames=a.max_frames, out_paths=a.out, method=a.method, device=_device(a.device),
-                             **json.loads(a.args))
+                             **_json_object(a.args, "--args"))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
               f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")

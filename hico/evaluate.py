@@ -20,7 +20,7 @@ import importlib
 from typing import Any
 
 _HOME = {
-    "hico.evaluation.protocols": ("PROTOCOLS", "Protocol", "ProtocolError", "get_protocol", "register_protocol"),
+    "hico.evaluation.protocols": ("PROTOCOLS", "Protocol", "ProtocolError", "EvaluationError", "get_protocol", "register_protocol"),
     "hico.evaluation.metrics": ("classification_metrics", "video_level", "frame_and_video_metrics", "full_proba"),
     "hico.evaluation.splits": ("FrameFeatures", "FrameSet", "FoldSplit", "subsample_train_videos", "fold_splits",
                                "select_videos"),

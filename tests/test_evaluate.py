@@ -4,6 +4,7 @@ subsampling, no test-fold video in training or model selection, and a tiny fine-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import hico.evaluate as ev
 from hico import layout
 from hico.data.folds import read_folds, split_fold, write_folds
 from hico.data.standard import DatasetWriter, load_dataset
+from hico.errors import HicoError
 from hico.evaluation import extract
 from hico.models.backbone import Backbone, save_encoder
 
@@ -162,6 +164,7 @@ def _spy(monkeypatch, name):
     original = ev.PROTOCOLS[name]
     run = original.function()
 
+    @functools.wraps(run)  # the registry reads the accepted arguments from the signature
     def spy(train, val, test, n_classes, seed=0, **kw):
         seen.update(train=set(train.video_ids), val=set(val.video_ids), test=set(test.video_ids))
         return run(train, val, test, n_classes, seed=seed, **kw)
@@ -378,3 +381,71 @@ def test_pretrain_labelled_fraction_from_run_config_then_meta(tiny, tmp_path, ru
     enc = _encoder_in_run(tmp_path, "m", run_config, meta)
     m = ev.evaluate(enc, tiny["data"], tiny["folds"], 0, "knn", image_size=IMAGE, max_frames=1, k=3)
     assert m["pretrain_labelled_fraction"] == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Nonsensical protocol arguments are refused before anything is computed (issue 11 item 11)
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail loudly if an evaluation gets as far as reading frames or running the encoder."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed inputs before checking the arguments")
+
+    for name in ("extract_features", "adabn_features", "load_frames"):
+        monkeypatch.setattr(f"hico.evaluation.run.{name}", refuse)
+
+
+@pytest.mark.parametrize("protocol,args,message", [
+    ("knn", {"k": 0}, "protocol knn: k must be an integer >= 1, got 0"),
+    ("knn", {"k": -3}, "k must be an integer >= 1, got -3"),
+    ("knn_adabn", {"k": 2.5}, "k must be an integer >= 1, got 2.5"),
+    ("knn", {"k": "5"}, "k must be an integer >= 1, got '5'"),
+    ("knn", {"temperature": 0}, "temperature must be a finite number > 0"),
+    ("linear_probe", {"c_grid": []}, "c_grid is empty"),
+    ("linear_probe", {"c_grid": [1.0, -1]}, "every c_grid value must be a finite number > 0, got -1"),
+    ("linear_probe_adabn", {"max_iter": 0}, "max_iter must be an integer >= 1"),
+    ("finetune", {"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ("finetune", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+    ("finetune_full", {"lr": -0.1}, "lr must be a finite number > 0"),
+    ("finetune", {"variant": "half"}, "finetune variant must be one of"),
+    ("finetune_released", {"variant": "full"}, "protocol finetune_released fixes variant='released'"),
+    ("knn", {"kk": 5}, "protocol knn: unknown argument(s) ['kk']; it takes k, temperature"),
+    ("linear_probe", {"C": 1.0}, "unknown argument(s) ['C']; it takes c_grid, max_iter"),
+    ("finetune_released", {"epoch": 3}, "it takes epochs, batch_size, lr, weight_decay, trainable, mean, std"),
+])
+def test_nonsensical_protocol_arguments_are_refused_first(tiny, no_compute, protocol, args, message):
+    with pytest.raises(ev.ProtocolError) as e:
+        ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 0, protocol, image_size=IMAGE, max_frames=2, **args)
+    assert message in str(e.value)
+    assert isinstance(e.value, HicoError)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"max_frames": -1}, "max_frames must be an integer >= 1 (0 or None: every stored frame), got -1"),
+    ({"image_size": 0}, "image_size must be an integer >= 1"),
+    ({"train_fraction": 0}, "train_fraction must be in (0, 1]"),
+])
+def test_nonsensical_evaluation_options_are_refused(tiny, no_compute, options, message):
+    with pytest.raises(HicoError) as e:
+        ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 0, "knn", **{"image_size": IMAGE, **options})
+    assert message in str(e.value)
+
+
+def test_knn_arguments_check_direct_calls_too():
+    feats = ev.FrameFeatures(np.eye(3), np.arange(3), np.array(["a", "b", "c"]))
+    with pytest.raises(ev.ProtocolError, match="k must be an integer >= 1, got 0"):
+        ev.knn(feats, feats, feats, 3, k=0)
+    assert ev.knn(feats, feats, feats, 3, k=1)["proba"].argmax(1).tolist() == [0, 1, 2]
+
+
+def test_cli_prints_a_bad_protocol_argument_as_one_line(tiny, tmp_path):
+    cmd = [sys.executable, "-m", "hico", "evaluate", "--encoder", str(tiny["encoder"]), "--data", str(tiny["data"]),
+           "--folds", str(tiny["folds"]), "--fold", "0", "--protocol", "knn", "--image-size", "32",
+           "--out", str(tmp_path / "m.json")]
+    r = subprocess.run([*cmd, "--args", '{"k": 0}'], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("hico evaluate: error: protocol knn: k must be an integer >= 1")
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
+    r = subprocess.run([*cmd, "--args", "{k: 0}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--args is not valid JSON" in r.stderr

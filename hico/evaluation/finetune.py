@@ -13,6 +13,7 @@ as ``last``. Registered as ``finetune`` (variant argument), ``finetune_released`
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hico.data.transforms import AugmentConfig, FrameAugment, normalize
+from hico.evaluation.protocols import ProtocolError, positive_int, positive_number
 from hico.evaluation.splits import FrameSet
 from hico.models.backbone import Backbone
 from hico.precision import bf16_autocast_enabled
@@ -142,9 +144,9 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
     ``trainable``: ``last_block`` (released: last block of the last stage + head) or ``all``.
     """
     hp = finetune_hyperparameters(variant, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                  trainable=trainable)
+                                  trainable=trainable, mean=mean, std=std)
     if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"finetune: empty training ({len(train)}) or validation ({len(val)}) set")
+        raise ProtocolError(f"finetune: empty training ({len(train)}) or validation ({len(val)}) set")
     device = torch.device(device)
     amp = bf16_autocast_enabled(device)
     image_size = int(train.frames.shape[-1])
@@ -186,18 +188,25 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
     }
 
 
-def finetune_hyperparameters(variant: str, **overrides: Any) -> dict[str, Any]:
-    """The variant's recipe (:data:`FINETUNE_VARIANTS`) with the non-None ``overrides``, checked."""
+def finetune_hyperparameters(variant: str = "released", *, epochs: int | None = None, batch_size: int | None = None,
+                             lr: float | None = None, weight_decay: float | None = None, trainable: str | None = None,
+                             mean: float = 0.5, std: float = 0.25) -> dict[str, Any]:
+    """The variant's recipe (:data:`FINETUNE_VARIANTS`) with the given (non-None) settings, checked;
+    also the protocol's argument check (:mod:`hico.evaluation.protocols`)."""
     if variant not in FINETUNE_VARIANTS:
-        raise ValueError(f"finetune variant must be one of {sorted(FINETUNE_VARIANTS)}, got {variant!r}")
+        raise ProtocolError(f"finetune variant must be one of {sorted(FINETUNE_VARIANTS)}, got {variant!r}")
     hp = dict(FINETUNE_VARIANTS[variant])
-    hp.update({key: value for key, value in overrides.items() if value is not None})
-    hp["epochs"], hp["batch_size"] = int(hp["epochs"]), int(hp["batch_size"])
-    hp["lr"], hp["weight_decay"] = float(hp["lr"]), float(hp["weight_decay"])
-    if hp["epochs"] < 1 or hp["batch_size"] < 1 or hp["lr"] <= 0:
-        raise ValueError(f"finetune: epochs, batch_size and lr must be positive, got {hp}")
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "trainable": trainable}
+    hp.update({key: value for key, value in given.items() if value is not None})
+    name = f"finetune ({variant})"
+    hp["epochs"], hp["batch_size"] = positive_int(name, "epochs", hp["epochs"]), positive_int(name, "batch_size", hp["batch_size"])
+    hp["lr"] = positive_number(name, "lr", hp["lr"])
+    hp["weight_decay"] = positive_number(name, "weight_decay", hp["weight_decay"], allow_zero=True)
     if hp["trainable"] not in ("last_block", "all"):
-        raise ValueError(f"finetune: trainable must be 'last_block' or 'all', got {hp['trainable']!r}")
+        raise ProtocolError(f"finetune: trainable must be 'last_block' or 'all', got {hp['trainable']!r}")
+    positive_number(name, "std", std)
+    if isinstance(mean, bool) or not isinstance(mean, int | float) or not math.isfinite(mean):
+        raise ProtocolError(f"protocol {name}: mean must be a finite number, got {mean!r}")
     return hp
 
 

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from hico.evaluation.metrics import full_proba
+from hico.evaluation.protocols import ProtocolError, positive_int, positive_number
 from hico.evaluation.splits import FrameFeatures
 
 
 def linear_probe(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes: int, seed: int = 0,
                  c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), max_iter: int = 2000) -> dict[str, Any]:
     """Logistic regression on standardised frozen features; returns test probabilities."""
+    c_grid, max_iter = linear_probe_arguments(c_grid, max_iter)
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
     from sklearn.preprocessing import StandardScaler
@@ -46,6 +48,7 @@ def linear_probe(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, 
 def knn(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes: int, seed: int = 0,
         k: int = 20, temperature: float = 0.07) -> dict[str, Any]:
     """Cosine k-NN on frozen features (neighbours from train+val), similarity-weighted votes."""
+    k, temperature = knn_arguments(k, temperature)
     bank = np.concatenate([train.features, val.features])
     bank_y = np.concatenate([train.labels, val.labels])
     bank = bank / (np.linalg.norm(bank, axis=1, keepdims=True) + 1e-12)
@@ -57,3 +60,20 @@ def knn(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes
     votes = np.zeros((len(q), n_classes))
     np.add.at(votes, (np.repeat(np.arange(len(q)), kk), bank_y[nn_idx].ravel()), w.ravel())
     return {"proba": votes / votes.sum(axis=1, keepdims=True), "selection": {"rule": "fixed k", "k": kk}}
+
+
+def linear_probe_arguments(c_grid=(1e-3, 1e-2, 1e-1, 1.0, 10.0), max_iter=2000) -> tuple[tuple[float, ...], int]:
+    """A non-empty grid of positive inverse regularisation strengths and iterations >= 1."""
+    if isinstance(c_grid, str) or not hasattr(c_grid, "__iter__"):
+        raise ProtocolError(f"protocol linear_probe: c_grid must be a list of numbers, got {c_grid!r}")
+    c_grid = tuple(c_grid)
+    for c in c_grid:
+        positive_number("linear_probe", "every c_grid value", c)
+    if not c_grid:
+        raise ProtocolError("protocol linear_probe: c_grid is empty; give at least one C, e.g. [0.1, 1.0]")
+    return c_grid, positive_int("linear_probe", "max_iter", max_iter)
+
+
+def knn_arguments(k=20, temperature=0.07) -> tuple[int, float]:
+    """k >= 1 neighbours (``k: 0`` would vote with nobody: chance accuracy) and a temperature > 0."""
+    return positive_int("knn", "k", k), positive_number("knn", "temperature", temperature)

@@ -22,7 +22,7 @@ from hico.data.folds import read_folds
 from hico.data.standard import StandardDataset, load_dataset
 from hico.evaluation.extract import adabn_features, extract_features, load_frames
 from hico.evaluation.metrics import frame_and_video_metrics, video_level
-from hico.evaluation.protocols import FEATURES, Protocol, get_protocol
+from hico.evaluation.protocols import FEATURES, EvaluationError, Protocol, get_protocol
 from hico.evaluation.splits import FoldSplit, FrameFeatures, FrameSet, fold_splits, select_videos
 from hico.io import atomic_write_json
 from hico.models.backbone import Backbone, load_encoder
@@ -86,6 +86,8 @@ def evaluate_folds(
     picks CUDA when present.
     """
     spec = get_protocol(protocol)
+    spec.check_args(protocol_args)
+    _check_frames(image_size, max_frames)
     out_paths = _output_paths(folds, out_paths)
     device = _resolve_device(device)
     ds = load_dataset(dataset_dir)
@@ -110,10 +112,20 @@ def evaluate_folds(
 
 
 def _output_paths(folds: list[int], out_paths: list[str | Path | None] | None) -> list[str | Path | None]:
+    if not folds:
+        raise EvaluationError("no fold to evaluate; give one or more folds of the folds file")
     out_paths = list(out_paths) if out_paths is not None else [None] * len(folds)
     if len(out_paths) != len(folds):
-        raise ValueError(f"{len(folds)} folds but {len(out_paths)} output paths")
+        raise EvaluationError(f"{len(folds)} folds but {len(out_paths)} output paths; give one output per fold")
     return out_paths
+
+
+def _check_frames(image_size: int, max_frames: int | None) -> None:
+    """An image size >= 1 and ``max_frames`` >= 1 per video (None or 0: every stored frame)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise EvaluationError(f"image_size must be an integer >= 1 (pixels), got {image_size!r}")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
+        raise EvaluationError(f"max_frames must be an integer >= 1 (0 or None: every stored frame), got {max_frames!r}")
 
 
 def _resolve_device(device: str | None) -> str:

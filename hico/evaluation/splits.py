@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hico.data.folds import split_fold
+from hico.evaluation.protocols import EvaluationError
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +57,7 @@ def subsample_train_videos(manifest: pd.DataFrame, train_ids: list[str], fractio
     """
     fraction = float(fraction)
     if not 0 < fraction <= 1:
-        raise ValueError(
+        raise EvaluationError(
             f"train_fraction must be in (0, 1] (a fraction of the fold's training videos), got {fraction}; "
             "for 10 % pass 0.1"
         )
