@@ -1,6 +1,7 @@
 """``python -m hico <command>``: every box of the workflow, runnable by hand.
 
-Commands: simulate, download, prepare, folds, check-overlap, pretrain, evaluate, aggregate, plot, methods.
+Commands: simulate, download, prepare, folds, check-overlap, pretrain, features, evaluate, aggregate, plot,
+methods.
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--args", default="{}", help="JSON dict of protocol arguments (train_fraction, epochs, ...)")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
     p.add_argument("--out", required=True, nargs="+", help="metrics.json path per fold, in the order of --fold")
+    p.add_argument("--features", help="feature file of `hico features` for this encoder and dataset (frozen-feature "
+                                      "protocols); without it the features are computed here")
     a = p.parse_args(argv)
     if len(a.out) != len(a.fold):
         raise SystemExit(f"hico evaluate: {len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
@@ -144,10 +147,33 @@ def cmd_evaluate(argv: list[str]) -> int:
 
     results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, seed=a.seed, image_size=a.image_size,
                              max_frames=a.max_frames, out_paths=a.out, method=a.method, device=_device(a.device),
-                             **_json_object(a.args, "--args"))
+                             features=a.features, **_json_object(a.args, "--args"))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
               f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
+    return 0
+
+
+def cmd_features(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="hico features",
+                                description="frozen features of an encoder on a dataset -> one .npz, computed once")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--data", required=True, help="standard dataset folder")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--max-frames", type=int, default=30)
+    p.add_argument("--bn", choices=["frozen", "adabn"], default="frozen",
+                   help="the encoder's BatchNorm statistics, or re-estimated per fold (AdaBN; needs --folds)")
+    p.add_argument("--folds", help="folds.csv (with --bn adabn: one block of features per fold)")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", required=True, help="feature file (.npz)")
+    a = p.parse_args(argv)
+    if (a.bn == "adabn") != (a.folds is not None):
+        p.error("--folds goes with --bn adabn, and only with it")
+    from hico.evaluation.features import write_features
+
+    path, computed = write_features(a.out, a.encoder, a.data, image_size=a.image_size, max_frames=a.max_frames,
+                                    bn=a.bn, folds_path=a.folds, device=_device(a.device))
+    print(f"[features] {a.encoder} on {a.data} ({a.bn}) -> {path}" + ("" if computed else " (up to date, kept)"))
     return 0
 
 
@@ -180,6 +206,7 @@ COMMANDS = {
     "folds": cmd_folds,
     "check-overlap": cmd_check_overlap,
     "pretrain": cmd_pretrain,
+    "features": cmd_features,
     "evaluate": cmd_evaluate,
     "aggregate": cmd_aggregate,
     "plot": cmd_plot,

@@ -11,6 +11,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
     <data>/raw/<dataset>/                  downloads of a public source
     <runs>/pretrain/<pool>/<method>/seed<k>/   one pretraining run (RUN_FILES)
     <runs>/eval/<dataset>/<protocol_id>/<method>/seed<k>/fold<f>/<variant>/metrics.json
+    <runs>/features/<dataset>/<method>/seed<k>/<full|epoch<k>>/<frozen|adabn>.npz   frozen features
     <results>/tables/<table>.csv, <results>/figures/<figure>.png
 """
 
@@ -123,6 +124,22 @@ def protocol_id(protocol: str, args: dict | None = None) -> str:
     if protocol == FINETUNE:
         return f"{FINETUNE}_{(args or {}).get('variant', FINETUNE_VARIANTS[0])}"
     return protocol
+
+
+#: BatchNorm of a frozen encoder's features: its own statistics, or re-estimated per fold (AdaBN)
+BN_MODES = ("frozen", "adabn")
+
+
+def encoder_variant(variant: str) -> str:
+    """The encoder an evaluation variant reads, as a variant: ``full`` (also for ``frac<p>``,
+    the same encoder on fewer labels) or ``epoch<k>``."""
+    kind, value = parse_variant(variant)
+    return epoch_variant(value) if kind == "epoch" else FULL
+
+
+def features_path(runs_root: str, dataset: str, method: str, seed: str | int, encoder_variant: str, bn: str) -> str:
+    """The feature file (``hico features``) of one encoder on one dataset in one BN mode."""
+    return f"{runs_root}/features/{dataset}/{method}/seed{seed}/{encoder_variant}/{bn}.npz"
 
 
 def metrics_path(runs_root: str, dataset: str, protocol: str, method: str, seed: str | int,

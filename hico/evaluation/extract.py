@@ -21,16 +21,8 @@ from torch import nn
 
 from hico.data.standard import StandardDataset
 from hico.data.transforms import normalize, resize_square
-from hico.evaluation.splits import FrameFeatures, FrameSet
+from hico.evaluation.splits import FrameFeatures, FrameSet, frame_indices
 from hico.models.backbone import Backbone
-
-
-def frame_indices(n_frames: int, max_frames: int | None) -> np.ndarray:
-    """Which stored frames of a video of ``n_frames`` are read: all, or ``max_frames`` evenly spaced."""
-    idx = np.arange(n_frames)
-    if max_frames and len(idx) > max_frames:
-        idx = np.linspace(0, len(idx) - 1, max_frames).round().astype(int)
-    return idx
 
 
 def frames_of(ds: StandardDataset, video_ids: list[str], max_frames: int | None) -> tuple[list[np.ndarray], list[str], list[int]]:

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hico import layout
 from hico.data.folds import read_folds
 from hico.data.standard import StandardDataset, load_dataset
-from hico.evaluation.extract import adabn_features, extract_features, load_frames
+from hico.evaluation.features import (
+    FeatureFile,
+    block_name,
+    checked_features,
+    compute_block,
+    feature_key,
+)
 from hico.evaluation.metrics import frame_and_video_metrics, video_level
-from hico.evaluation.protocols import FEATURES, EvaluationError, Protocol, get_protocol
+from hico.evaluation.protocols import FEATURES, FRAMES, EvaluationError, Protocol, get_protocol
 from hico.evaluation.splits import FoldSplit, FrameFeatures, FrameSet, fold_splits, select_videos
 from hico.io import atomic_write_json
-from hico.models.backbone import Backbone, load_encoder
-from hico.provenance import provenance
+
+# torch, timm and the extraction code are imported where the encoder runs: an evaluation that
+# reads a feature file needs none of them.
 
 METRICS_SCHEMA_VERSION = 3
 
@@ -41,15 +47,17 @@ class EvaluationRun:
     asked_as: str  # the protocol name as given (``finetune`` or ``finetune_released``, ...)
     protocol_args: dict[str, Any]
     dataset: StandardDataset
+    fold_table: Any  # pandas.DataFrame of the folds file
     encoder_path: Path
-    encoder_meta: dict[str, Any]
     method: str | None
     seed: int
     image_size: int
     max_frames: int | None
     val_fraction: float
     train_fraction: float
-    device: str
+    device: str | None
+    encoder_meta: dict[str, Any] = field(default_factory=dict)
+    features: FeatureFile | None = None  # the feature file the inputs come from, if any
 
 
 def evaluate(encoder_path: str | Path, dataset_dir: str | Path, folds_path: str | Path, fold: int,
@@ -75,31 +83,40 @@ def evaluate_folds(
     method: str | None = None,
     device: str | None = None,
     train_fraction: float = 1.0,
+    features: str | Path | None = None,
     **protocol_args: Any,
 ) -> list[dict[str, Any]]:
     """Run one protocol on several folds of one dataset; one ``metrics.json`` per fold.
 
-    Frozen-feature protocols extract each frame's features once for all folds (the encoder is
-    frozen, so they are the same in every fold); fine-tuning reloads the encoder for each fold.
-    ``train_fraction`` in (0, 1] keeps that share of the fold's training videos
+    Frozen-feature protocols read ``features`` (a file of ``hico features`` for exactly these
+    encoder, dataset, sizes, BN mode and folds; anything else is refused) or compute the same
+    blocks once for all folds (AdaBN: once per fold); fine-tuning reloads the encoder for each
+    fold. ``train_fraction`` in (0, 1] keeps that share of the fold's training videos
     (:func:`~hico.evaluation.splits.subsample_train_videos`); ``device`` ``None``/``"auto"``
     picks CUDA when present.
     """
     spec = get_protocol(protocol)
     spec.check_args(protocol_args)
     _check_frames(image_size, max_frames)
+    if features is not None and spec.inputs != FEATURES:
+        raise EvaluationError(f"protocol {protocol} trains on frames; a feature file (--features) is for the "
+                              "frozen-feature protocols only")
     out_paths = _output_paths(folds, out_paths)
-    device = _resolve_device(device)
     ds = load_dataset(dataset_dir)
-    splits = fold_splits(ds.manifest, read_folds(folds_path, ds.manifest), folds, val_fraction=val_fraction,
-                         seed=seed, train_fraction=train_fraction)
-    torch.manual_seed(seed)
-    encoder = load_encoder(encoder_path)
+    fold_table = read_folds(folds_path, ds.manifest)
+    splits = fold_splits(ds.manifest, fold_table, folds, val_fraction=val_fraction, seed=seed,
+                         train_fraction=train_fraction)
     run = EvaluationRun(protocol=spec, asked_as=protocol, protocol_args=protocol_args, dataset=ds,
-                        encoder_path=Path(encoder_path), encoder_meta=encoder.meta, method=method, seed=seed,
+                        fold_table=fold_table, encoder_path=Path(encoder_path), method=method, seed=seed,
                         image_size=image_size, max_frames=max_frames, val_fraction=val_fraction,
                         train_fraction=train_fraction, device=device)
-    inputs_of = _fold_inputs(run, encoder, splits)
+    if features is not None:
+        key = feature_key(encoder_path, ds, image_size=image_size, max_frames=max_frames, bn=spec.bn_mode,
+                          folds_path=folds_path if spec.adapt_bn else None)
+        run.features = checked_features(features, key)
+        run.encoder_meta = run.features.meta["encoder"]["meta"]
+        run.device = "cpu"  # the protocol fits on the CPU; the extraction's device is in the file
+    inputs_of = _fold_inputs(run, splits)
     results = []
     for split, out_path in zip(splits, out_paths):
         data = inputs_of(split)
@@ -130,37 +147,65 @@ def _check_frames(image_size: int, max_frames: int | None) -> None:
 
 def _resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
-def _fold_inputs(run: EvaluationRun, encoder: Backbone, splits: list[FoldSplit]) -> Callable[[FoldSplit], FoldData]:
-    """A function giving a fold's train/val/test inputs of the protocol's kind.
-
-    Frozen features and frames are computed once, for every video any fold uses; AdaBN
-    features per fold (BatchNorm statistics of the fold's training + validation frames).
-    """
-    ds, size, max_frames, device = run.dataset, run.image_size, run.max_frames, run.device
-    if run.protocol.adapt_bn:
-        def computed(split: FoldSplit) -> FrameFeatures:  # no labels, never the fold's test frames
-            return adabn_features(encoder, ds, sorted({*split.train_all, *split.val}), sorted(split.test), size,
-                                  max_frames, device=device)
+def _fold_inputs(run: EvaluationRun, splits: list[FoldSplit]) -> Callable[[FoldSplit], FoldData]:
+    """A function giving a fold's train/val/test inputs of the protocol's kind: frames (loaded
+    once for every video any fold uses), or a block of frozen features (:mod:`features`): read
+    from the feature file, or computed when first needed (the frozen block once for all folds,
+    AdaBN blocks per fold)."""
+    if run.protocol.inputs == FRAMES:
+        block_of = _loaded_frames(run, splits)
+    elif run.features is not None:
+        def block_of(split: FoldSplit) -> FrameFeatures:
+            return run.features.block(block_name(run.protocol.bn_mode, split.fold))
     else:
-        used = sorted({v for s in splits for v in (*s.train, *s.val, *s.test)})
-        if run.protocol.inputs == FEATURES:
-            everything = extract_features(encoder, ds, used, size, max_frames, device=device)
-        else:
-            everything = load_frames(ds, used, size, max_frames)
-
-        def computed(split: FoldSplit) -> FrameFeatures | FrameSet:
-            return everything
+        block_of = _computed_blocks(run)
 
     def inputs_of(split: FoldSplit) -> FoldData:
-        data = computed(split)
+        data = block_of(split)
         return {name: select_videos(data, ids) for name, ids in (("train", split.train), ("val", split.val),
                                                                   ("test", split.test))}
 
     return inputs_of
+
+
+def _loaded_frames(run: EvaluationRun, splits: list[FoldSplit]) -> Callable[[FoldSplit], FrameSet]:
+    from hico.evaluation.extract import load_frames
+    from hico.models.backbone import read_encoder_meta
+
+    run.encoder_meta = read_encoder_meta(run.encoder_path)
+    run.device = _resolve_device(run.device)
+    used = sorted({v for s in splits for v in (*s.train, *s.val, *s.test)})
+    frames = load_frames(run.dataset, used, run.image_size, run.max_frames)
+    return lambda split: frames
+
+
+def _computed_blocks(run: EvaluationRun) -> Callable[[FoldSplit], FrameFeatures]:
+    """Feature blocks computed from the encoder, each once (what ``hico features`` would write)."""
+    import torch
+
+    from hico.models.backbone import load_encoder
+
+    run.device = _resolve_device(run.device)
+    torch.manual_seed(run.seed)
+    encoder = load_encoder(run.encoder_path)
+    run.encoder_meta = encoder.meta
+    fold_of = dict(zip(run.fold_table["video_id"], run.fold_table["fold"]))
+    done: dict[str, FrameFeatures] = {}
+
+    def block_of(split: FoldSplit) -> FrameFeatures:
+        name = block_name(run.protocol.bn_mode, split.fold)
+        if name not in done:
+            done[name] = compute_block(encoder, run.dataset, image_size=run.image_size, max_frames=run.max_frames,
+                                       bn=run.protocol.bn_mode, fold=split.fold, fold_of=fold_of, device=run.device)
+        return done[name]
+
+    return block_of
 
 
 def _call_protocol(run: EvaluationRun, data: FoldData) -> dict[str, Any]:
@@ -169,6 +214,10 @@ def _call_protocol(run: EvaluationRun, data: FoldData) -> dict[str, Any]:
     n_classes = len(run.dataset.classes)
     if run.protocol.inputs == FEATURES:
         return fn(data["train"], data["val"], data["test"], n_classes, seed=run.seed, **args)
+    import torch
+
+    from hico.models.backbone import load_encoder
+
     torch.manual_seed(run.seed)
     fresh = load_encoder(run.encoder_path)  # fine-tuning changes the encoder: start each fold anew
     return fn(data["train"], data["val"], data["test"], n_classes, seed=run.seed, encoder=fresh, device=run.device,
@@ -264,7 +313,17 @@ def metrics_record(run: EvaluationRun, split: FoldSplit, data: FoldData, result:
     for name, rec in (result.get("records") or {}).items():
         metrics[name] = {k: v for k, v in rec.items() if k != "proba"}
         metrics[name].update(frame_and_video_metrics(test.video_ids, test.labels, rec["proba"], ds.classes))
-    metrics["provenance"] = provenance({"protocol": run.asked_as, "args": protocol_args, "image_size": run.image_size,
-                                        "max_frames": run.max_frames, "val_fraction": run.val_fraction,
-                                        "train_fraction": run.train_fraction}, run.seed, run.device)
+    metrics["provenance"] = _provenance(run)
     return metrics
+
+
+def _provenance(run: EvaluationRun) -> dict[str, Any]:
+    from hico.provenance import provenance
+
+    out = provenance({"protocol": run.asked_as, "args": run.protocol_args, "image_size": run.image_size,
+                      "max_frames": run.max_frames, "val_fraction": run.val_fraction,
+                      "train_fraction": run.train_fraction}, run.seed, run.device)
+    if run.features is not None:
+        out["features"] = {"path": str(run.features.path), "key": run.features.meta["key"],
+                           "extraction": run.features.meta.get("provenance")}
+    return out

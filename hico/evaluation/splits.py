@@ -49,6 +49,14 @@ class FoldSplit:
     test: list[str]
 
 
+def frame_indices(n_frames: int, max_frames: int | None) -> np.ndarray:
+    """Which stored frames of a video of ``n_frames`` are read: all, or ``max_frames`` evenly spaced."""
+    idx = np.arange(n_frames)
+    if max_frames and len(idx) > max_frames:
+        idx = np.linspace(0, len(idx) - 1, max_frames).round().astype(int)
+    return idx
+
+
 def subsample_train_videos(manifest: pd.DataFrame, train_ids: list[str], fraction: float, seed: int = 0) -> list[str]:
     """A seeded, class-stratified ``fraction`` of ``train_ids`` (videos), >= 1 video per class.
 

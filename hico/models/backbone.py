@@ -8,8 +8,8 @@ each of the strides 4/8/16/32, which is what a feature pyramid (HiCo's FPN, afte
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -36,6 +36,8 @@ class Backbone(nn.Module):
     def __init__(self, name: str = "resnet18", pretrained: bool = False, weights: str | None = None):
         super().__init__()
         self.name = name
+        import timm  # here, not at module level: importing timm costs ~1.5 s of every command's start
+
         kwargs = {"features_only": True}
         if weights:
             path = Path(weights).expanduser()
@@ -81,6 +83,8 @@ class Backbone(nn.Module):
 
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    import timm
+
     # timm zero-initialises the last BN of each residual block; torchvision (which the released
     # HiCo/USCL code uses) does not, and from scratch that silences the residual branches on the
     # first steps. Keep torchvision's init where the architecture has the switch.
@@ -102,11 +106,21 @@ def save_encoder(backbone: Backbone, path: str | Path, meta: dict | None = None)
     )
 
 
-def load_encoder(path: str | Path, map_location="cpu") -> Backbone:
-    """Rebuild a :class:`Backbone` from :func:`save_encoder`'s file."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+def _read_encoder_file(path: str | Path, map_location="cpu", mmap: bool = False) -> dict[str, Any]:
+    blob = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     if not isinstance(blob, dict) or "backbone" not in blob or "state_dict" not in blob:
         raise ValueError(f"{path}: not an encoder file written by hico (expected keys backbone, state_dict)")
+    return blob
+
+
+def read_encoder_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` of :func:`save_encoder`'s file, without building the model (no timm)."""
+    return dict(_read_encoder_file(path, mmap=True).get("meta", {}))
+
+
+def load_encoder(path: str | Path, map_location="cpu") -> Backbone:
+    """Rebuild a :class:`Backbone` from :func:`save_encoder`'s file."""
+    blob = _read_encoder_file(path, map_location)
     backbone = Backbone(blob["backbone"], pretrained=False)
     backbone.load_state_dict(blob["state_dict"])
     backbone.meta = blob.get("meta", {})

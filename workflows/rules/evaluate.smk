@@ -1,7 +1,77 @@
 # Evaluation: one job per (dataset, protocol, method, seed, variant) -> one metrics.json per
-# fold (frozen features are extracted once for all folds).
-# Variants: `full` (all training videos of the fold), `frac<p>` (p % of them, label
+# fold. Variants: `full` (all training videos of the fold), `frac<p>` (p % of them, label
 # efficiency), `epoch<k>` (the encoder saved after k pretraining epochs, convergence).
+#
+# Frozen features are a workflow output: one `features` job per (dataset, method, seed, encoder
+# variant, BN mode) writes a feature file, and every frozen-feature evaluation of that encoder
+# (linear probe, k-NN; their AdaBN forms read the `adabn` file) and the t-SNE read it. The file
+# records the hashes of the encoder, the dataset (and the folds for AdaBN); a job whose inputs
+# no longer match it recomputes it, an evaluation refuses it. Fine-tuning reads frames itself.
+from hico import layout
+from hico.evaluation.protocols import FEATURES as _FEATURES, get_protocol
+
+
+wildcard_constraints:
+    bn="|".join(layout.BN_MODES),
+
+
+def features_for(wildcards):
+    """The feature file a frozen-feature evaluation reads ([] for the fine-tune protocols)."""
+    spec = get_protocol(wildcards.protocol)
+    if spec.inputs != _FEATURES:
+        return []
+    return layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed,
+                                layout.encoder_variant(wildcards.variant), spec.bn_mode)
+
+
+def features_flag(wildcards, input):
+    return f"--features {input.features}" if input.features else ""
+
+
+def evaluation_gpus(wildcards):
+    """A frozen-feature evaluation fits on the CPU from its feature file: it holds no GPU."""
+    return 0 if features_for(wildcards) else config["evaluation"].get("gpus", 0)
+
+
+def features_folds(wildcards):
+    return [f"{DATA}/{wildcards.dataset}/folds.csv"] if wildcards.bn == "adabn" else []
+
+
+def features_folds_flag(wildcards, input):
+    return f"--folds {input.folds}" if input.folds else ""
+
+
+rule features:
+    input:
+        encoder=encoder_for,
+        data=f"{DATA}/{{dataset}}/manifest.csv",
+        folds=features_folds,
+    output:
+        layout.features_path(RUNS, "{dataset}", "{method}", "{seed}", "{variant}", "{bn}"),
+    log:
+        f"{LOGS}/features/{{dataset}}/{{method}}/seed{{seed}}/{{variant}}/{{bn}}.log",
+    benchmark:
+        f"{BENCH}/features/{{dataset}}/{{method}}/seed{{seed}}/{{variant}}/{{bn}}.tsv"
+    wildcard_constraints:
+        variant="full|epoch[0-9]+",
+    params:
+        data=lambda wc: f"{DATA}/{wc.dataset}",
+        folds=features_folds_flag,
+        image_size=config["evaluation"]["image_size"],
+        max_frames=config["evaluation"].get("max_frames", 30),
+        device=config["evaluation"].get("device", "auto"),
+    threads: config["evaluation"].get("threads", 1)
+    resources:
+        gpu=config["evaluation"].get("gpus", 0),
+        mem_mb=config["evaluation"].get("mem_mb", 8000),
+        runtime=config["evaluation"].get("runtime_min", 30),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m hico features --encoder {input.encoder} --data {params.data} "
+        "--image-size {params.image_size} --max-frames {params.max_frames} --bn {wildcards.bn} {params.folds} "
+        "--device {params.device} --out {output} > {log} 2>&1"
+
 
 rule evaluate:
     input:
@@ -9,6 +79,7 @@ rule evaluate:
         data=f"{DATA}/{{dataset}}/manifest.csv",
         folds=f"{DATA}/{{dataset}}/folds.csv",
         check=leakage_check,
+        features=features_for,
     output:
         [
             f"{RUNS}/eval/{{dataset}}/{{protocol}}/{{method}}/seed{{seed}}/fold{fold}/{{variant}}/metrics.json"
@@ -25,9 +96,10 @@ rule evaluate:
         image_size=config["evaluation"]["image_size"],
         max_frames=config["evaluation"].get("max_frames", 30),
         device=config["evaluation"].get("device", "auto"),
+        features=features_flag,
     threads: config["evaluation"].get("threads", 1)
     resources:
-        gpu=config["evaluation"].get("gpus", 0),
+        gpu=evaluation_gpus,
         mem_mb=config["evaluation"].get("mem_mb", 8000),
         runtime=config["evaluation"].get("runtime_min", 30),
     conda:
@@ -36,4 +108,4 @@ rule evaluate:
         "OMP_NUM_THREADS={threads} python -m hico evaluate --encoder {input.encoder} --data {params.data} "
         "--folds {input.folds} --fold {params.folds} --protocol {wildcards.protocol} --seed {wildcards.seed} "
         "--image-size {params.image_size} --max-frames {params.max_frames} --method {wildcards.method} "
-        "--args '{params.args}' --device {params.device} --out {output} > {log} 2>&1"
+        "--args '{params.args}' --device {params.device} {params.features} --out {output} > {log} 2>&1"

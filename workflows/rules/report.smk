@@ -49,10 +49,18 @@ rule plot:
         "> {log} 2>&1"
 
 
-# t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
+# t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
+# the evaluation jobs, not after them, and needs no torch.
+def tsne_features():
+    """name=feature file of the `tsne_encoders` (seed 0, first evaluation dataset, frozen BN)."""
+    dataset = eval_datasets()[0]
+    seed = config["evaluation"]["seeds"][0]
+    return {m: layout.features_path(RUNS, dataset, m, seed, layout.FULL, "frozen") for m in tsne_encoders()}
+
+
 rule tsne:
     input:
-        encoders=tsne_encoders().values(),
+        features=tsne_features().values(),
         data=f"{DATA}/{eval_datasets()[0]}/manifest.csv",
     output:
         report(f"{RESULTS}/figures/tsne.png", caption="../report/tsne.rst", category="Figures"),
@@ -62,11 +70,10 @@ rule tsne:
         f"{BENCH}/report/tsne.tsv"
     params:
         out_dir=lambda wc, output: Path(output[0]).parent,
-        encoders=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_encoders().items()),
+        features=lambda wc: " ".join(f"{m}={p}" for m, p in tsne_features().items()),
         data=lambda wc, input: Path(input.data).parent,
-        image_size=config["evaluation"]["image_size"],
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m hico plot --figures tsne --out-dir {params.out_dir} --encoders {params.encoders} "
-        "--data {params.data} --image-size {params.image_size} > {log} 2>&1"
+        "python -m hico plot --figures tsne --out-dir {params.out_dir} --features {params.features} "
+        "--data {params.data} > {log} 2>&1"
