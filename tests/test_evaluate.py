@@ -393,8 +393,9 @@ def no_compute(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("computed inputs before checking the arguments")
 
+    monkeypatch.setattr("hico.evaluation.run.compute_block", refuse)
     for name in ("extract_features", "adabn_features", "load_frames"):
-        monkeypatch.setattr(f"hico.evaluation.run.{name}", refuse)
+        monkeypatch.setattr(f"hico.evaluation.extract.{name}", refuse)
 
 
 @pytest.mark.parametrize("protocol,args,message", [

@@ -4,6 +4,9 @@ import os
 import re
 from pathlib import Path
 
+from hico import layout
+from hico.evaluation.protocols import FEATURES as _FEATURES, get_protocol
+
 
 DATA = config["data_root"]
 RUNS = config["runs_root"]
@@ -304,3 +307,40 @@ def protocol_args(wildcards):
     if wildcards.variant.startswith("frac"):
         args["train_fraction"] = int(wildcards.variant[4:]) / 100
     return json.dumps(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature files (rule features in evaluate.smk; read by frozen-feature evaluations and the t-SNE)
+
+
+def features_for(wildcards):
+    """The feature file a frozen-feature evaluation reads ([] for the fine-tune protocols)."""
+    spec = get_protocol(wildcards.protocol)
+    if spec.inputs != _FEATURES:
+        return []
+    return layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed,
+                                layout.encoder_variant(wildcards.variant), spec.bn_mode)
+
+
+def features_flag(wildcards, input):
+    return f"--features {input.features}" if input.features else ""
+
+
+def evaluation_gpus(wildcards):
+    """A frozen-feature evaluation fits on the CPU from its feature file: it holds no GPU."""
+    return 0 if features_for(wildcards) else config["evaluation"].get("gpus", 0)
+
+
+def features_folds(wildcards):
+    return [f"{DATA}/{wildcards.dataset}/folds.csv"] if wildcards.bn == "adabn" else []
+
+
+def features_folds_flag(wildcards, input):
+    return f"--folds {input.folds}" if input.folds else ""
+
+
+def tsne_features():
+    """name=feature file of the `tsne_encoders` (seed 0, first evaluation dataset, frozen BN)."""
+    dataset = eval_datasets()[0]
+    seed = config["evaluation"]["seeds"][0]
+    return {m: layout.features_path(RUNS, dataset, m, seed, layout.FULL, "frozen") for m in tsne_encoders()}

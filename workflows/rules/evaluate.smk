@@ -7,38 +7,8 @@
 # (linear probe, k-NN; their AdaBN forms read the `adabn` file) and the t-SNE read it. The file
 # records the hashes of the encoder, the dataset (and the folds for AdaBN); a job whose inputs
 # no longer match it recomputes it, an evaluation refuses it. Fine-tuning reads frames itself.
-from hico import layout
-from hico.evaluation.protocols import FEATURES as _FEATURES, get_protocol
-
-
 wildcard_constraints:
     bn="|".join(layout.BN_MODES),
-
-
-def features_for(wildcards):
-    """The feature file a frozen-feature evaluation reads ([] for the fine-tune protocols)."""
-    spec = get_protocol(wildcards.protocol)
-    if spec.inputs != _FEATURES:
-        return []
-    return layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed,
-                                layout.encoder_variant(wildcards.variant), spec.bn_mode)
-
-
-def features_flag(wildcards, input):
-    return f"--features {input.features}" if input.features else ""
-
-
-def evaluation_gpus(wildcards):
-    """A frozen-feature evaluation fits on the CPU from its feature file: it holds no GPU."""
-    return 0 if features_for(wildcards) else config["evaluation"].get("gpus", 0)
-
-
-def features_folds(wildcards):
-    return [f"{DATA}/{wildcards.dataset}/folds.csv"] if wildcards.bn == "adabn" else []
-
-
-def features_folds_flag(wildcards, input):
-    return f"--folds {input.folds}" if input.folds else ""
 
 
 rule features:

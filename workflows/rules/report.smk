@@ -51,13 +51,6 @@ rule plot:
 
 # t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
 # the evaluation jobs, not after them, and needs no torch.
-def tsne_features():
-    """name=feature file of the `tsne_encoders` (seed 0, first evaluation dataset, frozen BN)."""
-    dataset = eval_datasets()[0]
-    seed = config["evaluation"]["seeds"][0]
-    return {m: layout.features_path(RUNS, dataset, m, seed, layout.FULL, "frozen") for m in tsne_encoders()}
-
-
 rule tsne:
     input:
         features=tsne_features().values(),
