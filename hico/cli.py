@@ -55,8 +55,12 @@ def _overrides(args) -> list[dict[str, Any]]:
     return found
 
 
-def _device(name: str | None, gpus: int) -> str:
-    """The device a job runs on; a job given GPUs that sees none stops here (hico.device)."""
+def _device(name: str | None, gpus: int = 0) -> str | None:
+    """The device a job runs on; a job given GPUs that sees none stops here (hico.device). Without
+    GPUs, ``auto`` stays None and is resolved where torch is imported anyway, so a command that
+    needs no torch (an evaluation from a feature file) does not import it for this."""
+    if not gpus:
+        return None if name in (None, "", "auto") else name
     from hico.device import resolve_device
 
     return str(resolve_device(name, gpus))
@@ -64,6 +68,13 @@ def _device(name: str | None, gpus: int) -> str:
 
 GPUS_HELP = ("GPUs the scheduler gave this job (the workflow passes its gpu resource); with --gpus > 0 "
              "and no CUDA the job stops with an error instead of running on the CPU, unless --device cpu")
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    value = _json_arg(text, flag)
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object of named arguments, got {text!r}")
+    return value
 
 
 def cmd_simulate(argv: list[str]) -> int:
@@ -150,17 +161,43 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--device", help="cpu, cuda or auto (default)")
     p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     p.add_argument("--out", required=True, nargs="+", help="metrics.json path per fold, in the order of --fold")
+    p.add_argument("--features", help="feature file of `hico features` for this encoder and dataset (frozen-feature "
+                                      "protocols); without it the features are computed here")
     a = p.parse_args(argv)
     if len(a.out) != len(a.fold):
         raise UsageError(f"{len(a.fold)} folds but {len(a.out)} --out paths; give one per fold")
-    from hico.evaluate import evaluate_folds
+    from hico.evaluation.run import evaluate_folds
 
-    results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, a.seed, a.image_size, a.max_frames,
-                             out_paths=a.out, method=a.method, device=_device(a.device, a.gpus),
-                             **_json_arg(a.args, "--args"))
+    results = evaluate_folds(a.encoder, a.data, a.folds, a.fold, a.protocol, seed=a.seed, image_size=a.image_size,
+                             max_frames=a.max_frames, out_paths=a.out, method=a.method,
+                             device=_device(a.device, a.gpus), features=a.features,
+                             **_json_object(a.args, "--args"))
     for m in results:
         print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
               f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
+    return 0
+
+
+def cmd_features(argv: list[str]) -> int:
+    p = _parser("features")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--data", required=True, help="standard dataset folder")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--max-frames", type=int, default=30)
+    p.add_argument("--bn", choices=["frozen", "adabn"], default="frozen",
+                   help="the encoder's BatchNorm statistics, or re-estimated per fold (AdaBN; needs --folds)")
+    p.add_argument("--folds", help="folds.csv (with --bn adabn: one block of features per fold)")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    p.add_argument("--out", required=True, help="feature file (.npz)")
+    a = p.parse_args(argv)
+    if (a.bn == "adabn") != (a.folds is not None):
+        p.error("--folds goes with --bn adabn, and only with it")
+    from hico.evaluation.features import write_features
+
+    path, computed = write_features(a.out, a.encoder, a.data, image_size=a.image_size, max_frames=a.max_frames,
+                                    bn=a.bn, folds_path=a.folds, device=_device(a.device, a.gpus))
+    print(f"[features] {a.encoder} on {a.data} ({a.bn}) -> {path}" + ("" if computed else " (up to date, kept)"))
     return 0
 
 
@@ -251,6 +288,12 @@ COMMANDS: dict[str, Command] = {
         "python -m hico pretrain hico --data data/synthetic_pretrain --out runs/hico/seed0",
         "python -m hico pretrain simclr --data data/a data/b --out runs/simclr --set epochs=2 --set batch_size=16",
         "python -m hico pretrain random_init --out runs/random_init/seed0",
+    )),
+    "features": Command(cmd_features, "Frozen features of an encoder on a dataset -> one .npz (computed once, "
+                        "checked against the encoder's and the dataset's content hashes).", (
+        "python -m hico features --encoder runs/hico/seed0/encoder.pt --data data/pocus --image-size 64 "
+        "--out f.npz",
+        "python -m hico features --encoder E --data data/pocus --bn adabn --folds data/pocus/folds.csv --out a.npz",
     )),
     "evaluate": Command(cmd_evaluate, "Run one protocol (linear probe, k-NN, fine-tuning) on folds of a "
                         "dataset -> one metrics.json per fold.", (

@@ -12,6 +12,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
     <runs>/pretrain/<pool>/<method>/seed<k>/   one pretraining run (RUN_FILES)
     <runs>/eval/<dataset>/<protocol_id>/<method>/seed<k>/fold<f>/<variant>/metrics.json
     <runs>/export/<pool>/<method>/seed<k>/     an exported encoder (EXPORT_FILES)
+    <runs>/features/<dataset>/<method>/seed<k>/<full|epoch<k>>/<frozen|adabn>.npz   frozen features
     <results>/tables/<table>.csv, <results>/figures/<figure>.png
 """
 
@@ -143,7 +144,9 @@ def encoder_file(run_dir: str, variant: str = FULL) -> str:
 
 FINETUNE = "finetune"
 FINETUNE_VARIANTS = ("released", "full")
-#: every registered protocol id (the workflow checks config protocol names against it at DAG time)
+#: every protocol ``hico evaluate --protocol`` takes (the registry, hico.evaluation.protocols,
+#: holds exactly these; a test checks it; the workflow checks config protocol names against it at
+#: DAG time): ``finetune`` is the generic name of its variants
 PROTOCOL_IDS = ("linear_probe", "knn", "linear_probe_adabn", "knn_adabn", FINETUNE,
                 *(f"{FINETUNE}_{v}" for v in FINETUNE_VARIANTS))
 
@@ -162,6 +165,22 @@ METRICS = "metrics.json"  # one evaluation: one protocol on one fold
 def eval_root(runs_root: str) -> str:
     """The folder of every metrics.json (the tables read it)."""
     return f"{runs_root}/eval"
+
+
+#: BatchNorm of a frozen encoder's features: its own statistics, or re-estimated per fold (AdaBN)
+BN_MODES = ("frozen", "adabn")
+
+
+def encoder_variant(variant: str) -> str:
+    """The encoder an evaluation variant reads, as a variant: ``full`` (also for ``frac<p>``,
+    the same encoder on fewer labels) or ``epoch<k>``."""
+    kind, value = parse_variant(variant)
+    return epoch_variant(value) if kind == "epoch" else FULL
+
+
+def features_path(runs_root: str, dataset: str, method: str, seed: str | int, encoder_variant: str, bn: str) -> str:
+    """The feature file (``hico features``) of one encoder on one dataset in one BN mode."""
+    return f"{runs_root}/features/{dataset}/{method}/seed{seed}/{encoder_variant}/{bn}.npz"
 
 
 def metrics_path(runs_root: str, dataset: str, protocol: str, method: str, seed: str | int,

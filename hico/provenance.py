@@ -7,14 +7,14 @@ suite, the hash of the resolved config, package versions, the device and the see
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 def config_hash(config: Any) -> str:
@@ -44,18 +44,27 @@ def git_sha() -> str:
         return "unknown"
 
 
-def device_name(device: torch.device | str | None = None) -> str:
-    device = torch.device(device or "cpu")
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(device)
+def device_name(device=None) -> str:
+    """The GPU's name for a CUDA device, else the CPU's (torch is imported only for CUDA)."""
+    if str(device or "cpu").startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(device))
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def provenance(config: Any = None, seed: int | None = None, device=None) -> dict[str, Any]:
-    import numpy
-    import sklearn
-    import timm
+def package_version(module: str, distribution: str | None = None) -> str | None:
+    """A package's version without importing it (a torch-free command stays torch-free)."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    try:
+        return importlib.metadata.version(distribution or module)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def provenance(config: Any = None, seed: int | None = None, device=None) -> dict[str, Any]:
     return {
         "git_sha": git_sha(),
         "config_hash": config_hash(config) if config is not None else None,
@@ -63,9 +72,9 @@ def provenance(config: Any = None, seed: int | None = None, device=None) -> dict
         "device": device_name(device),
         "versions": {
             "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "numpy": numpy.__version__,
-            "sklearn": sklearn.__version__,
+            "torch": package_version("torch"),
+            "timm": package_version("timm"),
+            "numpy": package_version("numpy"),
+            "sklearn": package_version("sklearn", "scikit-learn"),
         },
     }

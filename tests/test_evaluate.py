@@ -3,7 +3,11 @@ subsampling, no test-fold video in training or model selection, and a tiny fine-
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,8 +22,11 @@ from sklearn.metrics import (
 )
 
 import hico.evaluate as ev
+from hico import layout
 from hico.data.folds import read_folds, split_fold, write_folds
 from hico.data.standard import DatasetWriter, load_dataset
+from hico.errors import HicoError
+from hico.evaluation import extract
 from hico.models.backbone import Backbone, save_encoder
 
 CLASSES = ["covid", "pneumonia", "regular"]
@@ -155,21 +162,21 @@ def test_subsample_is_nested_and_rejects_percent(tiny):
 def _spy(monkeypatch, name):
     seen = {}
     original = ev.PROTOCOLS[name]
+    run = original.function()
 
+    @functools.wraps(run)  # the registry reads the accepted arguments from the signature
     def spy(train, val, test, n_classes, seed=0, **kw):
         seen.update(train=set(train.video_ids), val=set(val.video_ids), test=set(test.video_ids))
-        return original(train, val, test, n_classes, seed=seed, **kw)
+        return run(train, val, test, n_classes, seed=seed, **kw)
 
-    spy.inputs = original.inputs
-    spy.adapt_bn = getattr(original, "adapt_bn", False)
-    monkeypatch.setitem(ev.PROTOCOLS, name, spy)
-    adapt = ev.adapt_batchnorm
+    monkeypatch.setitem(ev.PROTOCOLS, name, dataclasses.replace(original, run=spy))
+    adapt = extract.adapt_batchnorm
 
     def adapt_spy(encoder, ds, video_ids, *args, **kw):  # BatchNorm statistics: fold's train + val only
         seen.setdefault("bn", set()).update(video_ids)
         return adapt(encoder, ds, video_ids, *args, **kw)
 
-    monkeypatch.setattr(ev, "adapt_batchnorm", adapt_spy)
+    monkeypatch.setattr(extract, "adapt_batchnorm", adapt_spy)
     return seen
 
 
@@ -284,8 +291,22 @@ def test_finetune_released_trains_last_block_and_head_only(tiny, frames):
 def test_registered_protocols():
     assert {"linear_probe", "knn", "finetune", "finetune_released", "finetune_full", "linear_probe_adabn",
             "knn_adabn"} <= set(ev.PROTOCOLS)
-    assert ev.PROTOCOLS["knn_adabn"].adapt_bn and not getattr(ev.PROTOCOLS["knn"], "adapt_bn", False)
+    assert ev.PROTOCOLS["knn_adabn"].adapt_bn and not ev.PROTOCOLS["knn"].adapt_bn
     assert ev.PROTOCOLS["finetune_full"].inputs == "frames" and ev.PROTOCOLS["knn"].inputs == "features"
+    assert ev.PROTOCOLS["knn_adabn"].function() is ev.knn and ev.PROTOCOLS["finetune_full"].fixed == {"variant": "full"}
+
+
+def test_protocol_registry_equals_layout_protocol_ids():
+    """Contract 3: the workflow validates config protocols against layout.PROTOCOL_IDS."""
+    assert sorted(ev.PROTOCOLS) == sorted(layout.PROTOCOL_IDS)
+    assert all(name == record.name for name, record in ev.PROTOCOLS.items())
+
+
+def test_protocol_registry_reads_without_torch_or_sklearn():
+    code = ("import sys; from hico.evaluation.protocols import PROTOCOLS; "
+            "print(','.join(m for m in ('torch', 'sklearn', 'timm', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 @pytest.mark.parametrize("protocol,args", [("linear_probe", {}), ("finetune", {"epochs": 1, "batch_size": 16})])
@@ -300,3 +321,132 @@ def test_several_folds_in_one_call_equal_separate_calls(tiny, tmp_path, protocol
         assert joint["frame"]["confusion_matrix"] == alone["frame"]["confusion_matrix"]
         assert joint["frame"]["accuracy"] == pytest.approx(alone["frame"]["accuracy"])
     assert json.loads((tmp_path / "b.json").read_text())["fold"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# metrics.json schema 3 (contract 2): labelled pretraining share, per-video test outcomes
+
+
+@pytest.mark.parametrize("protocol,args", [("knn", {"k": 3}), ("finetune_released", {"epochs": 1, "batch_size": 16})])
+def test_test_videos_reproduce_frame_and_video_accuracy(tiny, protocol, args):
+    m = ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 2, protocol, image_size=IMAGE, max_frames=2, **args)
+    assert m["schema_version"] == 3
+    tv = m["test_videos"]
+    assert set(tv) == {"video_id", "patient_id", "label", "n_frames", "frame_correct", "video_pred"}
+    assert len({len(v) for v in tv.values()}) == 1
+    assert sorted(tv["video_id"]) == m["split_video_ids"]["test"]
+    manifest = load_dataset(tiny["data"]).manifest.set_index("video_id")
+    assert tv["patient_id"] == [manifest.loc[v, "patient_id"] for v in tv["video_id"]]
+    assert tv["label"] == [int(manifest.loc[v, "label"]) for v in tv["video_id"]]
+    assert tv["n_frames"] == [2] * len(tv["video_id"]) and sum(tv["n_frames"]) == m["frame"]["n"]
+    assert all(0 <= c <= n for c, n in zip(tv["frame_correct"], tv["n_frames"]))
+    assert sum(tv["frame_correct"]) / sum(tv["n_frames"]) == pytest.approx(m["frame"]["accuracy"])
+    video_acc = np.mean([p == y for p, y in zip(tv["video_pred"], tv["label"])])
+    assert video_acc == pytest.approx(m["video"]["accuracy"])
+    cm = np.zeros((3, 3), int)
+    for y, p in zip(tv["label"], tv["video_pred"]):
+        cm[y, p] += 1
+    assert cm.tolist() == m["video"]["confusion_matrix"]
+
+
+def test_video_outcomes_by_hand(tiny):
+    ds = load_dataset(tiny["data"])
+    vids = ds.manifest["video_id"].tolist()
+    a, b = vids[0], vids[-1]  # labels 0 and 2
+    test = ev.FrameFeatures(np.zeros((5, 1)), np.array([0, 0, 0, 2, 2]), np.array([a, a, a, b, b]))
+    proba = np.array([[0.9, 0.1, 0], [0.2, 0.8, 0], [0.3, 0.7, 0], [0.1, 0, 0.9], [0.2, 0, 0.8]])
+    tv = ev.video_outcomes(ds, test, proba)
+    assert tv == {"video_id": [a, b], "patient_id": ["cov-p0", "reg-p7"], "label": [0, 2], "n_frames": [3, 2],
+                  "frame_correct": [1, 2], "video_pred": [1, 2]}
+
+
+def _encoder_in_run(root, name, run_config=None, meta=None):
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_encoder(Backbone("resnet18"), run / layout.ENCODER, {"method": name, **(meta or {})})
+    if run_config is not None:
+        (run / layout.RUN_CONFIG).write_text(json.dumps(run_config))
+    return run / layout.ENCODER
+
+
+@pytest.mark.parametrize("run_config,meta,expected", [
+    ({"datasets": ["data/pool"], "labelled_fraction": 0.25, "config": {}}, {"labelled_fraction": 1.0}, 0.25),
+    (None, {"labelled_fraction": 1.0}, 1.0),  # no config.json: the encoder meta
+    ({"datasets": ["data/pool"], "config": {}}, {"labelled_fraction": 0.5}, 0.5),
+    ({"datasets": [], "config": {"requires_pretraining": False}}, {}, 0.0),  # a control sees no label
+    (None, {}, None),  # unknown
+])
+def test_pretrain_labelled_fraction_from_run_config_then_meta(tiny, tmp_path, run_config, meta, expected):
+    enc = _encoder_in_run(tmp_path, "m", run_config, meta)
+    m = ev.evaluate(enc, tiny["data"], tiny["folds"], 0, "knn", image_size=IMAGE, max_frames=1, k=3)
+    assert m["pretrain_labelled_fraction"] == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Nonsensical protocol arguments are refused before anything is computed (issue 11 item 11)
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail loudly if an evaluation gets as far as reading frames or running the encoder."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed inputs before checking the arguments")
+
+    monkeypatch.setattr("hico.evaluation.run.compute_block", refuse)
+    for name in ("extract_features", "adabn_features", "load_frames"):
+        monkeypatch.setattr(f"hico.evaluation.extract.{name}", refuse)
+
+
+@pytest.mark.parametrize("protocol,args,message", [
+    ("knn", {"k": 0}, "protocol knn: k must be an integer >= 1, got 0"),
+    ("knn", {"k": -3}, "k must be an integer >= 1, got -3"),
+    ("knn_adabn", {"k": 2.5}, "k must be an integer >= 1, got 2.5"),
+    ("knn", {"k": "5"}, "k must be an integer >= 1, got '5'"),
+    ("knn", {"temperature": 0}, "temperature must be a finite number > 0"),
+    ("linear_probe", {"c_grid": []}, "c_grid is empty"),
+    ("linear_probe", {"c_grid": [1.0, -1]}, "every c_grid value must be a finite number > 0, got -1"),
+    ("linear_probe_adabn", {"max_iter": 0}, "max_iter must be an integer >= 1"),
+    ("finetune", {"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ("finetune", {"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+    ("finetune_full", {"lr": -0.1}, "lr must be a finite number > 0"),
+    ("finetune", {"variant": "half"}, "finetune variant must be one of"),
+    ("finetune_released", {"variant": "full"}, "protocol finetune_released fixes variant='released'"),
+    ("knn", {"kk": 5}, "protocol knn: unknown argument(s) ['kk']; it takes k, temperature"),
+    ("linear_probe", {"C": 1.0}, "unknown argument(s) ['C']; it takes c_grid, max_iter"),
+    ("finetune_released", {"epoch": 3}, "it takes epochs, batch_size, lr, weight_decay, trainable, mean, std"),
+])
+def test_nonsensical_protocol_arguments_are_refused_first(tiny, no_compute, protocol, args, message):
+    with pytest.raises(ev.ProtocolError) as e:
+        ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 0, protocol, image_size=IMAGE, max_frames=2, **args)
+    assert message in str(e.value)
+    assert isinstance(e.value, HicoError)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"max_frames": -1}, "max_frames must be an integer >= 1 (0 or None: every stored frame), got -1"),
+    ({"image_size": 0}, "image_size must be an integer >= 1"),
+    ({"train_fraction": 0}, "train_fraction must be in (0, 1]"),
+])
+def test_nonsensical_evaluation_options_are_refused(tiny, no_compute, options, message):
+    with pytest.raises(HicoError) as e:
+        ev.evaluate(tiny["encoder"], tiny["data"], tiny["folds"], 0, "knn", **{"image_size": IMAGE, **options})
+    assert message in str(e.value)
+
+
+def test_knn_arguments_check_direct_calls_too():
+    feats = ev.FrameFeatures(np.eye(3), np.arange(3), np.array(["a", "b", "c"]))
+    with pytest.raises(ev.ProtocolError, match="k must be an integer >= 1, got 0"):
+        ev.knn(feats, feats, feats, 3, k=0)
+    assert ev.knn(feats, feats, feats, 3, k=1)["proba"].argmax(1).tolist() == [0, 1, 2]
+
+
+def test_cli_prints_a_bad_protocol_argument_as_one_line(tiny, tmp_path):
+    cmd = [sys.executable, "-m", "hico", "evaluate", "--encoder", str(tiny["encoder"]), "--data", str(tiny["data"]),
+           "--folds", str(tiny["folds"]), "--fold", "0", "--protocol", "knn", "--image-size", "32",
+           "--out", str(tmp_path / "m.json")]
+    r = subprocess.run([*cmd, "--args", '{"k": 0}'], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("hico evaluate: error: protocol knn: k must be an integer >= 1")
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
+    r = subprocess.run([*cmd, "--args", "{k: 0}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--args is not valid JSON" in r.stderr

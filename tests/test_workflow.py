@@ -127,8 +127,9 @@ def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods
     assert '"checkpoint_epochs": []' in short and '"epochs": 1' in short
     assert '"checkpoint_epochs": [2, 3]' in next(c for c in commands if "--name simclr " in c)
     tsne = next(j for j in ("rule " + j for j in re.split(r"\n\s*rule ", out)[1:]) if j.startswith("rule tsne:"))
-    assert "random_init/seed0/encoder.pt" in tsne and "simclr_short/seed0/encoder.pt" in tsne
-    assert "/simclr/seed0/encoder.pt" not in tsne
+    # the t-SNE reads the frozen feature files of the chosen methods' encoders
+    assert "random_init/seed0/full/frozen.npz" in tsne and "simclr_short/seed0/full/frozen.npz" in tsne
+    assert "/simclr/seed0/" not in tsne
 
 
 def test_restriction_to_an_unknown_method_is_rejected(tmp_path):

@@ -16,8 +16,8 @@ linear evaluation and MAE's linear probe read). A ViT has no pyramid (one stride
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -41,6 +41,8 @@ class BackboneError(HicoError, ValueError):
 
 def backbone_kind(name: str) -> str:
     """``"vit"`` for timm Vision Transformers, ``"cnn"`` for everything else (no model is built)."""
+    import timm  # here, not at module level: importing timm costs ~1.5 s of every command's start
+
     arch = timm.models.get_arch_name(name)
     try:
         module = timm.models.model_entrypoint(arch).__module__
@@ -82,6 +84,8 @@ class Backbone(nn.Module):
         try:
             self.body = _create(name, pretrained, kwargs)
         except Exception as e:  # timm raises several types for unknown names / offline hubs
+            import timm
+
             if not timm.is_model(name):
                 raise ValueError(
                     f"unknown timm backbone {name!r}; see timm.list_models() for valid names"
@@ -215,6 +219,8 @@ def _vit_kwargs(name: str, image_size: int | None) -> dict:
 
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    import timm
+
     # timm zero-initialises the last BN of each residual block; torchvision (which the released
     # HiCo/USCL code uses) does not, and from scratch that silences the residual branches on the
     # first steps. Keep torchvision's init where the architecture has the switch.
@@ -236,11 +242,21 @@ def save_encoder(backbone: Backbone, path: str | Path, meta: dict | None = None)
     atomic_torch_save(blob, path)
 
 
-def load_encoder(path: str | Path, map_location="cpu") -> Backbone:
-    """Rebuild a :class:`Backbone` from :func:`save_encoder`'s file."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+def _read_encoder_file(path: str | Path, map_location="cpu", mmap: bool = False) -> dict[str, Any]:
+    blob = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     if not isinstance(blob, dict) or "backbone" not in blob or "state_dict" not in blob:
         raise ValueError(f"{path}: not an encoder file written by hico (expected keys backbone, state_dict)")
+    return blob
+
+
+def read_encoder_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` of :func:`save_encoder`'s file, without building the model (no timm)."""
+    return dict(_read_encoder_file(path, mmap=True).get("meta", {}))
+
+
+def load_encoder(path: str | Path, map_location="cpu") -> Backbone:
+    """Rebuild a :class:`Backbone` from :func:`save_encoder`'s file."""
+    blob = _read_encoder_file(path, map_location)
     backbone = Backbone(blob["backbone"], pretrained=False, image_size=blob.get("image_size"))
     backbone.load_state_dict(blob["state_dict"])
     backbone.meta = blob.get("meta", {})

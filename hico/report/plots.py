@@ -340,13 +340,15 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = DEFAUL
 
 def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: int, max_frames: int,
               max_points: int = 1500, seed: int = 0) -> list[Path]:
-    """t-SNE of frozen pooled c5 features of every video of ``data``, one panel per encoder."""
-    import torch
+    """t-SNE of frozen pooled c5 features of every video of ``data``, one panel per method.
+
+    Each value of ``encoders`` is a feature file of ``hico features`` (``.npz``, BN mode frozen:
+    read as it is, no torch; its own image size holds) or an encoder (``.pt``: its features are
+    computed here at ``image_size``). Up to ``max_frames`` evenly spaced frames per video.
+    """
     from sklearn.manifold import TSNE
 
     from hico.data.standard import load_dataset
-    from hico.evaluate import extract_features
-    from hico.models.backbone import load_encoder
 
     ds = load_dataset(data)
     ids = ds.manifest["video_id"].tolist()
@@ -359,9 +361,7 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
         ax.axis("off")
     class_colors = plt.get_cmap("tab10")
     for ax, (name, path) in zip(axes.ravel(), encoders.items()):
-        torch.manual_seed(seed)
-        enc = load_encoder(path)
-        f = extract_features(enc, ds, ids, image_size, max_frames)
+        f = _tsne_features(path, ds, ids, image_size, max_frames, seed)
         x, y = f.features, f.labels
         if len(x) > max_points:
             keep = np.random.default_rng(seed).choice(len(x), max_points, replace=False)
@@ -379,6 +379,37 @@ def plot_tsne(encoders: dict[str, str], data: str, out_dir: Path, image_size: in
     fig.legend(handles, labels, loc="outside right center", frameon=False, title="class")
     fig.suptitle(f"t-SNE of frozen pooled features on {ds.name}")
     return _save(fig, out_dir, layout.FIG_TSNE)
+
+
+def _tsne_features(path: str, ds, ids: list[str], image_size: int, max_frames: int, seed: int):
+    """The frozen features of ``ids`` (manifest order), up to ``max_frames`` per video: from a
+    feature file checked against ``ds`` (never one of another dataset), or from an encoder."""
+    from hico.evaluation.features import FeatureFileError, block_name, dataset_sha256, read_features
+    from hico.evaluation.splits import select_videos
+
+    if not str(path).endswith(".pt"):
+        features = read_features(path)
+        if features.meta["key"].get("bn") != "frozen" or features.meta["key"].get("dataset_sha256") != dataset_sha256(ds):
+            raise FeatureFileError(f"{path} does not hold the frozen features of {ds.root} (its dataset or BN mode "
+                                   "differ); recompute it with `python -m hico features`")
+        return _evenly_per_video(select_videos(features.block(block_name("frozen")), ids), max_frames)
+    import torch
+
+    from hico.evaluation.extract import extract_features
+    from hico.models.backbone import load_encoder
+
+    torch.manual_seed(seed)
+    return extract_features(load_encoder(path), ds, ids, image_size, max_frames)
+
+
+def _evenly_per_video(f, max_frames: int):
+    """At most ``max_frames`` evenly spaced rows of each video (the frame rule of the extraction)."""
+    from hico.evaluation.splits import FrameFeatures, frame_indices
+
+    rows = np.arange(len(f.video_ids))
+    keep = np.concatenate([rows[f.video_ids == v][frame_indices(int((f.video_ids == v).sum()), max_frames)]
+                           for v in dict.fromkeys(f.video_ids.tolist())] or [rows[:0]])
+    return FrameFeatures(f.features[keep], f.labels[keep], f.video_ids[keep])
 
 
 def _parse_encoders(pairs: list[str]) -> dict[str, str]:
@@ -406,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables", help="folder written by `python -m hico aggregate` (needed but for tsne)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--metrics-dir", help="metrics.json folder, for fine-tuning curves")
-    p.add_argument("--encoders", nargs="+", default=[], help="NAME=ENCODER.pt pairs for the t-SNE")
+    p.add_argument("--encoders", "--features", nargs="+", default=[],
+                   help="NAME=FEATURES.npz (of `hico features`, no torch needed) or NAME=ENCODER.pt pairs for the t-SNE")
     p.add_argument("--data", help="standard dataset folder for the t-SNE")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--max-frames", type=int, default=8, help="frames per video in the t-SNE")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hico import __version__ as SUITE_VERSION
 from hico import layout
+from hico.evaluation.protocols import FEATURES as _FEATURES, get_protocol
 
 
 DATA = config["data_root"]
@@ -456,3 +457,37 @@ def protocol_args(wildcards):
     if kind == "fraction":
         args["train_fraction"] = percent / 100
     return json.dumps(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature files (rule features in evaluate.smk; read by frozen-feature evaluations and the t-SNE)
+
+
+def features_for(wildcards):
+    """The feature file a frozen-feature evaluation reads ([] for the fine-tune protocols)."""
+    spec = get_protocol(wildcards.protocol)
+    if spec.inputs != _FEATURES:
+        return []
+    return layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed,
+                                layout.encoder_variant(wildcards.variant), spec.bn_mode)
+
+
+def features_args(wildcards):
+    """`--features FILE` for a frozen-feature evaluation, nothing for a fine-tune (items quoted by `:q`)."""
+    path = features_for(wildcards)
+    return ["--features", path] if path else []
+
+
+def features_folds(wildcards):
+    return [FOLDS.format(dataset=wildcards.dataset)] if wildcards.bn == "adabn" else []
+
+
+def features_folds_args(wildcards, input):
+    return ["--folds", input.folds] if input.folds else []
+
+
+def tsne_features():
+    """name=feature file of the `tsne_encoders` (seed 0, first evaluation dataset, frozen BN)."""
+    dataset = eval_datasets()[0]
+    seed = config["evaluation"]["seeds"][0]
+    return {m: layout.features_path(RUNS, dataset, m, seed, layout.FULL, "frozen") for m in tsne_encoders()}

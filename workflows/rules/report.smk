@@ -49,10 +49,11 @@ rule plot:
         "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1")
 
 
-# t-SNE needs only the encoders, so it runs beside the evaluation jobs, not after them.
+# t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
+# the evaluation jobs, not after them, and needs no torch.
 rule tsne:
     input:
-        encoders=tsne_encoders().values(),
+        features=tsne_features().values(),
         data=dataset_manifest(eval_datasets()[0]),
     output:
         report(TSNE_FIGURE, caption="../report/tsne.rst", category="Figures"),
@@ -62,9 +63,8 @@ rule tsne:
         f"{BENCH}/report/tsne.tsv"
     params:
         out_dir=lambda wc, output: Path(output[0]).parent,
-        encoders=lambda wc: [f"{m}={p}" for m, p in tsne_encoders().items()],
+        features=lambda wc: [f"{m}={p}" for m, p in tsne_features().items()],
         data=lambda wc, input: Path(input.data).parent,
-        image_size=config["evaluation"]["image_size"],
         figure=layout.FIG_TSNE,
     resources:
         mem_mb=8000,
@@ -72,5 +72,5 @@ rule tsne:
     conda:
         "../envs/report.yaml"
     shell:
-        hico("plot --figures {params.figure:q} --out-dir {params.out_dir:q} --encoders {params.encoders:q} "
-        "--data {params.data:q} --image-size {params.image_size:q} > {log:q} 2>&1")
+        hico("plot --figures {params.figure:q} --out-dir {params.out_dir:q} --features {params.features:q} "
+        "--data {params.data:q} > {log:q} 2>&1")
