@@ -449,4 +449,4 @@ def test_cli_prints_a_bad_protocol_argument_as_one_line(tiny, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("hico evaluate: error: protocol knn: k must be an integer >= 1")
     assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
     r = subprocess.run([*cmd, "--args", "{k: 0}"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--args is not valid JSON" in r.stderr
+    assert r.returncode == 2 and "--args '{k: 0}' is not JSON" in r.stderr

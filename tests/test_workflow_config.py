@@ -82,8 +82,9 @@ def test_every_shell_placeholder_is_quoted():
                 if spec != ":q" and name != "threads":
                     unquoted.append(f"{smk.name}: {{{name}{spec}}}")
     assert not unquoted, unquoted
-    assert commands == 12  # simulate, download, prefetch_weights, prepare, folds, check_leakage,
-    # pretrain, export_control, evaluate (both families: EVAL_COMMAND), aggregate, plot, tsne
+    assert commands == 14  # simulate, download, prefetch_weights, prepare, folds, check_leakage,
+    # pretrain, export_control, features, evaluate (both families: EVAL_COMMAND), aggregate, plot, tsne,
+    # export_encoder
     shells = [re.findall(r"\n    shell:\n        (\w+)", smk.read_text()) for smk in (REPO / "workflows" / "rules").glob("*.smk")]
     assert sorted({s for found in shells for s in found}) == ["EVAL_COMMAND", "hico", "prefetch"]
     assert (REPO / "workflows" / "rules" / "pretrain.smk").read_text().count("{params.overrides:q}") == 2
