@@ -5,7 +5,8 @@ One "epoch" draws one sample per training video, as the USCL/HiCo/Meta-USCL load
 patient) are held out for a validation loss that picks the exported checkpoint
 (released: 20 %, lowest validation contrastive loss -> ``best_model.pth``).
 
-Speed: uint8 frames cross the loader; augmentation and view mixing run on the training
+Speed: uint8 frames cross the loader (one DataLoader per split for the whole run, persistent
+workers, only the chosen frames read; ``bench/loader.py`` measures it against the step); augmentation and view mixing run on the training
 device; one forward per view; bf16 autocast and channels_last on CUDA and on CPUs with native
 bf16 (``cpu_amp``; its speed against fp32 is measured in ``bench/README.md``); DDP under ``torchrun``
 (the process group is set up whenever ``WORLD_SIZE`` is set, one process included).
@@ -30,7 +31,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hico import layout
 from hico.config import PretrainConfig, resolve_pretrain_config
@@ -112,11 +113,25 @@ class PretrainPool:
 
 
 class VideoSampleDataset(Dataset):
-    """One item per video: the sampler's frames (uint8 ``[k, S, S]``) and extras."""
+    """One item per video: the sampler's frames (uint8 ``[k, S, S]``) and extras.
 
-    def __init__(self, pool: PretrainPool, indices: np.ndarray, sampler: ViewSampler, image_size: int, seed: int):
-        self.pool, self.indices, self.sampler = pool, np.asarray(indices), sampler
+    An item is keyed ``(epoch, i)`` (:class:`EpochOrder`; more leading keys, e.g.
+    ``(epoch, cycle, i)``, draw anew per value), so a DataLoader's persistent workers, whose
+    dataset copies never see :meth:`set_epoch`, draw what the epoch asks for; a plain ``i`` uses
+    the epoch of :meth:`set_epoch`. The frames are drawn from ``[seed, epoch, video]``
+    (``redraw_per_epoch=False``: ``[seed, 0, video]`` every epoch, the validation pairs).
+    A sampler with ``set_progress`` (UCL's curriculum) is told ``epoch / epochs`` before it
+    chooses, here in the worker, since the loop's call reaches only the main process's copy.
+    """
+
+    def __init__(self, pool: PretrainPool, indices: np.ndarray, sampler: ViewSampler, image_size: int, seed: int,
+                 epochs: int = 1, redraw_per_epoch: bool = True):
+        self.pool, self.indices, self.sampler = pool, np.asarray(indices, dtype=np.int64), sampler
         self.image_size, self.seed, self.epoch = image_size, seed, 0
+        self.epochs, self.redraw_per_epoch = max(1, int(epochs)), redraw_per_epoch
+        t = pool.table  # numpy columns once: a DataFrame row per item costs more than the read
+        self.dataset_of, self.video_id_of, self.n_frames_of, self.label_of = (
+            t[c].to_numpy()[self.indices] for c in ("dataset", "video_id", "n_frames", "train_label"))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,19 +139,54 @@ class VideoSampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.pool.table.iloc[int(self.indices[i])]
-        rng = np.random.default_rng([self.seed, self.epoch, int(self.indices[i])])
-        ds = self.pool.datasets[int(row["dataset"])]
-        frames = ds.frames(row["video_id"])
-        idx, extras = self.sampler.choose(int(frames.shape[0]), rng)
-        picked = torch.from_numpy(np.stack([np.asarray(frames[j]) for j in idx]))
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        draw = tuple(int(k) for k in key[:-1]) if isinstance(key, tuple) else (self.epoch,)
+        i = int(key[-1]) if isinstance(key, tuple) else int(key)
+        v = int(self.indices[i])
+        if hasattr(self.sampler, "set_progress"):
+            self.sampler.set_progress(draw[0] / self.epochs)
+        rng = np.random.default_rng([self.seed, *(draw if self.redraw_per_epoch else (0,)), v])
+        idx, extras = self.sampler.choose(int(self.n_frames_of[i]), rng)
+        picked = self.pool.datasets[int(self.dataset_of[i])].read_frames(self.video_id_of[i], idx)
         return {
-            "frames": resize_square(picked, self.image_size),
-            "extras": {k: torch.tensor(v, dtype=torch.float32) for k, v in extras.items()},
-            "video_idx": torch.tensor(int(self.indices[i])),
-            "labels": torch.tensor(int(row["train_label"])),
+            "frames": resize_square(torch.from_numpy(picked), self.image_size),
+            "extras": {k: torch.tensor(x, dtype=torch.float32) for k, x in extras.items()},
+            "video_idx": torch.tensor(v),
+            "labels": torch.tensor(int(self.label_of[i])),
         }
+
+
+class EpochOrder(Sampler):
+    """The keys ``(epoch, i)`` of an epoch's items on this rank: the seeded order
+    ``[seed, epoch, 7]`` (``shuffle``) or ``0..n-1``; under DDP rank r takes ``[r::world]`` of
+    the first ``n // world * world``. :meth:`set_epoch` picks the epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world, self.epoch = n, seed, shuffle, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        n, world = self.n, self.world
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(n) if self.shuffle else np.arange(n)
+        return order[: n // world * world][self.rank::world] if world > 1 else order
+
+    def __len__(self) -> int:
+        return self.n // self.world if self.world > 1 else self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, int(i)) for i in self.order()])
+
+
+def sample_loader(ds: VideoSampleDataset, seed: int, shuffle: bool, batch_size: int, workers: int, pin: bool,
+                  rank: int = 0, world: int = 1) -> DataLoader:
+    """The DataLoader of one split for the whole run: ``loader.sampler.set_epoch(e)`` before each
+    pass. Its workers start once (``persistent_workers``); its own generator seeds them, so the
+    global torch RNG is not drawn from per epoch."""
+    return DataLoader(ds, batch_size=batch_size, sampler=EpochOrder(len(ds), seed, shuffle, rank, world),
+                      drop_last=shuffle, num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 class DivergenceError(HicoError, FloatingPointError):
@@ -303,6 +353,8 @@ class PretrainRun:
     start_epoch: int = 0
     best_val: float = math.inf
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    train_loader: DataLoader | None = None  # one per split for the whole run (workers start once)
+    val_loader: DataLoader | None = None
 
     @property
     def is_main(self) -> bool:
@@ -312,14 +364,19 @@ class PretrainRun:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.epochs
 
-    def loader(self, ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
-        """The epoch's batches of ``ds`` on this rank; the order is a function of (seed, epoch)."""
-        n, world = len(ds), self.world
-        order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(n) if shuffle else np.arange(n)
-        order = order[: n // world * world][self.rank::world] if world > 1 else order
-        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=self.per_rank_batch,
-                          drop_last=shuffle, num_workers=self.workers, pin_memory=self.dev.type == "cuda",
-                          persistent_workers=False)
+    def loader(self, ds: VideoSampleDataset, shuffle: bool) -> DataLoader:
+        """``ds``'s batches on this rank for the whole run (:func:`sample_loader`)."""
+        return sample_loader(ds, self.cfg.seed, shuffle, self.per_rank_batch, self.workers, self.dev.type == "cuda",
+                             self.rank, self.world)
+
+    def close(self) -> None:
+        """End the loaders' persistent workers now, also when a step raised (a traceback keeps the
+        epoch's frame, and with it the loader, alive until it is handled)."""
+        for loader in (self.train_loader, self.val_loader):
+            workers = getattr(loader, "_iterator", None)  # torch's DataLoader keeps its live iterator there
+            if hasattr(workers, "_shutdown_workers"):
+                workers._shutdown_workers()
+        self.train_loader = self.val_loader = None
 
 
 def _training_device(device: str | None, local_rank: int) -> torch.device:
@@ -391,8 +448,10 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg, dev)
-    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed)
-    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1)
+    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed, cfg.epochs)
+    # the same validation pairs every epoch, so the losses are comparable
+    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1, cfg.epochs,
+                                 redraw_per_epoch=False)
     per_rank_batch = max(1, cfg.batch_size // world)
     n_train = len(train_set) // world * world
     if n_train < per_rank_batch * world:
@@ -404,7 +463,7 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
                 "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
                 "n_val_videos": len(val_idx), "classes": pool.class_names, "binding": binding,
                 "binding_hash": binding_hash(binding), **provenance(cfg.to_dict(), cfg.seed, dev)}
-    return PretrainRun(
+    run = PretrainRun(
         cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
         pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
         optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
@@ -412,6 +471,8 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
         workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
         run_info=run_info, meta=_encoder_meta(run_info), binding=binding,
     )
+    run.train_loader, run.val_loader = run.loader(train_set, True), run.loader(val_set, False)
+    return run
 
 
 def _resume(run: PretrainRun) -> None:
@@ -473,7 +534,7 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
 
     cfg, dev = run.cfg, run.dev
     run.model.train()
-    run.train_set.set_epoch(epoch)
+    run.train_loader.sampler.set_epoch(epoch)
     if hasattr(run.sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
         run.sampler.set_progress(epoch / cfg.epochs)
     run.generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + run.rank)
@@ -481,7 +542,7 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     t0, n_images = time.perf_counter(), 0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = tqdm(run.loader(run.train_set, epoch, True), total=run.steps_per_epoch,
+    bar = tqdm(run.train_loader, total=run.steps_per_epoch,
                desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
                disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
     for step_in_epoch, raw in enumerate(bar):
@@ -494,7 +555,7 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
                            "lr": run.optimizer.param_groups[0]["lr"]}
     row.update({k: v / max(1, run.steps_per_epoch) for k, v in sums.items()})
-    row["val_loss"] = _validate(run)
+    row["val_loss"] = _validate(run, epoch)
     row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
                peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
     return row
@@ -570,24 +631,27 @@ def pretrain(
     with hold_run_folder(out_dir) if rank == 0 else contextlib.nullcontext():  # one job's ranks share it
         _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
         run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
-        _resume(run)
-        for epoch in range(run.start_epoch, run.cfg.epochs):
-            _end_epoch(run, epoch, _train_epoch(run, epoch))
-        return _export(run)
+        try:
+            _resume(run)
+            for epoch in range(run.start_epoch, run.cfg.epochs):
+                _end_epoch(run, epoch, _train_epoch(run, epoch))
+            return _export(run)
+        finally:
+            run.close()
 
 
 @torch.no_grad()
-def _validate(run: PretrainRun) -> float:
-    model, dev, val_set = run.model, run.dev, run.val_set
-    if len(val_set) == 0:
+def _validate(run: PretrainRun, epoch: int) -> float:
+    model, dev = run.model, run.dev
+    if len(run.val_set) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
-    val_set.set_epoch(0)  # the same validation pairs every epoch, so losses are comparable
+    run.val_loader.sampler.set_epoch(epoch)  # the epoch's curriculum progress; the pairs stay the same
     gen = torch.Generator(device=dev)
     gen.manual_seed(run.cfg.seed + 12345)
     total, n = 0.0, 0
-    for raw in run.loader(val_set, 0, False):
+    for raw in run.val_loader:
         batch = _to_device(raw, dev)
         if batch["frames"].shape[0] < 2:
             continue
