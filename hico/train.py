@@ -676,7 +676,7 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, image_size=cfg.image_size)
     info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
             **provenance(cfg.to_dict(), cfg.seed)}
     assert_finite(backbone.state_dict().items(), f"{method}: the initial encoder ({cfg.weights or cfg.backbone})")
