@@ -3,7 +3,9 @@
 One "epoch" draws one sample per training video, as the USCL/HiCo/Meta-USCL loaders do
 (their ``__len__`` is the number of videos); ``val_fraction`` of the videos (grouped by
 patient) are held out for a validation loss that picks the exported checkpoint
-(released: 20 %, lowest validation contrastive loss -> ``best_model.pth``).
+(released: 20 %, lowest validation contrastive loss -> ``best_model.pth``). A method with a meta
+step (:meth:`~hico.methods.base.PretrainMethod.meta_sampler`, Meta-USCL) gets half of those
+patients' videos for its meta batches, one batch per step, and the other half validates.
 
 Speed: uint8 frames cross the loader (one DataLoader per split for the whole run, persistent
 workers, only the chosen frames read; ``bench/loader.py`` measures it against the step); augmentation and view mixing run on the training
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import math
 import os
 import time
@@ -111,6 +114,21 @@ class PretrainPool:
         is_val = t["video_id"].isin(val_ids).to_numpy()
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
+    def split_held_out(self, held_out: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out videos in two halves grouped by patient: (meta, validation) indices."""
+        t = self.table.iloc[held_out]
+        t = t.assign(video_id=[f"{d}:{v}" for d, v in zip(t["dataset"], t["video_id"])])
+        if t["patient_id"].nunique() < 2:
+            raise MetaSplitError(f"the held-out videos ({len(t)}) come from {t['patient_id'].nunique()} "
+                                 "patient(s); a meta step needs 2 or more (one part for its batches, one for "
+                                 "the validation loss): raise val_fraction or add videos")
+        is_meta = t["video_id"].isin(set(inner_validation(t, 0.5, seed))).to_numpy()
+        return np.asarray(held_out)[is_meta], np.asarray(held_out)[~is_meta]
+
+
+class MetaSplitError(HicoError, ValueError):
+    """A method's meta step cannot have held-out videos of its own."""
+
 
 class VideoSampleDataset(Dataset):
     """One item per video: the sampler's frames (uint8 ``[k, S, S]``) and extras.
@@ -177,6 +195,35 @@ class EpochOrder(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter([(self.epoch, int(i)) for i in self.order()])
+
+
+class CyclingBatches(Sampler):
+    """``steps`` batches an epoch of ``batch_size`` keys ``(epoch, cycle, i)``: the videos in the
+    seeded order ``[seed, epoch, cycle, 7]``, one cycle after another (a cycle's incomplete last
+    batch is dropped, so no video is twice in a batch); under DDP rank r takes ``[r::world]`` of
+    each cycle. A function of (seed, epoch) alone, so a resumed run draws the same batches."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, steps: int, rank: int = 0, world: int = 1):
+        if not 1 <= batch_size <= n // world:
+            raise ValueError(f"a batch of {batch_size} from {n} videos on {world} process(es)")
+        self.n, self.seed, self.batch_size, self.steps, self.rank, self.world = n, seed, batch_size, steps, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        batches: list[list[tuple[int, int, int]]] = []
+        n, world, b, cycle = self.n, self.world, self.batch_size, 0
+        while len(batches) < self.steps:
+            order = np.random.default_rng([self.seed, self.epoch, cycle, 7]).permutation(n)
+            order = order[: n // world * world][self.rank::world]
+            batches += [[(self.epoch, cycle, int(i)) for i in order[k:k + b]] for k in range(0, len(order) - b + 1, b)]
+            cycle += 1
+        return iter(batches[: self.steps])
 
 
 def sample_loader(ds: VideoSampleDataset, seed: int, shuffle: bool, batch_size: int, workers: int, pin: bool,
@@ -355,6 +402,11 @@ class PretrainRun:
     log_rows: list[dict[str, Any]] = field(default_factory=list)
     train_loader: DataLoader | None = None  # one per split for the whole run (workers start once)
     val_loader: DataLoader | None = None
+    # a meta step's batches (PretrainMethod.meta_sampler): held-out videos that are not validated on
+    meta_sampler: ViewSampler | None = None
+    meta_set: VideoSampleDataset | None = None
+    meta_loader: DataLoader | None = None
+    meta_generator: torch.Generator | None = None
 
     @property
     def is_main(self) -> bool:
@@ -372,11 +424,11 @@ class PretrainRun:
     def close(self) -> None:
         """End the loaders' persistent workers now, also when a step raised (a traceback keeps the
         epoch's frame, and with it the loader, alive until it is handled)."""
-        for loader in (self.train_loader, self.val_loader):
+        for loader in (self.train_loader, self.val_loader, self.meta_loader):
             workers = getattr(loader, "_iterator", None)  # torch's DataLoader keeps its live iterator there
             if hasattr(workers, "_shutdown_workers"):
                 workers._shutdown_workers()
-        self.train_loader = self.val_loader = None
+        self.train_loader = self.val_loader = self.meta_loader = None
 
 
 def _training_device(device: str | None, local_rank: int) -> torch.device:
@@ -441,6 +493,12 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
     pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
     train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
     model = _build_model(method, cfg, pool, len(train_idx), dev)
+    meta_spec, meta_idx = model.meta_sampler(), np.arange(0)
+    if meta_spec is not None:  # its own held-out videos: the validation loss stays on untouched ones
+        try:
+            meta_idx, val_idx = pool.split_held_out(val_idx, cfg.seed + 2)
+        except MetaSplitError as e:
+            raise MetaSplitError(f"{method}: {e}") from None
     sampler = build_sampler(cfg.sampler)
     augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
     amp = use_amp(cfg, dev)
@@ -461,7 +519,8 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
         )
     run_info = {**_run_identity(run_name, method, cfg.seed, dataset_dirs, labelled_fraction(model, pool, train_idx)),
                 "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
-                "n_val_videos": len(val_idx), "classes": pool.class_names, "binding": binding,
+                "n_val_videos": len(val_idx), **({"n_meta_videos": len(meta_idx)} if meta_spec is not None else {}),
+                "classes": pool.class_names, "binding": binding,
                 "binding_hash": binding_hash(binding), **provenance(cfg.to_dict(), cfg.seed, dev)}
     run = PretrainRun(
         cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
@@ -472,7 +531,26 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
         run_info=run_info, meta=_encoder_meta(run_info), binding=binding,
     )
     run.train_loader, run.val_loader = run.loader(train_set, True), run.loader(val_set, False)
+    if meta_spec is not None:
+        _add_meta_batches(run, meta_spec, meta_idx)
     return run
+
+
+def _add_meta_batches(run: PretrainRun, spec: str | dict[str, Any], meta_idx: np.ndarray) -> None:
+    """The meta videos' sample set (seed + 2) and its loader: one batch per training step, of the
+    per-rank batch size or all the meta videos a rank has, if fewer."""
+    cfg = run.cfg
+    run.meta_sampler = build_sampler(spec)
+    run.meta_set = VideoSampleDataset(run.pool, meta_idx, run.meta_sampler, cfg.image_size, cfg.seed + 2, cfg.epochs)
+    batch = min(run.per_rank_batch, len(meta_idx) // run.world)
+    if batch < 2:
+        raise MetaSplitError(f"{run.method}: {len(meta_idx)} meta videos on {run.world} process(es) make no batch of "
+                             "2 (a contrastive meta loss needs 2); raise val_fraction or add videos")
+    order = CyclingBatches(len(meta_idx), cfg.seed + 2, batch, run.steps_per_epoch, run.rank, run.world)
+    run.meta_loader = DataLoader(run.meta_set, batch_sampler=order, num_workers=run.workers,
+                                 pin_memory=run.dev.type == "cuda", persistent_workers=run.workers > 0,
+                                 generator=torch.Generator().manual_seed(cfg.seed + 2))
+    run.meta_generator = torch.Generator(device=run.dev)
 
 
 def _resume(run: PretrainRun) -> None:
@@ -509,14 +587,20 @@ def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]
     return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in rows]
 
 
-def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-    """One optimiser step on one batch; returns the method's outputs and the views."""
+def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any],
+                raw_meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+    """One optimiser step on one batch (and the meta step's batch, if any); returns the method's
+    outputs and the views."""
     f = lr_factor(run.cfg, epoch, step_in_epoch, run.steps_per_epoch)
     for g, base in zip(run.optimizer.param_groups, run.base_lrs):
         g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
     batch = _to_device(raw, run.dev)
     with torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=run.amp):
         views = _views_batch(run.sampler, run.augment, batch, run.generator, run.channels_last)
+        if raw_meta is not None:
+            meta = _to_device(raw_meta, run.dev)
+            views["meta_views"] = _views_batch(run.meta_sampler, run.augment, meta, run.meta_generator,
+                                               run.channels_last)["views"]
         out = run.step_model(views)
     loss = out["loss"]
     if not torch.isfinite(loss.detach()):
@@ -538,6 +622,11 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     if hasattr(run.sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
         run.sampler.set_progress(epoch / cfg.epochs)
     run.generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + run.rank)
+    meta_batches: Iterable[dict[str, Any] | None] = itertools.repeat(None)
+    if run.meta_loader is not None:
+        run.meta_loader.batch_sampler.set_epoch(epoch)
+        run.meta_generator.manual_seed((cfg.seed + 2) * 1_000_003 + epoch * 101 + run.rank)
+        meta_batches = run.meta_loader
     sums: dict[str, float] = {}
     t0, n_images = time.perf_counter(), 0
     if dev.type == "cuda":
@@ -545,11 +634,11 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     bar = tqdm(run.train_loader, total=run.steps_per_epoch,
                desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
                disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
-    for step_in_epoch, raw in enumerate(bar):
-        out, views = _train_step(run, epoch, step_in_epoch, raw)
+    for step_in_epoch, (raw, raw_meta) in enumerate(zip(bar, meta_batches)):
+        out, views = _train_step(run, epoch, step_in_epoch, raw, raw_meta)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        n_images += sum(v.shape[0] for v in views["views"]) * run.world
+        n_images += sum(v.shape[0] for v in [*views["views"], *views.get("meta_views", [])]) * run.world
         bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
     elapsed = time.perf_counter() - t0
     row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
