@@ -21,6 +21,9 @@ video), so a resumed run redraws exactly what an uninterrupted one would, and ``
 is rebuilt from ``last.pt``. One process trains in a folder at a time (a lock file). Every
 parameter and buffer is checked for finiteness at the end of each epoch and before each export.
 
+Logs: ``train_log.csv`` always; TensorBoard and MLflow as well when the config's ``logger`` names
+them (:mod:`hico.trackers`).
+
 Steps: :func:`pretrain` is ``_bind_folder`` -> ``_set_up`` -> ``_resume`` -> (``_train_epoch``
 -> ``_end_epoch``) per epoch -> ``_export``, sharing one :class:`PretrainRun`.
 """
@@ -66,6 +69,8 @@ from hico.run_folder import (
     mismatch_message,
     run_binding,
 )
+from hico.trackers import RunTrackers, open_run_trackers
+from hico.trackers import check_available as check_trackers
 
 
 class PretrainPool:
@@ -407,6 +412,7 @@ class PretrainRun:
     meta_set: VideoSampleDataset | None = None
     meta_loader: DataLoader | None = None
     meta_generator: torch.Generator | None = None
+    trackers: RunTrackers | None = None  # TensorBoard / MLflow (logger), rank 0 only; train_log.csv always
 
     @property
     def is_main(self) -> bool:
@@ -421,9 +427,12 @@ class PretrainRun:
         return sample_loader(ds, self.cfg.seed, shuffle, self.per_rank_batch, self.workers, self.dev.type == "cuda",
                              self.rank, self.world)
 
-    def close(self) -> None:
-        """End the loaders' persistent workers now, also when a step raised (a traceback keeps the
-        epoch's frame, and with it the loader, alive until it is handled)."""
+    def close(self, failed: bool = False) -> None:
+        """End the trackers' runs, and the loaders' persistent workers now, also when a step raised
+        (a traceback keeps the epoch's frame, and with it the loader, alive until it is handled)."""
+        if self.trackers is not None:
+            self.trackers.close(failed)
+            self.trackers = None
         for loader in (self.train_loader, self.val_loader, self.meta_loader):
             workers = getattr(loader, "_iterator", None)  # torch's DataLoader keeps its live iterator there
             if hasattr(workers, "_shutdown_workers"):
@@ -575,6 +584,8 @@ def _resume(run: PretrainRun) -> None:
     run.generator = torch.Generator(device=run.dev)
     if run.is_main:
         atomic_write_json(run.out_dir / layout.RUN_CONFIG, run.run_info)
+        if any(name != "csv" for name in run.cfg.logger):
+            run.trackers = open_run_trackers(run.cfg.logger, run.out_dir, run.run_info, run.cfg.epochs, run.log_rows)
 
 
 def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -666,6 +677,8 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
     atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                        "epoch": epoch, "best_val": run.best_val, "binding": run.binding, "log": run.log_rows},
                       run.out_dir / layout.RESUME_STATE)
+    if run.trackers is not None:  # after the resume state: a tracker never holds an epoch the run may redo
+        run.trackers.log_epoch(row)
     print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
 
@@ -713,6 +726,7 @@ def pretrain(
     ``restart_on_mismatch`` removed for a fresh start.
     """
     cfg = _pretrain_config(method, overrides)
+    check_trackers(cfg.logger)  # a missing tracker package fails before anything trains
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = _distributed()
@@ -720,13 +734,16 @@ def pretrain(
     with hold_run_folder(out_dir) if rank == 0 else contextlib.nullcontext():  # one job's ranks share it
         _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
         run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
+        failed = True
         try:
             _resume(run)
             for epoch in range(run.start_epoch, run.cfg.epochs):
                 _end_epoch(run, epoch, _train_epoch(run, epoch))
-            return _export(run)
+            final = _export(run)
+            failed = False
+            return final
         finally:
-            run.close()
+            run.close(failed)
 
 
 @torch.no_grad()
