@@ -133,7 +133,7 @@ def test_loader_workers_do_not_change_the_weights(long_videos, tmp_path):
 def test_no_loader_worker_outlives_a_failed_run(toy_dataset, tmp_path, monkeypatch):
     import hico.train as train
 
-    def diverge(run, epoch, step_in_epoch, raw):
+    def diverge(run, epoch, step_in_epoch, raw, raw_meta=None):
         assert multiprocessing.active_children(), "the loader should be running a worker here"
         raise train.DivergenceError("stop")
 
