@@ -151,3 +151,22 @@ def test_logger_setting_is_checked_and_not_bound():
     a = run_binding(resolve_pretrain_config("simclr").to_dict(), [], 1)
     b = run_binding(resolve_pretrain_config("simclr", {"logger": ALL}).to_dict(), [], 1)
     assert a == b and not any(k.startswith("logger") for k in a)
+
+
+def test_hico_evaluate_logs_its_metrics_to_the_runs_tracker(toy_dataset, tmp_path):
+    """`hico evaluate` writes metrics.json and hands the same numbers to the pretraining run's
+    trackers (here TensorBoard), one scalar per fold and metric."""
+    from hico.data.folds import write_folds
+    from hico.data.standard import load_dataset
+    from hico.evaluation.run import evaluate_folds
+
+    enc = pretrain("simclr", [toy_dataset], tmp_path / "run", [TINY, {"epochs": 1, "logger": ["csv", "tensorboard"]}],
+                   device="cpu", progress=False)
+    folds = write_folds(load_dataset(toy_dataset).manifest, tmp_path / "folds.csv", 3, 0)
+    assert len(folds)
+    results = evaluate_folds(enc, toy_dataset, tmp_path / "folds.csv", [0, 1], "knn", image_size=32, max_frames=2,
+                             out_paths=[tmp_path / "m0.json", tmp_path / "m1.json"], device="cpu")
+    board = tensorboard_scalars(tmp_path / "run")
+    for m in results:
+        key = f"eval/{m['dataset']}/knn/fold{m['fold']}/frame_accuracy"
+        assert board[key] == [(1, pytest.approx(m["frame"]["accuracy"], rel=1e-6))]
