@@ -23,8 +23,10 @@ demo: $(STAMP)
 	$(PY) -m snakemake --cores $(CORES) --configfile workflows/config/demo.yaml \
 		$(if $(wildcard runs/demo/eval),,--forcerun aggregate tsne)
 
+# Two workers, one test file each (module fixtures are built once): the end-to-end workflow and
+# SLURM tests, mostly waiting on subprocesses, overlap the unit tests.
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout 900
+	$(PY) -m pytest -q --timeout 900 -n 2 --dist loadfile --durations 15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
