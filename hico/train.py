@@ -624,7 +624,7 @@ def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str,
 
 def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     """Train one epoch and validate: the epoch's log row."""
-    from tqdm.auto import tqdm
+    from hico.progress import progress
 
     cfg, dev = run.cfg, run.dev
     run.model.train()
@@ -641,9 +641,8 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     t0, n_images = time.perf_counter(), 0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = tqdm(run.train_loader, total=run.steps_per_epoch,
-               desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
-               disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
+    bar = progress(run.train_loader, total=run.steps_per_epoch, desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
+                   enabled=run.is_main if run.progress is None else run.progress)
     for step_in_epoch, (raw, raw_meta) in enumerate(zip(bar, meta_batches)):
         out, views = _train_step(run, epoch, step_in_epoch, raw, raw_meta)
         for k, v in out.items():

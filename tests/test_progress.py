@@ -91,3 +91,24 @@ def test_disabled_and_quiet_bars_write_nothing(tty):
 def test_step_percent_is_checked():
     with pytest.raises(ValueError, match="step_percent"):
         LineProgress(range(3), step_percent=0)
+
+
+def test_evaluation_loops_report_plain_lines_on_a_captured_stderr(capsys):
+    """pytest's stderr is no terminal, like a workflow log: the probe and k-NN report lines."""
+    import numpy as np
+
+    from hico.evaluation.frozen import knn, linear_probe
+    from hico.evaluation.splits import FrameFeatures
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return FrameFeatures(rng.normal(size=(n, 4)), np.arange(n) % 2, np.array([f"v{i}" for i in range(n)]))
+
+    train, val, test = split(20), split(6), split(6)
+    knn(train, val, test, n_classes=2, k=3)
+    linear_probe(train, val, test, n_classes=2, c_grid=(0.1, 1.0))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert any(line.startswith("k-NN: test frames: 100% (1/1 block") for line in err.splitlines())
+    assert any(line.startswith("linear probe: C grid: 100% (2/2 C") for line in err.splitlines())
