@@ -34,6 +34,10 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflows/schemas/config.schema.yaml")
 
 
+# `snakemake --report report.html`: the run described, then the tables and figures with captions
+report: "workflows/report/workflow.rst"
+
+
 include: "workflows/rules/common.smk"
 
 

@@ -2,7 +2,9 @@
 
 A user error (a bad path, an unknown option or value) is one line on stderr,
 ``hico <command>: error: ...``, and exit code 2; ``--debug`` shows the traceback instead.
-``python -m hico <command> --help`` describes a command, with examples.
+``python -m hico <command> --help`` describes a command, with examples. Progress and status
+lines go to stderr through ``logging`` (info by default; ``-v`` adds debug, ``-q`` keeps only
+warnings); stdout carries only a command's result (the ``methods`` listing, help, the version).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +22,10 @@ from typing import Any
 
 from hico import __version__
 from hico.errors import USER_ERROR_EXIT, HicoError
+from hico.log_config import configure_logging, verbosity_level
 from hico.overrides import parse_set
+
+log = logging.getLogger(__name__)
 
 
 class UsageError(HicoError):
@@ -114,7 +120,7 @@ def cmd_folds(argv: list[str]) -> int:
     ds = load_dataset(a.dataset)
     out = Path(a.out) if a.out else Path(a.dataset) / "folds.csv"
     folds = write_folds(ds.manifest, out, a.k, a.seed)
-    print(f"[folds] {ds.name}: {len(folds)} videos in {a.k} folds -> {out}")
+    log.info("[folds] %s: %d videos in %d folds -> %s", ds.name, len(folds), a.k, out)
     return 0
 
 
@@ -142,7 +148,7 @@ def cmd_pretrain(argv: list[str]) -> int:
             raise UsageError(f"{a.method} needs its pretraining datasets: give --data DIR [DIR ...]")
         path = pretrain(a.method, a.data, a.out, _overrides(a), device=_device(a.device, a.gpus), run_name=a.name,
                         restart_on_mismatch=a.restart_on_mismatch)
-    print(f"[pretrain] {a.method} -> {path}")
+    log.info("[pretrain] %s -> %s", a.method, path)
     return 0
 
 
@@ -173,8 +179,8 @@ def cmd_evaluate(argv: list[str]) -> int:
                              device=_device(a.device, a.gpus), features=a.features,
                              **_json_object(a.args, "--args"))
     for m in results:
-        print(f"[evaluate] {m['method']} {m['dataset']} {a.protocol} fold {m['fold']} seed {a.seed}: "
-              f"acc {m['frame']['accuracy']:.3f} (video {m['video']['accuracy']:.3f})")
+        log.info("[evaluate] %s %s %s fold %s seed %s: acc %.3f (video %.3f)", m["method"], m["dataset"],
+                 a.protocol, m["fold"], a.seed, m["frame"]["accuracy"], m["video"]["accuracy"])
     return 0
 
 
@@ -197,7 +203,7 @@ def cmd_features(argv: list[str]) -> int:
 
     path, computed = write_features(a.out, a.encoder, a.data, image_size=a.image_size, max_frames=a.max_frames,
                                     bn=a.bn, folds_path=a.folds, device=_device(a.device, a.gpus))
-    print(f"[features] {a.encoder} on {a.data} ({a.bn}) -> {path}" + ("" if computed else " (up to date, kept)"))
+    log.info("[features] %s on %s (%s) -> %s%s", a.encoder, a.data, a.bn, path, "" if computed else " (up to date, kept)")
     return 0
 
 
@@ -225,6 +231,7 @@ def cmd_methods(argv: list[str]) -> int:
     _parser("methods").parse_args(argv)
     from hico.registry import list_methods, load_method_config
 
+    # the listing is the command's result: stdout, whatever the verbosity
     for name in list_methods():
         r = load_method_config(name)
         kind = "pretrain" if r.get("requires_pretraining", True) else "control"
@@ -259,7 +266,7 @@ class Command:
                 code = self.run(argv)
             except SystemExit as e:
                 code = e.code or 0
-        print(buffer.getvalue().rstrip() + "\n\n" + self.epilog())
+        print(buffer.getvalue().rstrip() + "\n\n" + self.epilog())  # help is the result: stdout
         return int(code)
 
 
@@ -320,7 +327,7 @@ COMMANDS: dict[str, Command] = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:{width}s}  {c.description}" for name, c in COMMANDS.items()]
-    return (f"usage: python -m hico [--debug] [--version] COMMAND [args]\n\n{__doc__.strip()}\n\n"
+    return (f"usage: python -m hico [--debug] [-v | -q] [--version] COMMAND [args]\n\n{__doc__.strip()}\n\n"
             "commands:\n" + "\n".join(lines))
 
 
@@ -339,10 +346,23 @@ def _usage_errors_as_user_errors():
         argparse.ArgumentParser.error = original
 
 
+VERBOSE_FLAGS, QUIET_FLAGS = ("-v", "--verbose"), ("-q", "--quiet")
+GLOBAL_FLAGS = ("--debug", *VERBOSE_FLAGS, *QUIET_FLAGS)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # global flags are taken wherever they stand, as --debug always was (no command uses them)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    verbose, quiet = any(a in VERBOSE_FLAGS for a in argv), any(a in QUIET_FLAGS for a in argv)
+    argv = [a for a in argv if a not in GLOBAL_FLAGS]
+    try:
+        level = verbosity_level(verbose, quiet)
+    except ValueError as e:
+        print(f"hico: error: {e}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    configure_logging(level)
+    # usage, version and the error line below are the CLI's own answers, not library logs: print
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0

@@ -328,8 +328,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     out = export_encoder(args.encoder, args.out, tables=args.tables, data_root=args.data_root)
-    print(f"[export] {args.encoder} -> {out}")
+    log.info(f"[export] {args.encoder} -> {out}")
     if args.push:
         url = push_export(out, args.push, private=args.private, allow_unknown_licence=args.allow_unknown_licence)
-        print(f"[export] pushed to {url}")
+        log.info(f"[export] pushed to {url}")
     return 0

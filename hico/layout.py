@@ -231,6 +231,12 @@ def confusion_figure(dataset: str, protocol: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol}")
 
 
+def figure_kind(figure: str) -> str:
+    """What a figure shows, whatever its dataset and protocol: ``confusion`` for every
+    :func:`confusion_figure`, else the figure's own name (one report caption per kind)."""
+    return "confusion" if figure.startswith("confusion_") else figure
+
+
 def declared_figures(eval_datasets: list[str], protocol_ids: list[str], convergence: bool,
                      label_fractions: bool) -> list[str]:
     """The figures ``hico plot`` draws from the tables of a run (t-SNE, drawn by its own job,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -44,6 +45,8 @@ from typing import Any
 
 from hico import layout
 from hico.errors import HicoError
+
+log = logging.getLogger(__name__)
 
 #: config keys that do not change the trained weights, with the reason (module docstring)
 UNBOUND_KEYS = {
@@ -203,7 +206,7 @@ def hold_run_folder(out_dir: str | Path) -> Iterator[Path]:
     fh.seek(0)
     stale = fh.read().strip()
     if stale:
-        print(f"[pretrain] {out_dir}: taking over the lock left by a run that is gone ({stale})", flush=True)
+        log.info(f"[pretrain] {out_dir}: taking over the lock left by a run that is gone ({stale})")
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

@@ -34,6 +34,7 @@ import contextlib
 import csv
 import io
 import itertools
+import logging
 import math
 import os
 import time
@@ -72,6 +73,8 @@ from hico.run_folder import (
 )
 from hico.trackers import RunTrackers, open_run_trackers
 from hico.trackers import check_available as check_trackers
+
+log = logging.getLogger(__name__)
 
 
 class PretrainPool:
@@ -483,8 +486,8 @@ def _bind_folder(out_dir: Path, binding: dict[str, Any], cfg: PretrainConfig, ra
         if differences or not (out_dir / layout.RESUME_STATE).exists():
             removed = clear_run(out_dir)  # nothing of another run (or of an unfinished first epoch) stays
             if differences:
-                print(f"[pretrain] {cfg.name}: {out_dir} held another run (differs: {'; '.join(differences[:4])}); "
-                      f"starting afresh, removed {', '.join(p.name for p in removed)}", flush=True)
+                log.info(f"[pretrain] {cfg.name}: {out_dir} held another run (differs: {'; '.join(differences[:4])}); "
+                         f"starting afresh, removed {', '.join(p.name for p in removed)}")
         else:
             for stale in out_dir.glob(".*.tmp"):  # a write cut short by a kill; the file it replaces is intact
                 stale.unlink(missing_ok=True)
@@ -571,7 +574,7 @@ def _resume(run: PretrainRun) -> None:
         run.start_epoch, run.best_val = int(state["epoch"]) + 1, float(state["best_val"])
         run.log_rows = _logged_rows(run, state)
         if run.is_main:
-            print(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
+            log.info(f"[pretrain] {run.method}: resuming from {ckpt_path} at epoch {run.start_epoch}")
             # Snakemake deletes an incomplete train_log.csv before it reruns the job
             if run.log_rows:
                 _write_log(run.out_dir / layout.TRAIN_LOG, run.log_rows)
@@ -624,7 +627,7 @@ def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str,
 
 def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     """Train one epoch and validate: the epoch's log row."""
-    from tqdm.auto import tqdm
+    from hico.progress import progress
 
     cfg, dev = run.cfg, run.dev
     run.model.train()
@@ -641,9 +644,8 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
     t0, n_images = time.perf_counter(), 0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = tqdm(run.train_loader, total=run.steps_per_epoch,
-               desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
-               disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
+    bar = progress(run.train_loader, total=run.steps_per_epoch, desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
+                   enabled=run.is_main if run.progress is None else run.progress)
     for step_in_epoch, (raw, raw_meta) in enumerate(zip(bar, meta_batches)):
         out, views = _train_step(run, epoch, step_in_epoch, raw, raw_meta)
         for k, v in out.items():
@@ -678,8 +680,8 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
                       run.out_dir / layout.RESUME_STATE)
     if run.trackers is not None:  # after the resume state: a tracker never holds an epoch the run may redo
         run.trackers.log_epoch(row)
-    print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
-          f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
+    log.info(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
+             f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s")
 
 
 def _assert_run_finite(run: PretrainRun, named: Iterable[tuple[str, torch.Tensor]], when: str) -> None:

@@ -157,7 +157,7 @@ def test_cli_features_then_evaluate_and_a_mismatch_is_one_line(tiny, tmp_path):
                        text=True)
     assert r.returncode == 0, r.stderr
     again = subprocess.run([*base, "features", *common, "--out", str(out)], capture_output=True, text=True)
-    assert "up to date, kept" in again.stdout
+    assert "up to date, kept" in again.stderr  # a status line: logged on stderr, stdout stays for results
     with np.load(out, allow_pickle=False) as a, np.load(tiny["frozen"], allow_pickle=False) as b:
         np.testing.assert_array_equal(a["all.features"], b["all.features"])
     evaluate = [*base, "evaluate", *common, "--folds", str(tiny["folds"]), "--fold", "1", "--protocol", "knn",

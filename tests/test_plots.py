@@ -4,6 +4,7 @@ skipped with a message (or a placeholder for the workflow's main_comparison targ
 from __future__ import annotations
 
 import json
+import logging
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -68,11 +69,11 @@ def test_headless_backend():
     assert matplotlib.get_backend().lower() == "agg"
 
 
-def test_missing_inputs_are_skipped_with_a_message(tmp_path, capsys):
+def test_missing_inputs_are_skipped_with_a_message(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hico")
     rc = plots.main(["--tables", str(tmp_path / "none"), "--out-dir", str(tmp_path / "fig")])
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "skipped convergence" in out and "skipped tsne" in out
+    assert "skipped convergence" in caplog.text and "skipped tsne" in caplog.text
     _check(tmp_path / "fig" / "main_comparison.png")  # the workflow's target exists even without results
     assert not (tmp_path / "fig" / "convergence.png").exists()
 
@@ -117,13 +118,14 @@ def test_curves_keep_methods_with_several_points_and_draw_controls_flat(monkeypa
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["hico", "random_init (no pretraining)"]
 
 
-def test_expected_figures_without_data_get_a_placeholder(tmp_path, capsys):
+def test_expected_figures_without_data_get_a_placeholder(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hico")
     """The workflow declares the figures its config implies; one the tables cannot fill (say,
     checkpoints asked only for a control) must still exist, or Snakemake fails the job."""
     rc = plots.main(["--tables", str(tmp_path / "none"), "--out-dir", str(tmp_path / "fig"),
                      "--figures", "main_comparison", "convergence", "--expect", "main_comparison", "convergence"])
     assert rc == 0
-    assert "skipped convergence" in capsys.readouterr().out
+    assert "skipped convergence" in caplog.text
     for name in ("main_comparison", "convergence"):
         _check(tmp_path / "fig" / f"{name}.png")
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [

@@ -4,6 +4,7 @@ never exporting a diverged model (item 5), keeping their log across a resume (it
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -50,13 +51,13 @@ def test_a_changed_config_is_not_resumed(finished_run, toy_dataset, change, name
     assert _snapshot(finished_run) == before, "a refused run must leave the folder as it was"
 
 
-def test_settings_that_do_not_change_the_weights_resume(finished_run, toy_dataset, capsys):
+def test_settings_that_do_not_change_the_weights_resume(finished_run, toy_dataset, caplog):
     """num_workers, export, fewer checkpoints and the run name are not bound: the run resumes
     (here: finished, so nothing is retrained) and exports under the new settings."""
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="hico")
     unbound = {"num_workers": 1, "export": "last", "checkpoint_epochs": []}
     pretrain("simclr", [toy_dataset], finished_run, BASE + [unbound], device="cpu", run_name="renamed")
-    assert "resuming from" in capsys.readouterr().out
+    assert "resuming from" in caplog.text
     meta = load_encoder(finished_run / "encoder.pt").meta
     assert (meta["export"], meta["run_name"], meta["epoch"]) == ("last", "renamed", 2)
     assert list(pd.read_csv(finished_run / "train_log.csv")["epoch"]) == [1, 2]
@@ -85,14 +86,15 @@ def test_a_resume_state_without_binding_is_a_mismatch(finished_run, toy_dataset)
         pretrain("simclr", [toy_dataset], finished_run, BASE, device="cpu")
 
 
-def test_restart_on_mismatch_starts_afresh(finished_run, toy_dataset, tmp_path, capsys):
+def test_restart_on_mismatch_starts_afresh(finished_run, toy_dataset, tmp_path, caplog):
     """With the flag the old run is removed, best_val and encoder_best.pt included: the folder
     ends as a fresh run of the new config in an empty folder does."""
     new = [TINY, {"epochs": 2, "optimizer": {"lr": 0.01}}]
     fresh = pretrain("simclr", [toy_dataset], tmp_path / "fresh", new, device="cpu")
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="hico")
+    caplog.clear()
     restarted = pretrain("simclr", [toy_dataset], finished_run, new, device="cpu", restart_on_mismatch=True)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "resuming" not in out and "starting afresh" in out and "optimizer.lr (0.0003 -> 0.01)" in out
     for name in ("encoder.pt", "encoder_best.pt"):
         a, b = _weights(tmp_path / "fresh" / name), _weights(finished_run / name)
@@ -167,7 +169,7 @@ def _kill(proc) -> None:
     proc.wait()
 
 
-def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
+def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
     import os
     import socket
     import sys
@@ -187,8 +189,9 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, c
     finally:
         _kill(holder)  # dies holding the lock: the kernel releases it, the file still names it
     assert f"pid {holder.pid}" in (folder / ".lock").read_text()
+    caplog.set_level(logging.INFO, logger="hico")
     with hold_run_folder(folder) as lock:
-        assert f"taking over the lock left by a run that is gone (pid {holder.pid}" in capsys.readouterr().out
+        assert f"taking over the lock left by a run that is gone (pid {holder.pid}" in caplog.text
         assert f"pid {os.getpid()} " in lock.read_text()
         with pytest.raises(RunFolderBusyError, match="this process already trains in this folder"), \
                 hold_run_folder(folder):

@@ -618,6 +618,7 @@ def test_cli_prepare_and_download(tmp_path, capsys):
     assert rc == 0 and load_dataset(tmp_path / "data" / "cli_set").frames("s1").shape[1] == 32
     from hico.cli import main
 
+    capsys.readouterr()  # the prepare's status lines (stderr, once a CLI call configured logging) are not the error's
     assert main(["download", "us4", "--raw", str(tmp_path / "nowhere")]) == 2  # a user error: one line, exit 2
     err = capsys.readouterr().err
     assert err.startswith("hico download: error: ") and len(err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -73,11 +74,12 @@ def test_store_size_and_argument_checks(tmp_path):
         syn.simulate(tmp_path, n_patients=2)
 
 
-def test_cli_main_writes_dataset(tmp_path, capsys):
+def test_cli_main_writes_dataset(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="hico")
     assert syn.main(["--out", str(tmp_path), "--n-patients", "3", "--videos-per-patient", "1",
                      "--frames", "2", "--size", "32", "--seed", "1"]) == 0
     assert len(load_dataset(tmp_path / "synthetic_lus")) == 3
-    assert "wrote" in capsys.readouterr().out
+    assert "wrote" in caplog.text
 
 
 @pytest.mark.parametrize("label", syn.CLASSES)

@@ -92,7 +92,7 @@ def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
     done = torch.load(out / "last.pt", weights_only=True)["epoch"]  # intact even if killed mid-write
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # the same run: it resumes
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resuming from {out / 'last.pt'} at epoch {done + 1}" in rerun.stdout
+    assert f"resuming from {out / 'last.pt'} at epoch {done + 1}" in rerun.stderr
     log = pd.read_csv(out / "train_log.csv")
     assert list(log["epoch"]) == list(range(1, 21))
     assert not list(out.glob(".*.tmp")), "a temporary file of an interrupted write was left behind"

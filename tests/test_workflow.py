@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from hico import layout
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "config" / "tiny.yaml"
@@ -161,6 +164,28 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     report = snakemake("--configfile", str(cfg), "--report", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stdout[-2000:]
     assert "main_comparison.png" in (report.stdout + report.stderr) and (tmp_path / "report.html").stat().st_size > 10_000
+    html = (tmp_path / "report.html").read_text()
+    # the main table itself is in the report (an output of aggregate flagged report()), captioned
+    assert base64.b64encode((tables / "main_comparison.csv").read_bytes()).decode() in html
+    assert '"labels": {"table": "main_comparison"}' in html and "Main results table (" in html
+    # each figure kind has its own caption, not one shared by all
+    for caption in ("Main comparison: frame- and video-level accuracy", "Convergence: probe accuracy against",
+                    "Confusion matrices of one downstream dataset", "t-SNE of the frozen, globally pooled"):
+        assert caption in html, caption
+    assert "Evaluated on: tiny_eval." in html  # workflow.rst, templated from the run's config
+
+
+FIGURE_KINDS = sorted({layout.figure_kind(f) for f in layout.declared_figures(
+    ["d"], ["linear_probe", "finetune_released"], convergence=True, label_fractions=True)} | {layout.FIG_TSNE})
+
+
+@pytest.mark.parametrize("caption", [f"tables/{t}.rst" for t in layout.TABLES] +
+                         [f"figures/{kind}.rst" for kind in FIGURE_KINDS])
+def test_every_table_and_figure_kind_has_a_report_caption(caption):
+    """The report rules name one caption per table and per figure kind (common.smk); a missing
+    file would only fail at `snakemake --report`, after the whole run."""
+    text = (REPO / "workflows" / "report" / caption).read_text()
+    assert len(text.split()) >= 15, f"{caption} is not a caption"
 
 
 def test_paper_config_plans_downloads_folds_and_leave_one_out_pools():

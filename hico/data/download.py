@@ -270,12 +270,10 @@ def utc_timestamp() -> str:
 
 
 def _progress_bar(enabled: bool, total: int | None, initial: int, desc: str):
-    from tqdm.auto import tqdm
+    from hico.progress import progress
 
-    return tqdm(
-        total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=desc[-40:], disable=not enabled, leave=False,
-    )
+    return progress(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=desc[-40:], enabled=enabled)
 
 
 class ResumableHTTPDownloader:
@@ -543,14 +541,15 @@ def fetch_all(
     workers: int = 1,
 ) -> list[Path]:
     """:func:`fetch` every file (``workers`` at a time); one failure stops the rest and is raised."""
-    from tqdm.auto import tqdm
+    from hico.progress import progress as progress_bar
 
     if workers <= 1:
         return [
             fetch(r, raw_dir, lock, retries, progress, timeout)
-            for r in tqdm(remotes, desc="files", unit="file", disable=not progress or len(remotes) < 2)
+            for r in progress_bar(remotes, desc="files", unit="file", enabled=progress and len(remotes) >= 2)
         ]
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(remotes), desc="files", unit="file", disable=not progress) as bar:
+    with ThreadPoolExecutor(workers) as pool, \
+            progress_bar(total=len(remotes), desc="files", unit="file", enabled=progress) as bar:
         futures = [pool.submit(fetch, r, raw_dir, lock, retries, False, timeout) for r in remotes]
         out = []
         for f in futures:

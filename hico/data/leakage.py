@@ -6,11 +6,14 @@ so the same clip reached through two datasets (e.g. POCUS and a mirror of it) is
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hico.data.standard import load_dataset
 from hico.errors import HicoError
 from hico.io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 class LeakageError(HicoError, RuntimeError):
@@ -54,5 +57,5 @@ def main(argv: list[str] | None = None) -> int:
     summary = check_overlap(a.pretrain, a.eval, a.allow_overlap)
     if a.out:
         atomic_write_json(Path(a.out), summary)
-    print(f"[check-overlap] {a.eval}: {summary['n_overlaps']} overlapping videos")
+    log.info(f"[check-overlap] {a.eval}: {summary['n_overlaps']} overlapping videos")
     return 0

@@ -92,6 +92,7 @@ numbers: re-run the script (``--seed 0`` and ``--seed 1``) and update this secti
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ import numpy as np
 from scipy import ndimage
 
 from hico.data.standard import DatasetWriter
+
+log = logging.getLogger(__name__)
 
 CLASSES = ("regular", "b_lines", "consolidation")
 VERSION = "1"
@@ -557,12 +560,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     path = simulate(args.out, args.name, args.n_patients, args.videos_per_patient, args.frames,
                     args.size, args.seed, args.store_size)
-    print(f"wrote {path} ({args.n_patients * args.videos_per_patient} videos) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    log.info(f"wrote {path} ({args.n_patients * args.videos_per_patient} videos) "
+             f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m hico simulate` configures logging itself; this entry does the same
+    from hico.log_config import configure_logging
+
+    configure_logging(logging.INFO)
     raise SystemExit(main())
 
 

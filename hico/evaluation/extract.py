@@ -24,6 +24,7 @@ from hico.data.standard import StandardDataset
 from hico.data.transforms import normalize, resize_square
 from hico.evaluation.splits import FrameFeatures, FrameSet, frame_indices
 from hico.models.backbone import Backbone
+from hico.progress import progress
 
 
 def frames_of(ds: StandardDataset, video_ids: list[str], max_frames: int | None) -> tuple[list[np.ndarray], list[str], list[int]]:
@@ -49,9 +50,10 @@ def load_frames(ds: StandardDataset, video_ids: list[str], image_size: int, max_
 
 
 def _normalized_batches(frames: list[np.ndarray], image_size: int, batch_size: int, mean: float, std: float,
-                        device) -> Iterator[torch.Tensor]:
-    """``frames`` resized to squares, normalised, ``batch_size`` at a time, on ``device``."""
-    for start in range(0, len(frames), batch_size):
+                        device, desc: str) -> Iterator[torch.Tensor]:
+    """``frames`` resized to squares, normalised, ``batch_size`` at a time, on ``device``, with
+    a progress bar named ``desc``."""
+    for start in progress(range(0, len(frames), batch_size), desc=desc, unit="batch"):
         chunk = [resize_square(torch.from_numpy(f), image_size) for f in frames[start : start + batch_size]]
         yield normalize(torch.stack(chunk).to(device), mean, std)
 
@@ -67,12 +69,15 @@ def extract_features(
     mean: float = 0.5,
     std: float = 0.25,
     device: str | torch.device = "cpu",
+    desc: str | None = None,
 ) -> FrameFeatures:
-    """Pooled c5 features of the (up to ``max_frames`` evenly spaced) frames of each video."""
+    """Pooled c5 features of the (up to ``max_frames`` evenly spaced) frames of each video
+    (``desc``: the progress bar's name, default ``features <dataset>``)."""
     encoder = encoder.to(device).eval()
     frames, vids, labels = frames_of(ds, video_ids, max_frames)
+    desc = desc or f"features {ds.name}"
     feats = [encoder(x).float().cpu().numpy()
-             for x in _normalized_batches(frames, image_size, batch_size, mean, std, device)]
+             for x in _normalized_batches(frames, image_size, batch_size, mean, std, device, desc)]
     dim = encoder.num_features
     return FrameFeatures(
         np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
@@ -84,7 +89,7 @@ def extract_features(
 @torch.no_grad()
 def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str], image_size: int,
                     max_frames: int | None = None, batch_size: int = 64, mean: float = 0.5, std: float = 0.25,
-                    device: str | torch.device = "cpu") -> Backbone:
+                    device: str | torch.device = "cpu", desc: str | None = None) -> Backbone:
     """A copy of ``encoder`` whose BatchNorm running statistics are the average over batches of
     the frames of ``video_ids`` (every BN layer reset, cumulative average, no gradient)."""
     adapted = copy.deepcopy(encoder).to(device)
@@ -98,15 +103,18 @@ def adapt_batchnorm(encoder: Backbone, ds: StandardDataset, video_ids: list[str]
         m.momentum = None  # cumulative moving average: every batch counts the same
     adapted.train()
     frames, _, _ = frames_of(ds, video_ids, max_frames)
-    for x in _normalized_batches(frames, image_size, batch_size, mean, std, device):
+    for x in _normalized_batches(frames, image_size, batch_size, mean, std, device, desc or f"AdaBN {ds.name}"):
         if len(x) > 1:  # a BN batch of one frame has no variance
             adapted(x)
     return adapted.eval()
 
 
 def adabn_features(encoder: Backbone, ds: StandardDataset, fitted: list[str], test: list[str], image_size: int,
-                   max_frames: int | None, device: str | torch.device = "cpu") -> FrameFeatures:
+                   max_frames: int | None, device: str | torch.device = "cpu", desc: str | None = None) -> FrameFeatures:
     """Features of ``fitted + test`` videos from ``encoder`` with BatchNorm adapted on ``fitted``
-    only (a fold's training and validation videos, no label; never its test videos)."""
-    adapted = adapt_batchnorm(encoder, ds, fitted, image_size, max_frames, device=device)
-    return extract_features(adapted, ds, fitted + test, image_size, max_frames, device=device)
+    only (a fold's training and validation videos, no label; never its test videos). ``desc``
+    names the progress bars (with ``AdaBN`` and ``features`` before it)."""
+    desc = desc or ds.name
+    adapted = adapt_batchnorm(encoder, ds, fitted, image_size, max_frames, device=device, desc=f"AdaBN {desc}")
+    return extract_features(adapted, ds, fitted + test, image_size, max_frames, device=device,
+                            desc=f"features {desc}")

@@ -147,7 +147,8 @@ def compute_block(encoder: Any, ds: StandardDataset, *, image_size: int, max_fra
         return extract_features(encoder, ds, ids, image_size, max_frames, device=device, **EXTRACTION)
     test = [v for v in ids if fold_of.get(v) == fold]
     fitted = [v for v in ids if fold_of.get(v) != fold]  # no label, never a test frame of the fold
-    return adabn_features(encoder, ds, fitted, test, image_size, max_frames, device=device)
+    return adabn_features(encoder, ds, fitted, test, image_size, max_frames, device=device,
+                          desc=f"{ds.name} fold {fold}")
 
 
 def write_features(out: str | Path, encoder_path: str | Path, dataset_dir: str | Path, *, image_size: int,

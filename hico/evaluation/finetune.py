@@ -26,6 +26,7 @@ from hico.evaluation.protocols import ProtocolError, positive_int, positive_numb
 from hico.evaluation.splits import FrameSet
 from hico.models.backbone import Backbone
 from hico.precision import bf16_autocast_enabled
+from hico.progress import progress
 
 #: Released HiCo/USCL fine-tuning (eval_pretrained_model.py); ``full`` differs in what trains and lr.
 FINETUNE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -143,7 +144,8 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
 
     history: list[dict[str, float]] = []
     test_probas: list[np.ndarray] = []
-    for epoch in range(hp["epochs"]):
+    bar = progress(range(hp["epochs"]), desc=f"finetune ({variant})", unit="epoch")
+    for epoch in bar:
         train_loss = train_epoch(model, train, optimizer, augment, hp["batch_size"], order_gen, aug_gen, device, amp)
         scheduler.step()
         val_proba, val_loss = _predict(model, val, mean, std, device, amp=amp)
@@ -157,6 +159,7 @@ def finetune(train: FrameSet, val: FrameSet, test: FrameSet, n_classes: int, see
             # for the paper_protocol record and curves only; never read by select_epoch
             "test_accuracy": float((test_proba.argmax(1) == test.labels).mean()) if len(test) else float("nan"),
         })
+        bar.set_postfix(train_loss=f"{train_loss:.4f}", val_accuracy=f"{history[-1]['val_accuracy']:.3f}")
     n_trainable = sum(p.numel() for p in params)
     return {
         "variant": variant,

@@ -18,6 +18,10 @@ import numpy as np
 from hico.evaluation.metrics import full_proba
 from hico.evaluation.protocols import ProtocolError, positive_int, positive_number
 from hico.evaluation.splits import FrameFeatures
+from hico.progress import progress
+
+#: test frames compared with the neighbour bank at once (bounds the similarity matrix's memory)
+KNN_QUERY_BLOCK = 4096
 
 
 def linear_probe(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes: int, seed: int = 0,
@@ -31,7 +35,7 @@ def linear_probe(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, 
     scaler = StandardScaler().fit(train.features)
     xt, xv = scaler.transform(train.features), scaler.transform(val.features)
     scores = {}
-    for c in c_grid:
+    for c in progress(c_grid, desc="linear probe: C grid", unit="C"):
         clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
         clf.fit(xt, train.labels)
         scores[c] = accuracy_score(val.labels, clf.predict(xv)) if len(val.labels) else 0.0
@@ -53,12 +57,14 @@ def knn(train: FrameFeatures, val: FrameFeatures, test: FrameFeatures, n_classes
     bank_y = np.concatenate([train.labels, val.labels])
     bank = bank / (np.linalg.norm(bank, axis=1, keepdims=True) + 1e-12)
     q = test.features / (np.linalg.norm(test.features, axis=1, keepdims=True) + 1e-12)
-    sim = q @ bank.T
     kk = min(k, len(bank))
-    nn_idx = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
-    w = np.exp(np.take_along_axis(sim, nn_idx, axis=1) / temperature)
     votes = np.zeros((len(q), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(q)), kk), bank_y[nn_idx].ravel()), w.ravel())
+    for start in progress(range(0, len(q), KNN_QUERY_BLOCK), desc="k-NN: test frames", unit="block"):
+        sim = q[start : start + KNN_QUERY_BLOCK] @ bank.T
+        nn_idx = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+        w = np.exp(np.take_along_axis(sim, nn_idx, axis=1) / temperature)
+        rows = np.repeat(np.arange(start, start + len(sim)), kk)
+        np.add.at(votes, (rows, bank_y[nn_idx].ravel()), w.ravel())
     return {"proba": votes / votes.sum(axis=1, keepdims=True), "selection": {"rule": "fixed k", "k": kk}}
 
 

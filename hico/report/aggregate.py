@@ -12,6 +12,7 @@ The jobs live in their own modules (:mod:`hico.report`); this one puts them toge
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from hico.report.columns import conform
 from hico.report.compute_cost import compute_cost
 from hico.report.paper import PAPER_CSV, load_paper
 from hico.report.records import find_metrics, load_records
+
+log = logging.getLogger(__name__)
 
 
 def build_tables(records: pd.DataFrame, paper: pd.DataFrame | None = None, reference: str = "hico",
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                               list(a.bench_dir) + list(a.compute_dir), a.alpha, a.ssl_reference,
                               a.bootstrap, a.bootstrap_seed)
     written = write_tables(built, cms, a.out_dir)
-    print(f"[aggregate] {len(paths)} metrics.json -> {len(records)} records -> {len(written)} files in {a.out_dir}")
+    log.info(f"[aggregate] {len(paths)} metrics.json -> {len(records)} records -> {len(written)} files in {a.out_dir}")
     for name in ("main_comparison", "claims"):
-        print(f"[aggregate] {name}: {len(built[name])} rows")
+        log.info(f"[aggregate] {name}: {len(built[name])} rows")
     return 0

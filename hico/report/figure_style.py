@@ -4,6 +4,7 @@ colours and order, reference lines, axis limits and the atomic PNG + SVG writer.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "svg.fonttype": "none", "figure.dpi": 100})
@@ -33,7 +36,7 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
         tmp.replace(path)
         paths.append(path)
     plt.close(fig)
-    print(f"[plot] wrote {paths[0]} (+ .svg)")
+    log.info(f"[plot] wrote {paths[0]} (+ .svg)")
     return paths
 
 

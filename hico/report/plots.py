@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ from hico.report.figure_style import placeholder as _placeholder  # noqa: E402
 from hico.report.figure_style import save_figure as _save  # noqa: E402
 from hico.report.records import read_metrics  # noqa: E402
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Style", "main"]
 
 
@@ -58,11 +61,11 @@ def _read(tables: Path, name: str) -> pd.DataFrame | None:
         raise ValueError(f"{name!r} is not a table of hico.layout.TABLES")
     path = tables / f"{name}.csv"
     if not path.exists():
-        print(f"[plot] skipped {name}: {path} does not exist (run `python -m hico aggregate` first)")
+        log.info(f"[plot] skipped {name}: {path} does not exist (run `python -m hico aggregate` first)")
         return None
     df = pd.read_csv(path, keep_default_na=True)
     if df.empty:
-        print(f"[plot] skipped {name}: {path} has no rows")
+        log.info(f"[plot] skipped {name}: {path} has no rows")
         return None
     return df
 
@@ -189,14 +192,14 @@ def _lines(df: pd.DataFrame, x: str, out_dir: Path, name: str, title: str, xlabe
     """
     df = df[(df["selection"] == "selected") & (df["level"] == "frame")]
     if df.empty:
-        print(f"[plot] skipped {name}: no validation-selected frame-level rows")
+        log.info(f"[plot] skipped {name}: no validation-selected frame-level rows")
         return []
     n_x = df.groupby(["dataset", "protocol", "method"])[x].transform("nunique")
     is_flat = (n_x == 1) & (df[x] == flat_at) if flat_at is not None else n_x < 0
     curves = df[n_x > 1]
     panels = sorted(set(zip(curves["dataset"], curves["protocol"])))
     if not panels:
-        print(f"[plot] skipped {name}: no method has more than one {x} value")
+        log.info(f"[plot] skipped {name}: no method has more than one {x} value")
         return []
     flats, colors = df[is_flat], style.colors(df["method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.6, 3.9), squeeze=False,
@@ -260,7 +263,7 @@ def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = DEFAULT_ST
 def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
     path = tables / layout.CONFUSION_MATRICES
     if not path.exists():
-        print(f"[plot] skipped confusion matrices: {path} does not exist")
+        log.info(f"[plot] skipped confusion matrices: {path} does not exist")
         return []
     entries = [e for e in json.loads(path.read_text()) if e["selection"] == "selected" and e["level"] == "frame"]
     out = []
@@ -309,7 +312,7 @@ def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = DEFAUL
             rows.append({"method": m["method"], "dataset": m["dataset"], "protocol": m["protocol_id"],
                          "epoch": h["epoch"], "val_accuracy": h["val_accuracy"], "train_loss": h["train_loss"]})
     if not rows:
-        print(f"[plot] skipped finetune_curves: no fine-tuning histories under {metrics_dir}")
+        log.info(f"[plot] skipped finetune_curves: no fine-tuning histories under {metrics_dir}")
         return []
     df = pd.DataFrame(rows).groupby(["method", "dataset", "protocol", "epoch"]).mean().reset_index()
     panels = sorted({(d, p) for d, p in zip(df["dataset"], df["protocol"])})
@@ -461,15 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         if Path(a.metrics_dir).is_dir():
             written += plot_finetune_curves(Path(a.metrics_dir), out_dir, style)
         else:
-            print(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
+            log.info(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
     encoders = _parse_encoders(a.encoders)
     if layout.FIG_TSNE in wanted and encoders and a.data:
         written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
     elif layout.FIG_TSNE in wanted:
-        print("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
+        log.info("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
     drawn = {path.stem for path in written}
     for name in a.expect:
         if name not in drawn:
             written += _placeholder(out_dir, name, f"nothing to draw for {name}: no matching rows in {tables}")
-    print(f"[plot] {len(written)} files in {out_dir}")
+    log.info(f"[plot] {len(written)} files in {out_dir}")
     return 0

@@ -70,4 +70,4 @@ def plot_examples(dataset_dir: str | Path, out_png: str | Path, per_class: int =
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit("usage: python -m hico.report.synthetic_figure DATASET_DIR OUT_PNG")
-    print(plot_examples(sys.argv[1], sys.argv[2]))
+    print(plot_examples(sys.argv[1], sys.argv[2]))  # the written path is this script's result: stdout

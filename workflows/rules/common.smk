@@ -377,6 +377,20 @@ TABLE_FIGURE_GROUPS = [g for g in layout.FIGURE_GROUPS if g != layout.FIG_TSNE]
 TSNE_FIGURE = layout.figure_file(RESULTS, layout.FIG_TSNE)
 
 
+# Report captions are paths relative to the rule file that declares the output (report.smk).
+# (A line must not start with `report(`: Snakemake's parser reads it as the report directive.)
+def reported_table(table):
+    """One results table in the report's Tables category, with its own caption."""
+    path = layout.table_file(RESULTS, table)
+    return report(path, caption=f"../report/tables/{table}.rst", category="Tables", labels={"table": table})
+
+
+def reported_figure(figure):
+    """One figure in the report's Figures category, with the caption of its kind."""
+    caption = f"../report/figures/{layout.figure_kind(figure)}.rst"
+    return report(layout.figure_file(RESULTS, figure), caption=caption, category="Figures", labels={"figure": figure})
+
+
 def tsne_encoders():
     """name=path of seed-0 encoders of the first evaluation dataset's pool (t-SNE figure), of the
     `tsne_methods` if given."""

@@ -6,7 +6,7 @@ rule aggregate:
         metrics=metrics_targets(),
         encoders=pretrain_targets(),
     output:
-        TABLES,
+        [reported_table(t) for t in layout.TABLES],
     log:
         f"{LOGS}/report/aggregate.log",
     benchmark:
@@ -27,11 +27,7 @@ rule plot:
     input:
         tables=TABLES,
     output:
-        report(
-            FIGURES,
-            caption="../report/figures.rst",
-            category="Figures",
-        ),
+        [reported_figure(f) for f in FIGURE_NAMES],
     log:
         f"{LOGS}/report/plot.log",
     benchmark:
@@ -56,7 +52,7 @@ rule tsne:
         features=tsne_features().values(),
         data=dataset_manifest(eval_datasets()[0]),
     output:
-        report(TSNE_FIGURE, caption="../report/tsne.rst", category="Figures"),
+        reported_figure(layout.FIG_TSNE),
     log:
         f"{LOGS}/report/tsne.log",
     benchmark:

@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import pkgutil
 from pathlib import Path
 from typing import Any
 
 from hico.data.sources._common import Source, SourceError
 from hico.overrides import parse_set
+
+log = logging.getLogger(__name__)
 
 
 def list_sources(access: str | None = None, default_only: bool = False) -> list[str]:
@@ -116,7 +119,7 @@ def main_download(argv: list[str] | None = None) -> int:
 
     def go(raw, opts):
         path = mod.download(raw, opts)
-        print(f"[download] {a.source}: files verified in {path}")
+        log.info(f"[download] {a.source}: files verified in {path}")
 
     go(Path(a.raw), _options(a))
     return 0
@@ -129,7 +132,7 @@ def main_prepare(argv: list[str] | None = None) -> int:
 
     def go(raw, out, opts, name):
         path = mod.prepare(raw, out, opts, name=name)
-        print(f"[prepare] {a.source}: wrote {path}")
+        log.info(f"[prepare] {a.source}: wrote {path}")
 
     go(Path(a.raw), Path(a.out), _options(a), a.name)
     return 0
