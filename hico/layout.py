@@ -28,7 +28,24 @@ from pathlib import Path
 MANIFEST = "manifest.csv"
 CLASSES = "classes.json"
 DATASET_INFO = "dataset.json"
-FOLDS = "folds.csv"
+FOLDS = "folds.csv"  # the partition every seed shares (evaluation.partitions: shared)
+
+
+def folds_name(seed: str | int | None = None) -> str:
+    """The folds file of a dataset: ``folds.csv``, or ``folds_seed<k>.csv`` for the partition of
+    pretraining seed ``k`` (``evaluation.partitions: per_seed``)."""
+    return FOLDS if seed is None else f"folds_seed{seed}.csv"
+
+
+_FOLDS_SEED_RE = re.compile(r"folds_seed(\d+)\.csv")
+#: a regex matching every :func:`folds_name` (a Snakemake wildcard constraint)
+FOLDS_NAME_RE = rf"{re.escape(FOLDS)}|{_FOLDS_SEED_RE.pattern}"
+
+
+def folds_seed(name: str) -> int | None:
+    """The pretraining seed of a :func:`folds_name` (None for the shared ``folds.csv``)."""
+    m = _FOLDS_SEED_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
 FRAMES_DIR = "frames"
 PREPARE_REPORT = "prepare_report.json"
 

@@ -223,3 +223,19 @@ def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
     # the jobs run this checkout's code, whatever the host's working directory
     assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out
 
+
+
+def test_per_seed_partitions_give_each_seed_its_own_folds(tmp_path):
+    """`partitions: per_seed`: seed k is evaluated on folds_seed<k>.csv, written with fold seed
+    fold_seed + k; the default shares one folds.csv."""
+    evaluation = yaml.safe_load(TINY.read_text())["evaluation"]
+    evaluation.update(seeds=[0, 3], partitions="per_seed", fold_seed=10)
+    r = snakemake("-n", "--forceall", "--printshellcmds", "--configfile", str(tiny_config(tmp_path, evaluation=evaluation)))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    folds_jobs = [line for line in out.splitlines() if "python -m hico folds" in line]
+    assert len(folds_jobs) == 2
+    assert any("--seed 10 " in j and "folds_seed0.csv" in j for j in folds_jobs)
+    assert any("--seed 13 " in j and "folds_seed3.csv" in j for j in folds_jobs)
+    evaluations = [line for line in out.splitlines() if "python -m hico evaluate" in line]
+    assert evaluations and all(("seed 3 " in e) == ("folds_seed3.csv" in e) for e in evaluations)

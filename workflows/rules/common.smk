@@ -19,6 +19,16 @@ BENCH = f"{RUNS}/benchmarks"
 # Wildcard patterns of the files the rules write
 MANIFEST = layout.dataset_file(DATA, "{dataset}")
 FOLDS = layout.dataset_file(DATA, "{dataset}", layout.FOLDS)
+# `partitions: per_seed`: every pretraining seed is evaluated on its own partition of the
+# downstream set (fold seed = fold_seed + seed), so the seeds are the independent replicates of
+# repeated cross-validation that the corrected resampled t-test assumes (results/README.md).
+PER_SEED_PARTITIONS = config["evaluation"].get("partitions", "shared") == "per_seed"
+
+
+def folds_for(wildcards):
+    """The folds file an evaluation (or an AdaBN feature file) of seed `wildcards.seed` uses."""
+    name = layout.folds_name(wildcards.seed if PER_SEED_PARTITIONS else None)
+    return layout.dataset_file(DATA, wildcards.dataset, name)
 RUN = layout.pretrain_run_dir(RUNS, "{pool}", "{method}", "{seed}")
 # A pretraining job's log and benchmark mirror its run folder: the compute-cost table pairs a
 # benchmark with the run of the same relative path.
@@ -479,7 +489,7 @@ def features_args(wildcards):
 
 
 def features_folds(wildcards):
-    return [FOLDS.format(dataset=wildcards.dataset)] if wildcards.bn == "adabn" else []
+    return [folds_for(wildcards)] if wildcards.bn == "adabn" else []
 
 
 def features_folds_args(wildcards, input):
