@@ -419,18 +419,23 @@ def simulate_args(wildcards):
     return [arg for k, v in params.items() for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
+def local_copy(spec):
+    """The folder a dataset is read from in place: `path`, or the first existing folder of
+    `local` (candidates such as ../shared/data/pocus); None: download the public source."""
+    if spec.get("path"):
+        return spec["path"]
+    return next((d for d in spec.get("local", []) if Path(d).is_dir()), None)
+
+
 def raw_input(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    if spec["source"] == layout.SYNTHETIC_SOURCE:
-        return []
-    if spec.get("path"):
-        return []  # restricted or local data: read in place, never downloaded
+    if spec["source"] == layout.SYNTHETIC_SOURCE or local_copy(spec):
+        return []  # simulated, or a local copy read in place: nothing is downloaded
     return f"{layout.raw_dir(DATA, wildcards.dataset)}/.complete"
 
 
 def raw_dir(wildcards):
-    spec = dataset_spec(wildcards.dataset)
-    return spec.get("path") or layout.raw_dir(DATA, wildcards.dataset)
+    return local_copy(dataset_spec(wildcards.dataset)) or layout.raw_dir(DATA, wildcards.dataset)
 
 
 def source_options(wildcards):
