@@ -27,9 +27,12 @@ momentum buffers (``mu buf + grad + wd theta``, exact for the shipped SGD recipe
 step's learning rate from the parameter change; CMW-Net, its Adam moments, the mirrored buffers
 and the inferred lr are all buffers or parameters, so ``state_dict`` resumes exactly.
 
-Clean pairs: ``batch["meta_views"]`` when the loop provides them from the held-out videos; until it
-does, the sampler's views 3-4 (two augmentations of each *training* video's first frame) are used
-and ``meta_held_out`` logs 0 (listed in ``meta_uscl.yaml``'s deviations).
+Clean pairs: :meth:`MetaUSCL.meta_sampler` asks the shared loop for batches of held-out videos
+(``first_frame``: two augmentations of each video's first frame, the release's ``samples=1``); the
+loop splits the held-out videos by patient into these meta videos and the validation videos and
+passes one batch as ``batch["meta_views"]`` every step (``meta_held_out`` logs 1). A caller that
+passes none (a method test, ``bench/method_steps.py``) gets the sampler's views 3-4, the training
+videos' first frames (``meta_held_out`` 0).
 """
 
 from __future__ import annotations
@@ -133,6 +136,10 @@ class MetaUSCL(PretrainMethod):
 
     def param_groups(self):
         return [{"params": [p for p in self._main_params() if p.requires_grad]}]
+
+    def meta_sampler(self):
+        """Clean pairs from held-out videos for the meta step (none for the PPI-only ablation)."""
+        return {"name": "first_frame", "n_views": 2} if self.meta else None
 
     # ------------------------------------------------------------------ the step
 

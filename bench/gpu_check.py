@@ -24,8 +24,9 @@ times it, and exits 1 with a ``GPU CHECK FAILED`` line per failed check. Section
    and validation losses must agree (``--torchrun-rtol``; the GPU's kernels are not bitwise
    deterministic between processes).
 6. **loader**: ``bench/loader.py``'s measurement against this GPU's step (SimCLR and HiCo pooled,
-   ``--loader-size`` px, batch 32, ``--loader-workers``): the loop's loader and the proposed one,
-   samples/s and the loader/model ratio (the goal is 5x; a measurement, not a check).
+   ``--loader-size`` px, batch 32, ``--loader-workers``): the loop's loader (one DataLoader for
+   the run, persistent workers), samples/s and the loader/model ratio (the goal is 5x; a
+   measurement, not a check).
 
 Every number goes to ``--json``. ``--dry-run`` runs the same code on the CPU at toy sizes (32 px,
 batch 4, 1 step, gloo), so a test can run it; its numbers are not GPU numbers.
@@ -351,7 +352,7 @@ def torchrun(args, dev, checks: Checks, out: dict) -> None:
 
 def loader(args, dev, checks: Checks, out: list) -> None:
     """bench/loader.py's measurement against this device's step: the number issue 15 item 3 is about."""
-    print(f"6. loader: the loop's loader and the proposed one against this device's step, "
+    print(f"6. loader: the loop's loader against this device's step, "
           f"{args.loader_size} px, workers {args.loader_workers}", flush=True)
     set_fast_math(dev, True)
     with tempfile.TemporaryDirectory(prefix="gpu_check_loader_") as tmp:
@@ -363,8 +364,7 @@ def loader(args, dev, checks: Checks, out: list) -> None:
             out += loader_bench.measure_config(opts, name, args.loader_size, [data], dev, pin)
     for r in out:
         print(f"  {r['method']:<12} {r['workers']:>2} workers: model {r['model_samples_per_s']:8.1f} samples/s, "
-              f"loader {r['loader_samples_per_s']:8.1f} ({r['ratio']:.1f}x), proposed "
-              f"{r['proposed_samples_per_s']:8.1f} ({r['proposed_ratio']:.1f}x)", flush=True)
+              f"loader {r['loader_samples_per_s']:8.1f} ({r['ratio']:.1f}x)", flush=True)
 
 
 def print_summary(r: dict) -> None:
@@ -377,8 +377,7 @@ def print_summary(r: dict) -> None:
     if r["ddp"]:
         print(f"  DDP (1 process, {r['ddp']['backend']}) step / plain step: {r['ddp']['overhead']:.2f}x")
     for t in r["loader"]:
-        print(f"  loader/model {t['method']:<12} {t['workers']:>2} workers: loop {t['ratio']:.1f}x, proposed "
-              f"{t['proposed_ratio']:.1f}x")
+        print(f"  loader/model {t['method']:<12} {t['workers']:>2} workers: {t['ratio']:.1f}x")
 
 
 def parse_args(argv):

@@ -1,14 +1,12 @@
 """Does the pretraining loader keep up? Its rate against the model's, side by side in one run.
 
-The loader side is the loop's own path (``hico/train.py``): the pretraining pool, the recipe's
+The loader side is the loop's own loader (``hico/train.py``): the pretraining pool, the recipe's
 view sampler choosing frames per video, uint8 frames read from the standard format
-(``frames/<video>.npy``, memory-mapped) and squashed to ``image_size`` in the worker, collated by
-a ``DataLoader`` built per epoch as the loop builds it (the epoch's seeded order, ``drop_last``,
-pinned memory where CUDA exists, no persistent workers), so each epoch pays its workers' start.
-It is timed alone, for every ``--workers`` count, over whole epochs, first batch included.
-Beside it, the loader proposed for the loop (:class:`ProposedSampleDataset`: the same batches,
-checked equal, read with ``StandardDataset.read_frames``, and one DataLoader with persistent
-workers for the whole run).
+(``frames/<video>.npy``) with ``StandardDataset.read_frames`` and squashed to ``image_size`` in the
+worker, collated by ``hico.train.sample_loader``: one DataLoader for the whole run, its order the
+epoch's seeded permutation keyed ``(epoch, i)``, ``drop_last``, pinned memory where CUDA exists and
+persistent workers, so only the first epoch pays the workers' start. It is timed alone, for every
+``--workers`` count, over whole epochs, first batch included.
 
 The model side is one training step as the loop runs it on ``--device``: the batch moved to the
 device, views made there (augmentation, mixup), forward, backward and the optimiser step, with
@@ -42,19 +40,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# The loop's pieces, in one place: hico/train.py is being refactored, so a move or rename is a fix here.
+# The loop's pieces, in one place: a move or rename in hico/train.py is a fix here.
 from hico.config import resolve_pretrain_config  # noqa: E402
 from hico.data.pairs import build_sampler  # noqa: E402
 from hico.data.standard import DatasetWriter, load_dataset  # noqa: E402
-from hico.data.transforms import AugmentConfig, FrameAugment, resize_square  # noqa: E402
+from hico.data.transforms import AugmentConfig, FrameAugment  # noqa: E402
 from hico.io import atomic_write_json  # noqa: E402
 from hico.methods.base import build_method  # noqa: E402
-from hico.train import PretrainPool, VideoSampleDataset, build_optimizer, use_amp  # noqa: E402
+from hico.train import PretrainPool, VideoSampleDataset, build_optimizer, sample_loader, use_amp  # noqa: E402
 from hico.train import _views_batch as views_batch  # noqa: E402
 
 GOAL = 5.0  # the loader should deliver at least 5x what the model consumes (issue 15)
@@ -93,89 +91,17 @@ def method_config(bench_name: str, size: int, batch: int):
                                                     "weights": None}, extra)
 
 
-def epoch_loader(dataset: VideoSampleDataset, epoch: int, cfg, workers: int, pin: bool) -> DataLoader:
-    """The loop's per-epoch DataLoader on one process (``hico.train.pretrain``'s ``loader``)."""
-    order = np.random.default_rng([cfg.seed, epoch, 7]).permutation(len(dataset))
-    return DataLoader(Subset(dataset, order.tolist()), batch_size=cfg.batch_size, drop_last=True,
-                      num_workers=workers, pin_memory=pin, persistent_workers=False)
+def run_loader(dataset: VideoSampleDataset, cfg, workers: int, pin: bool) -> DataLoader:
+    """The loop's training loader on one process (``hico.train.PretrainRun.loader``)."""
+    return sample_loader(dataset, cfg.seed, True, cfg.batch_size, workers, pin)
 
 
-class ProposedSampleDataset(VideoSampleDataset):
-    """The loop's dataset with the change proposed for ``hico/train.py`` (issue 15 item 3): the
-    same items, read with :meth:`StandardDataset.read_frames` (only the chosen frames, header
-    parsed once) from numpy columns of the pool's table (no ``DataFrame.iloc`` per item), and keyed
-    by ``(epoch, i)`` so that one DataLoader with persistent workers serves every epoch (a
-    worker's copy never sees ``set_epoch``). ``measure_config`` checks its batches equal the loop's."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        t = self.pool.table
-        self.columns = [t[c].to_numpy() for c in ("dataset", "video_id", "n_frames", "train_label")]
-
-    def __getitem__(self, key):
-        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
-        v = int(self.indices[i])
-        d, video_id, n_frames, label = (c[v] for c in self.columns)
-        rng = np.random.default_rng([self.seed, epoch, v])
-        idx, extras = self.sampler.choose(int(n_frames), rng)
-        picked = torch.from_numpy(self.pool.datasets[int(d)].read_frames(video_id, idx))
-        return {"frames": resize_square(picked, self.image_size),
-                "extras": {k: torch.tensor(x, dtype=torch.float32) for k, x in extras.items()},
-                "video_idx": torch.tensor(v), "labels": torch.tensor(int(label))}
-
-
-class EpochOrder(Sampler):
-    """The loop's seeded order of an epoch (``[seed, epoch, 7]``) as ``(epoch, i)`` keys."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
-        return iter([(self.epoch, int(i)) for i in order])
-
-
-def proposed_loader(dataset: ProposedSampleDataset, cfg, workers: int, pin: bool) -> DataLoader:
-    """One DataLoader for the whole run: workers start once (``persistent_workers``)."""
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochOrder(len(dataset), cfg.seed),
-                      drop_last=True, num_workers=workers, pin_memory=pin, persistent_workers=workers > 0)
-
-
-def proposed_epoch(loader: DataLoader, epoch: int) -> tuple[int, float, float]:
+def loader_epoch(loader: DataLoader, epoch: int) -> tuple[int, float, float]:
+    """One whole epoch of the run-long loader, as the loop iterates it (the first one includes the
+    workers' start): (samples, seconds, seconds to the first batch)."""
     loader.sampler.set_epoch(epoch)
     samples, first, t0 = 0, float("nan"), time.perf_counter()
     for i, batch in enumerate(loader):
-        if i == 0:
-            first = time.perf_counter() - t0
-        samples += batch["frames"].shape[0]
-    return samples, time.perf_counter() - t0, first
-
-
-def same_batches(loop: VideoSampleDataset, proposed: ProposedSampleDataset, cfg) -> None:
-    """The proposed loader must deliver the loop's batches exactly (first batch of epochs 0 and 1)."""
-    fast = proposed_loader(proposed, cfg, 0, False)
-    for epoch in (0, 1):
-        loop.set_epoch(epoch)
-        fast.sampler.set_epoch(epoch)
-        ours, theirs = next(iter(fast)), next(iter(epoch_loader(loop, epoch, cfg, 0, False)))
-        flat = [(ours[k], theirs[k]) for k in ("frames", "video_idx", "labels")]
-        flat += [(ours["extras"].get(k), v) for k, v in theirs["extras"].items()]
-        if ours["extras"].keys() != theirs["extras"].keys() or not all(torch.equal(x, y) for x, y in flat):
-            raise SystemExit(f"bench/loader.py: the proposed loader's batch of epoch {epoch} differs from the loop's")
-
-
-def loader_epoch(dataset: VideoSampleDataset, cfg, epoch: int, workers: int, pin: bool) -> tuple[int, float, float]:
-    """One whole epoch through a fresh DataLoader, as the loop iterates it (worker start included):
-    (samples, seconds, seconds to the first batch)."""
-    dataset.set_epoch(epoch)
-    samples, first, t0 = 0, float("nan"), time.perf_counter()
-    for i, batch in enumerate(epoch_loader(dataset, epoch, cfg, workers, pin)):
         if i == 0:
             first = time.perf_counter() - t0
         samples += batch["frames"].shape[0]
@@ -223,9 +149,8 @@ def summary(runs: list[tuple[int, float, float]], frames_per_sample: int, prefix
 
 
 def measure_config(args, name: str, size: int, dirs: list[Path], dev: torch.device, pin: bool) -> list[dict]:
-    """Model steps and loader epochs (the loop's loader, then the proposed one, per worker count) of
-    one (method, size), interleaved in rounds so that a change of load on a shared machine hits
-    all alike; medians over the rounds."""
+    """Model steps and loader epochs (per worker count) of one (method, size), interleaved in rounds
+    so that a change of load on a shared machine hits all alike; medians over the rounds."""
     method, cfg = method_config(name, size, args.batch)
     pool = PretrainPool(dirs, cfg.label_rate, cfg.seed)
     train_idx, _ = pool.split(cfg.val_fraction, cfg.seed)
@@ -234,24 +159,21 @@ def measure_config(args, name: str, size: int, dirs: list[Path], dev: torch.devi
                          f"of {cfg.batch_size}; lower --batch or add videos")
     step, amp, channels_last = model_step(method, cfg, pool, len(train_idx), dev)
     sampler = build_sampler(cfg.sampler)
-    dataset = VideoSampleDataset(pool, train_idx, sampler, size, cfg.seed)
-    proposed = ProposedSampleDataset(pool, train_idx, sampler, size, cfg.seed)
-    same_batches(dataset, proposed, cfg)
+    dataset = VideoSampleDataset(pool, train_idx, sampler, size, cfg.seed, cfg.epochs)
     batch = default_collate([dataset[i] for i in range(cfg.batch_size)])
     loss = step(batch)  # warm-up (allocations, oneDNN/cuDNN kernel choice)
     if not np.isfinite(loss):
         raise SystemExit(f"bench/loader.py: {name} at {size} px: the model's loss is {loss} on the warm-up step")
-    fast = {w: proposed_loader(proposed, cfg, w, pin) for w in args.workers}
-    step_s, loop_runs, fast_runs = [], {w: [] for w in args.workers}, {w: [] for w in args.workers}
+    loaders = {w: run_loader(dataset, cfg, w, pin) for w in args.workers}
+    step_s, runs = [], {w: [] for w in args.workers}
     for r in range(args.rounds):
         for _ in range(args.model_steps):
             t0 = time.perf_counter()
             step(batch)
             step_s.append(time.perf_counter() - t0)
         for w in args.workers:
-            loop_runs[w].append(loader_epoch(dataset, cfg, r, w, pin))
-            fast_runs[w].append(proposed_epoch(fast[w], r))
-    del fast  # persistent workers end here
+            runs[w].append(loader_epoch(loaders[w], r))
+    del loaders  # persistent workers end here
     ms = statistics.median(step_s)
     model = {"model_ms_per_step": 1e3 * ms, "model_samples_per_s": cfg.batch_size / ms,
              "model_images_per_s": 2 * cfg.batch_size / ms, "model_step_s": step_s}
@@ -261,14 +183,10 @@ def measure_config(args, name: str, size: int, dirs: list[Path], dev: torch.devi
     for w in args.workers:
         row = {"method": name, "size": size, "sampler": sampler.sampler_name, "frames_per_sample": sampler.n_frames,
                "batch": cfg.batch_size, "train_videos": len(train_idx), "precision": "bf16" if amp else "fp32",
-               "pin_memory": pin, "workers": w,
-               **model, **summary(loop_runs[w], sampler.n_frames, "loader"),
-               **summary(fast_runs[w], sampler.n_frames, "proposed")}
+               "pin_memory": pin, "workers": w, **model, **summary(runs[w], sampler.n_frames, "loader")}
         row["ratio"] = row["loader_samples_per_s"] / row["model_samples_per_s"]
-        row["proposed_ratio"] = row["proposed_samples_per_s"] / row["model_samples_per_s"]
         rows.append(row)
-        print(f"  {w} workers: loop {row['loader_frames_per_s']:.0f} frames/s ({row['ratio']:.1f}x), proposed "
-              f"{row['proposed_frames_per_s']:.0f} frames/s ({row['proposed_ratio']:.1f}x)", flush=True)
+        print(f"  {w} workers: loader {row['loader_frames_per_s']:.0f} frames/s ({row['ratio']:.1f}x)", flush=True)
     return rows
 
 
@@ -280,18 +198,15 @@ def measure(args, dirs: list[Path], dev: torch.device) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'method':<12} {'px':>4} {'model ms/step':>13} {'model img/s':>11} {'model smp/s':>11} "
-          f"{'workers':>7} {'loader frames/s':>15} {'loader smp/s':>12} {'1st batch ms':>12} {'loader/model':>12}"
-          f" {'proposed smp/s':>14} {'1st batch ms':>12} {'proposed/model':>14}")
+          f"{'workers':>7} {'loader frames/s':>15} {'loader smp/s':>12} {'1st batch ms':>12} {'loader/model':>12}")
     for r in rows:
-        flag = "" if min(r["ratio"], r["proposed_ratio"]) >= GOAL else f"  < {GOAL:g}x"
+        flag = "" if r["ratio"] >= GOAL else f"  < {GOAL:g}x"
         print(f"{r['method']:<12} {r['size']:>4} {r['model_ms_per_step']:>13.0f} {r['model_images_per_s']:>11.1f} "
               f"{r['model_samples_per_s']:>11.1f} {r['workers']:>7} {r['loader_frames_per_s']:>15.0f} "
-              f"{r['loader_samples_per_s']:>12.1f} {r['loader_first_batch_ms']:>12.0f} {r['ratio']:>11.1f}x "
-              f"{r['proposed_samples_per_s']:>14.1f} {r['proposed_first_batch_ms']:>12.0f} "
-              f"{r['proposed_ratio']:>13.1f}x{flag}")
+              f"{r['loader_samples_per_s']:>12.1f} {r['loader_first_batch_ms']:>12.0f} {r['ratio']:>11.1f}x{flag}")
     print("smp = samples (videos of a batch); ratio = loader samples/s / model samples/s; model img/s = 2 views "
           "per sample; frames/s = samples x frames per sample (SimCLR 1, HiCo 3); loader = the loop's "
-          "(hico/train.py as is), proposed = ProposedSampleDataset + one DataLoader with persistent workers")
+          "(hico.train.sample_loader: one DataLoader for the run, persistent workers)")
 
 
 def main(argv=None) -> int:

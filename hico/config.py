@@ -13,6 +13,7 @@ from typing import Any
 
 from hico.errors import HicoError
 from hico.registry import load_method_config
+from hico.trackers import tracker_names
 
 
 class ConfigError(HicoError, ValueError):
@@ -66,6 +67,8 @@ class PretrainConfig:
     cpu_amp: bool = True
     channels_last: bool = True
     num_workers: int = 2
+    # experiment trackers: csv | tensorboard | mlflow, or a list (hico.trackers); train_log.csv is always written
+    logger: Any = field(default_factory=lambda: ["csv"])
     seed: int = 0
     deviations: list[Any] = field(default_factory=list)
     notes: str = ""
@@ -128,4 +131,8 @@ def resolve_pretrain_config(name: str, *overrides: dict[str, Any] | None) -> Pre
                           f"(not both), t_max_fraction > 0; got {s}")
     if cfg.image_size % 32:
         raise ConfigError(f"{where}: image_size must be divisible by 32, got {cfg.image_size}")
+    try:
+        cfg.logger = tracker_names(cfg.logger, f"{where}: logger")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg

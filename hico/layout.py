@@ -87,6 +87,9 @@ RESUME_STATE = "last.pt"  # model + optimiser + epoch: what a killed run resumes
 TRAIN_LOG = "train_log.csv"
 RUN_CONFIG = "config.json"  # resolved config, inputs and provenance of the run
 RUN_LOCK = ".lock"  # held while a process trains in the folder
+TRACKERS_STATE = "trackers.json"  # the run's experiment trackers (hico.trackers): MLflow run id, TensorBoard dir
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files (logger: tensorboard)
+MLFLOW_DB = "mlflow.db"  # the run's local MLflow store (logger: mlflow without MLFLOW_TRACKING_URI)
 _CHECKPOINT_RE = re.compile(r"encoder_epoch(\d+)\.pt$")
 
 

@@ -12,7 +12,8 @@ clears every output of the old run (:data:`RUN_OUTPUTS`, the epoch checkpoints).
 
 Left out of the binding, because they do not change the weights a run trains (see
 :data:`UNBOUND_KEYS`): the loader's worker count, the documentation keys of a recipe, ``export``
-(which encoder becomes ``encoder.pt``; every run applies it again at its end) and
+(which encoder becomes ``encoder.pt``; every run applies it again at its end), ``logger`` (the
+experiment trackers the log rows also go to; a resumed run catches them up) and
 ``checkpoint_epochs`` (which extra encoders are kept; a resumed run that has passed a requested
 epoch without keeping it is a mismatch of its own). Not config keys at all, so not bound
 either: the device (a run may resume on another GPU or on the CPU), the progress bar, the run
@@ -53,6 +54,7 @@ UNBOUND_KEYS = {
     "notes": "documentation",
     "export": "which encoder becomes encoder.pt; applied again at the end of every run",
     "checkpoint_epochs": "which extra encoders are kept (a passed, missing one is checked apart)",
+    "logger": "experiment trackers the log rows also go to; the weights do not depend on them",
 }
 #: the files of a run that a fresh start removes (with every ``encoder_epoch<k>.pt``)
 RUN_OUTPUTS = (layout.RESUME_STATE, layout.ENCODER, layout.BEST_ENCODER, layout.TRAIN_LOG, layout.RUN_CONFIG)
@@ -158,8 +160,11 @@ def folder_differences(out_dir: Path, binding: dict[str, Any], checkpoint_epochs
 
 
 def clear_run(out_dir: Path) -> list[Path]:
-    """Remove an old run's outputs and the temporary files of interrupted writes (the lock stays)."""
-    removed = old_run_files(out_dir) + sorted(out_dir.glob(".*.tmp"))
+    """Remove an old run's outputs, its tracker state and TensorBoard events, and the temporary
+    files of interrupted writes (the lock stays; so does an MLflow store, which keeps every run)."""
+    trackers = [out_dir / layout.TRACKERS_STATE] if (out_dir / layout.TRACKERS_STATE).exists() else []
+    events = sorted((out_dir / layout.TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+    removed = old_run_files(out_dir) + trackers + events + sorted(out_dir.glob(".*.tmp"))
     for path in removed:
         path.unlink(missing_ok=True)
     return removed

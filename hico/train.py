@@ -3,9 +3,12 @@
 One "epoch" draws one sample per training video, as the USCL/HiCo/Meta-USCL loaders do
 (their ``__len__`` is the number of videos); ``val_fraction`` of the videos (grouped by
 patient) are held out for a validation loss that picks the exported checkpoint
-(released: 20 %, lowest validation contrastive loss -> ``best_model.pth``).
+(released: 20 %, lowest validation contrastive loss -> ``best_model.pth``). A method with a meta
+step (:meth:`~hico.methods.base.PretrainMethod.meta_sampler`, Meta-USCL) gets half of those
+patients' videos for its meta batches, one batch per step, and the other half validates.
 
-Speed: uint8 frames cross the loader; augmentation and view mixing run on the training
+Speed: uint8 frames cross the loader (one DataLoader per split for the whole run, persistent
+workers, only the chosen frames read; ``bench/loader.py`` measures it against the step); augmentation and view mixing run on the training
 device; one forward per view; bf16 autocast and channels_last on CUDA and on CPUs with native
 bf16 (``cpu_amp``; its speed against fp32 is measured in ``bench/README.md``); DDP under ``torchrun``
 (the process group is set up whenever ``WORLD_SIZE`` is set, one process included).
@@ -18,6 +21,9 @@ video), so a resumed run redraws exactly what an uninterrupted one would, and ``
 is rebuilt from ``last.pt``. One process trains in a folder at a time (a lock file). Every
 parameter and buffer is checked for finiteness at the end of each epoch and before each export.
 
+Logs: ``train_log.csv`` always; TensorBoard and MLflow as well when the config's ``logger`` names
+them (:mod:`hico.trackers`).
+
 Steps: :func:`pretrain` is ``_bind_folder`` -> ``_set_up`` -> ``_resume`` -> (``_train_epoch``
 -> ``_end_epoch``) per epoch -> ``_export``, sharing one :class:`PretrainRun`.
 """
@@ -27,10 +33,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hico import layout
 from hico.config import PretrainConfig, resolve_pretrain_config
@@ -63,6 +70,8 @@ from hico.run_folder import (
     mismatch_message,
     run_binding,
 )
+from hico.trackers import RunTrackers, open_run_trackers
+from hico.trackers import check_available as check_trackers
 
 
 class PretrainPool:
@@ -111,13 +120,42 @@ class PretrainPool:
         is_val = t["video_id"].isin(val_ids).to_numpy()
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
+    def split_held_out(self, held_out: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out videos in two halves grouped by patient: (meta, validation) indices."""
+        t = self.table.iloc[held_out]
+        t = t.assign(video_id=[f"{d}:{v}" for d, v in zip(t["dataset"], t["video_id"])])
+        if t["patient_id"].nunique() < 2:
+            raise MetaSplitError(f"the held-out videos ({len(t)}) come from {t['patient_id'].nunique()} "
+                                 "patient(s); a meta step needs 2 or more (one part for its batches, one for "
+                                 "the validation loss): raise val_fraction or add videos")
+        is_meta = t["video_id"].isin(set(inner_validation(t, 0.5, seed))).to_numpy()
+        return np.asarray(held_out)[is_meta], np.asarray(held_out)[~is_meta]
+
+
+class MetaSplitError(HicoError, ValueError):
+    """A method's meta step cannot have held-out videos of its own."""
+
 
 class VideoSampleDataset(Dataset):
-    """One item per video: the sampler's frames (uint8 ``[k, S, S]``) and extras."""
+    """One item per video: the sampler's frames (uint8 ``[k, S, S]``) and extras.
 
-    def __init__(self, pool: PretrainPool, indices: np.ndarray, sampler: ViewSampler, image_size: int, seed: int):
-        self.pool, self.indices, self.sampler = pool, np.asarray(indices), sampler
+    An item is keyed ``(epoch, i)`` (:class:`EpochOrder`; more leading keys, e.g.
+    ``(epoch, cycle, i)``, draw anew per value), so a DataLoader's persistent workers, whose
+    dataset copies never see :meth:`set_epoch`, draw what the epoch asks for; a plain ``i`` uses
+    the epoch of :meth:`set_epoch`. The frames are drawn from ``[seed, epoch, video]``
+    (``redraw_per_epoch=False``: ``[seed, 0, video]`` every epoch, the validation pairs).
+    A sampler with ``set_progress`` (UCL's curriculum) is told ``epoch / epochs`` before it
+    chooses, here in the worker, since the loop's call reaches only the main process's copy.
+    """
+
+    def __init__(self, pool: PretrainPool, indices: np.ndarray, sampler: ViewSampler, image_size: int, seed: int,
+                 epochs: int = 1, redraw_per_epoch: bool = True):
+        self.pool, self.indices, self.sampler = pool, np.asarray(indices, dtype=np.int64), sampler
         self.image_size, self.seed, self.epoch = image_size, seed, 0
+        self.epochs, self.redraw_per_epoch = max(1, int(epochs)), redraw_per_epoch
+        t = pool.table  # numpy columns once: a DataFrame row per item costs more than the read
+        self.dataset_of, self.video_id_of, self.n_frames_of, self.label_of = (
+            t[c].to_numpy()[self.indices] for c in ("dataset", "video_id", "n_frames", "train_label"))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -125,19 +163,83 @@ class VideoSampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.pool.table.iloc[int(self.indices[i])]
-        rng = np.random.default_rng([self.seed, self.epoch, int(self.indices[i])])
-        ds = self.pool.datasets[int(row["dataset"])]
-        frames = ds.frames(row["video_id"])
-        idx, extras = self.sampler.choose(int(frames.shape[0]), rng)
-        picked = torch.from_numpy(np.stack([np.asarray(frames[j]) for j in idx]))
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        draw = tuple(int(k) for k in key[:-1]) if isinstance(key, tuple) else (self.epoch,)
+        i = int(key[-1]) if isinstance(key, tuple) else int(key)
+        v = int(self.indices[i])
+        if hasattr(self.sampler, "set_progress"):
+            self.sampler.set_progress(draw[0] / self.epochs)
+        rng = np.random.default_rng([self.seed, *(draw if self.redraw_per_epoch else (0,)), v])
+        idx, extras = self.sampler.choose(int(self.n_frames_of[i]), rng)
+        picked = self.pool.datasets[int(self.dataset_of[i])].read_frames(self.video_id_of[i], idx)
         return {
-            "frames": resize_square(picked, self.image_size),
-            "extras": {k: torch.tensor(v, dtype=torch.float32) for k, v in extras.items()},
-            "video_idx": torch.tensor(int(self.indices[i])),
-            "labels": torch.tensor(int(row["train_label"])),
+            "frames": resize_square(torch.from_numpy(picked), self.image_size),
+            "extras": {k: torch.tensor(x, dtype=torch.float32) for k, x in extras.items()},
+            "video_idx": torch.tensor(v),
+            "labels": torch.tensor(int(self.label_of[i])),
         }
+
+
+class EpochOrder(Sampler):
+    """The keys ``(epoch, i)`` of an epoch's items on this rank: the seeded order
+    ``[seed, epoch, 7]`` (``shuffle``) or ``0..n-1``; under DDP rank r takes ``[r::world]`` of
+    the first ``n // world * world``. :meth:`set_epoch` picks the epoch."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.shuffle, self.rank, self.world, self.epoch = n, seed, shuffle, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        n, world = self.n, self.world
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(n) if self.shuffle else np.arange(n)
+        return order[: n // world * world][self.rank::world] if world > 1 else order
+
+    def __len__(self) -> int:
+        return self.n // self.world if self.world > 1 else self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, int(i)) for i in self.order()])
+
+
+class CyclingBatches(Sampler):
+    """``steps`` batches an epoch of ``batch_size`` keys ``(epoch, cycle, i)``: the videos in the
+    seeded order ``[seed, epoch, cycle, 7]``, one cycle after another (a cycle's incomplete last
+    batch is dropped, so no video is twice in a batch); under DDP rank r takes ``[r::world]`` of
+    each cycle. A function of (seed, epoch) alone, so a resumed run draws the same batches."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, steps: int, rank: int = 0, world: int = 1):
+        if not 1 <= batch_size <= n // world:
+            raise ValueError(f"a batch of {batch_size} from {n} videos on {world} process(es)")
+        self.n, self.seed, self.batch_size, self.steps, self.rank, self.world = n, seed, batch_size, steps, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        batches: list[list[tuple[int, int, int]]] = []
+        n, world, b, cycle = self.n, self.world, self.batch_size, 0
+        while len(batches) < self.steps:
+            order = np.random.default_rng([self.seed, self.epoch, cycle, 7]).permutation(n)
+            order = order[: n // world * world][self.rank::world]
+            batches += [[(self.epoch, cycle, int(i)) for i in order[k:k + b]] for k in range(0, len(order) - b + 1, b)]
+            cycle += 1
+        return iter(batches[: self.steps])
+
+
+def sample_loader(ds: VideoSampleDataset, seed: int, shuffle: bool, batch_size: int, workers: int, pin: bool,
+                  rank: int = 0, world: int = 1) -> DataLoader:
+    """The DataLoader of one split for the whole run: ``loader.sampler.set_epoch(e)`` before each
+    pass. Its workers start once (``persistent_workers``); its own generator seeds them, so the
+    global torch RNG is not drawn from per epoch."""
+    return DataLoader(ds, batch_size=batch_size, sampler=EpochOrder(len(ds), seed, shuffle, rank, world),
+                      drop_last=shuffle, num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 class DivergenceError(HicoError, FloatingPointError):
@@ -307,6 +409,14 @@ class PretrainRun:
     start_epoch: int = 0
     best_val: float = math.inf
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    train_loader: DataLoader | None = None  # one per split for the whole run (workers start once)
+    val_loader: DataLoader | None = None
+    # a meta step's batches (PretrainMethod.meta_sampler): held-out videos that are not validated on
+    meta_sampler: ViewSampler | None = None
+    meta_set: VideoSampleDataset | None = None
+    meta_loader: DataLoader | None = None
+    meta_generator: torch.Generator | None = None
+    trackers: RunTrackers | None = None  # TensorBoard / MLflow (logger), rank 0 only; train_log.csv always
 
     @property
     def is_main(self) -> bool:
@@ -316,14 +426,22 @@ class PretrainRun:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.epochs
 
-    def loader(self, ds: Dataset, epoch: int, shuffle: bool) -> DataLoader:
-        """The epoch's batches of ``ds`` on this rank; the order is a function of (seed, epoch)."""
-        n, world = len(ds), self.world
-        order = np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(n) if shuffle else np.arange(n)
-        order = order[: n // world * world][self.rank::world] if world > 1 else order
-        return DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=self.per_rank_batch,
-                          drop_last=shuffle, num_workers=self.workers, pin_memory=self.dev.type == "cuda",
-                          persistent_workers=False)
+    def loader(self, ds: VideoSampleDataset, shuffle: bool) -> DataLoader:
+        """``ds``'s batches on this rank for the whole run (:func:`sample_loader`)."""
+        return sample_loader(ds, self.cfg.seed, shuffle, self.per_rank_batch, self.workers, self.dev.type == "cuda",
+                             self.rank, self.world)
+
+    def close(self, failed: bool = False) -> None:
+        """End the trackers' runs, and the loaders' persistent workers now, also when a step raised
+        (a traceback keeps the epoch's frame, and with it the loader, alive until it is handled)."""
+        if self.trackers is not None:
+            self.trackers.close(failed)
+            self.trackers = None
+        for loader in (self.train_loader, self.val_loader, self.meta_loader):
+            workers = getattr(loader, "_iterator", None)  # torch's DataLoader keeps its live iterator there
+            if hasattr(workers, "_shutdown_workers"):
+                workers._shutdown_workers()
+        self.train_loader = self.val_loader = self.meta_loader = None
 
 
 def _training_device(device: str | None) -> torch.device:
@@ -386,6 +504,12 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
     pool = PretrainPool(dataset_dirs, cfg.label_rate, cfg.seed)
     train_idx, val_idx = pool.split(cfg.val_fraction, cfg.seed)
     model = _build_model(method, cfg, pool, len(train_idx), dev)
+    meta_spec, meta_idx = model.meta_sampler(), np.arange(0)
+    if meta_spec is not None:  # its own held-out videos: the validation loss stays on untouched ones
+        try:
+            meta_idx, val_idx = pool.split_held_out(val_idx, cfg.seed + 2)
+        except MetaSplitError as e:
+            raise MetaSplitError(f"{method}: {e}") from None
     sampler = build_sampler(cfg.sampler)
     augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
     amp = use_amp(cfg, dev)
@@ -393,8 +517,10 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg, dev)
-    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed)
-    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1)
+    train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed, cfg.epochs)
+    # the same validation pairs every epoch, so the losses are comparable
+    val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1, cfg.epochs,
+                                 redraw_per_epoch=False)
     per_rank_batch = max(1, cfg.batch_size // world)
     n_train = len(train_set) // world * world
     if n_train < per_rank_batch * world:
@@ -404,9 +530,10 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
         )
     run_info = {**_run_identity(run_name, method, cfg.seed, dataset_dirs, labelled_fraction(model, pool, train_idx)),
                 "config": cfg.to_dict(), "world_size": world, "n_train_videos": len(train_idx),
-                "n_val_videos": len(val_idx), "classes": pool.class_names, "binding": binding,
+                "n_val_videos": len(val_idx), **({"n_meta_videos": len(meta_idx)} if meta_spec is not None else {}),
+                "classes": pool.class_names, "binding": binding,
                 "binding_hash": binding_hash(binding), **provenance(cfg.to_dict(), cfg.seed, dev)}
-    return PretrainRun(
+    run = PretrainRun(
         cfg=cfg, method=method, out_dir=out_dir, dev=dev, rank=rank, world=world, progress=progress,
         pool=pool, model=model, sampler=sampler, augment=augment, amp=amp, channels_last=channels_last,
         optimizer=optimizer, base_lrs=[g["lr"] for g in optimizer.param_groups], train_set=train_set,
@@ -414,6 +541,27 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
         workers=cfg.num_workers if dev.type == "cuda" else min(cfg.num_workers, 1),
         run_info=run_info, meta=_encoder_meta(run_info), binding=binding,
     )
+    run.train_loader, run.val_loader = run.loader(train_set, True), run.loader(val_set, False)
+    if meta_spec is not None:
+        _add_meta_batches(run, meta_spec, meta_idx)
+    return run
+
+
+def _add_meta_batches(run: PretrainRun, spec: str | dict[str, Any], meta_idx: np.ndarray) -> None:
+    """The meta videos' sample set (seed + 2) and its loader: one batch per training step, of the
+    per-rank batch size or all the meta videos a rank has, if fewer."""
+    cfg = run.cfg
+    run.meta_sampler = build_sampler(spec)
+    run.meta_set = VideoSampleDataset(run.pool, meta_idx, run.meta_sampler, cfg.image_size, cfg.seed + 2, cfg.epochs)
+    batch = min(run.per_rank_batch, len(meta_idx) // run.world)
+    if batch < 2:
+        raise MetaSplitError(f"{run.method}: {len(meta_idx)} meta videos on {run.world} process(es) make no batch of "
+                             "2 (a contrastive meta loss needs 2); raise val_fraction or add videos")
+    order = CyclingBatches(len(meta_idx), cfg.seed + 2, batch, run.steps_per_epoch, run.rank, run.world)
+    run.meta_loader = DataLoader(run.meta_set, batch_sampler=order, num_workers=run.workers,
+                                 pin_memory=run.dev.type == "cuda", persistent_workers=run.workers > 0,
+                                 generator=torch.Generator().manual_seed(cfg.seed + 2))
+    run.meta_generator = torch.Generator(device=run.dev)
 
 
 def _resume(run: PretrainRun) -> None:
@@ -438,6 +586,8 @@ def _resume(run: PretrainRun) -> None:
     run.generator = torch.Generator(device=run.dev)
     if run.is_main:
         atomic_write_json(run.out_dir / layout.RUN_CONFIG, run.run_info)
+        if any(name != "csv" for name in run.cfg.logger):
+            run.trackers = open_run_trackers(run.cfg.logger, run.out_dir, run.run_info, run.cfg.epochs, run.log_rows)
 
 
 def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -450,14 +600,20 @@ def _logged_rows(run: PretrainRun, state: dict[str, Any]) -> list[dict[str, Any]
     return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in rows]
 
 
-def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-    """One optimiser step on one batch; returns the method's outputs and the views."""
+def _train_step(run: PretrainRun, epoch: int, step_in_epoch: int, raw: dict[str, Any],
+                raw_meta: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+    """One optimiser step on one batch (and the meta step's batch, if any); returns the method's
+    outputs and the views."""
     f = lr_factor(run.cfg, epoch, step_in_epoch, run.steps_per_epoch)
     for g, base in zip(run.optimizer.param_groups, run.base_lrs):
         g["lr"] = base if g.get("fix_lr") else base * f  # SimSiam keeps its predictor's lr
     batch = _to_device(raw, run.dev)
     with torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=run.amp):
         views = _views_batch(run.sampler, run.augment, batch, run.generator, run.channels_last)
+        if raw_meta is not None:
+            meta = _to_device(raw_meta, run.dev)
+            views["meta_views"] = _views_batch(run.meta_sampler, run.augment, meta, run.meta_generator,
+                                               run.channels_last)["views"]
         out = run.step_model(views)
     loss = out["loss"]
     if not torch.isfinite(loss.detach()):
@@ -475,28 +631,33 @@ def _train_epoch(run: PretrainRun, epoch: int) -> dict[str, Any]:
 
     cfg, dev = run.cfg, run.dev
     run.model.train()
-    run.train_set.set_epoch(epoch)
+    run.train_loader.sampler.set_epoch(epoch)
     if hasattr(run.sampler, "set_progress"):  # curriculum samplers (UCL) follow training progress
         run.sampler.set_progress(epoch / cfg.epochs)
     run.generator.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + run.rank)
+    meta_batches: Iterable[dict[str, Any] | None] = itertools.repeat(None)
+    if run.meta_loader is not None:
+        run.meta_loader.batch_sampler.set_epoch(epoch)
+        run.meta_generator.manual_seed((cfg.seed + 2) * 1_000_003 + epoch * 101 + run.rank)
+        meta_batches = run.meta_loader
     sums: dict[str, float] = {}
     t0, n_images = time.perf_counter(), 0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = tqdm(run.loader(run.train_set, epoch, True), total=run.steps_per_epoch,
+    bar = tqdm(run.train_loader, total=run.steps_per_epoch,
                desc=f"{run.method} epoch {epoch + 1}/{cfg.epochs}",
                disable=(not run.is_main) if run.progress is None else not run.progress, leave=False)
-    for step_in_epoch, raw in enumerate(bar):
-        out, views = _train_step(run, epoch, step_in_epoch, raw)
+    for step_in_epoch, (raw, raw_meta) in enumerate(zip(bar, meta_batches)):
+        out, views = _train_step(run, epoch, step_in_epoch, raw, raw_meta)
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
-        n_images += sum(v.shape[0] for v in views["views"]) * run.world
+        n_images += sum(v.shape[0] for v in [*views["views"], *views.get("meta_views", [])]) * run.world
         bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
     elapsed = time.perf_counter() - t0
     row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps_per_epoch,
                            "lr": run.optimizer.param_groups[0]["lr"]}
     row.update({k: v / max(1, run.steps_per_epoch) for k, v in sums.items()})
-    row["val_loss"] = _validate(run)
+    row["val_loss"] = _validate(run, epoch)
     row.update(epoch_time_s=round(elapsed, 3), images_per_s=round(n_images / max(elapsed, 1e-9), 2),
                peak_mem_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else float("nan"))
     return row
@@ -518,6 +679,8 @@ def _end_epoch(run: PretrainRun, epoch: int, row: dict[str, Any]) -> None:
     atomic_torch_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                        "epoch": epoch, "best_val": run.best_val, "binding": run.binding, "log": run.log_rows},
                       run.out_dir / layout.RESUME_STATE)
+    if run.trackers is not None:  # after the resume state: a tracker never holds an epoch the run may redo
+        run.trackers.log_epoch(row)
     print(f"[pretrain] {run.method} epoch {epoch + 1}/{run.cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
           f"val {row['val_loss']:.4f} {row['images_per_s']:.1f} img/s", flush=True)
 
@@ -565,6 +728,7 @@ def pretrain(
     ``restart_on_mismatch`` removed for a fresh start.
     """
     cfg = _pretrain_config(method, overrides)
+    check_trackers(cfg.logger)  # a missing tracker package fails before anything trains
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = _distributed()
@@ -572,24 +736,30 @@ def pretrain(
     with hold_run_folder(out_dir) if rank == 0 else contextlib.nullcontext():  # one job's ranks share it
         _bind_folder(out_dir, binding, cfg, rank, world, restart_on_mismatch)
         run = _set_up(cfg, dataset_dirs, out_dir, device, progress, run_name, binding)
-        _resume(run)
-        for epoch in range(run.start_epoch, run.cfg.epochs):
-            _end_epoch(run, epoch, _train_epoch(run, epoch))
-        return _export(run)
+        failed = True
+        try:
+            _resume(run)
+            for epoch in range(run.start_epoch, run.cfg.epochs):
+                _end_epoch(run, epoch, _train_epoch(run, epoch))
+            final = _export(run)
+            failed = False
+            return final
+        finally:
+            run.close(failed)
 
 
 @torch.no_grad()
-def _validate(run: PretrainRun) -> float:
-    model, dev, val_set = run.model, run.dev, run.val_set
-    if len(val_set) == 0:
+def _validate(run: PretrainRun, epoch: int) -> float:
+    model, dev = run.model, run.dev
+    if len(run.val_set) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
-    val_set.set_epoch(0)  # the same validation pairs every epoch, so losses are comparable
+    run.val_loader.sampler.set_epoch(epoch)  # the epoch's curriculum progress; the pairs stay the same
     gen = torch.Generator(device=dev)
     gen.manual_seed(run.cfg.seed + 12345)
     total, n = 0.0, 0
-    for raw in run.loader(val_set, 0, False):
+    for raw in run.val_loader:
         batch = _to_device(raw, dev)
         if batch["frames"].shape[0] < 2:
             continue
@@ -614,7 +784,7 @@ def export_initial_encoder(method: str, out_dir: str | Path, overrides: list[dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights, image_size=cfg.image_size)
     info = {**_run_identity(run_name, method, cfg.seed, [], 0.0), "config": cfg.to_dict(),
             **provenance(cfg.to_dict(), cfg.seed)}
     assert_finite(backbone.state_dict().items(), f"{method}: the initial encoder ({cfg.weights or cfg.backbone})")

@@ -18,7 +18,8 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 #: declared but imported by neither hico/ nor baselines/, each with its reason
 DECLARED_NOT_IMPORTED: dict[str, str] = {}
 #: imported only by an optional feature: distribution -> the extra that declares it
-OPTIONAL_IMPORTS = {"huggingface-hub": "hub"}  # python -m hico export --push
+OPTIONAL_IMPORTS = {"huggingface-hub": "hub",  # python -m hico export --push
+                    "tensorboard": "trackers", "mlflow": "trackers"}  # logger: tensorboard | mlflow
 #: pinned in requirements.lock without being a direct dependency, each with its reason
 LOCKED_TRANSITIVE = {"torchvision": "timm's dependency; pinned with torch (their versions pair)",
                      "snakemake-executor-plugin-slurm-jobstep": "the SLURM executor's dependency (its job steps)"}
@@ -46,7 +47,15 @@ def _third_party_distributions() -> dict[str, str]:
     dists = packages_distributions()
     missing = sorted(m for m in modules if m not in dists)
     assert not missing, f"imported but not installed here: {missing}"
-    return {dists[m][0].lower().replace("_", "-"): m for m in modules}
+    # a module several distributions install files into (mlflow: mlflow, mlflow-skinny and
+    # mlflow-tracing, in no fixed order) is the declared one's
+    declared = {_name(r) for r in PROJECT["dependencies"]}
+    declared |= {_name(r) for extra in PROJECT["optional-dependencies"].values() for r in extra}
+    out = {}
+    for m in modules:
+        candidates = [d.lower().replace("_", "-") for d in dists[m]]
+        out[next((d for d in candidates if d in declared), candidates[0])] = m
+    return out
 
 
 def _lock() -> dict[str, str]:

@@ -216,3 +216,14 @@ def test_run_config_and_encoder_meta_record_the_run(toy_dataset, tmp_path):
         "run_name": "scratch", "method": "random_init", "seed": 5, "datasets": [], "labelled_fraction": 0.0}
     meta = load_encoder(control).meta
     assert (meta["run_name"], meta["base_method"], meta["seed"], meta["labelled_fraction"]) == ("scratch", "random_init", 5, 0.0)
+
+
+def test_control_vit_is_built_for_the_runs_image_size(tmp_path):
+    """A random-init ViT control has the position table of the run's image size (64 px / patch 16
+    = 4 x 4 patches + CLS), not timm's 224-px one, so it is evaluated on the run's images as built."""
+    enc = export_initial_encoder("random_init", tmp_path / "vit", [{"backbone": "vit_tiny_patch16_224",
+                                                                    "image_size": 64, "seed": 1}])
+    blob = torch.load(enc, weights_only=True)
+    assert blob["image_size"] == 64
+    assert tuple(blob["state_dict"]["body.pos_embed"].shape) == (1, 4 * 4 + 1, 192)
+    assert load_encoder(enc).image_size == 64

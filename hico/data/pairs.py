@@ -11,7 +11,7 @@ Recipes name a sampler in their YAML (``sampler: {name: three_frame_mixup}``); a
 its own sampler with ``@register_sampler`` in its module. Lookup does not depend on what was
 imported before: a name not registered yet makes :func:`build_sampler` import every method
 module (:func:`hico.registry.import_method_modules`) and look again. Here: ``same_frame``,
-``two_frames``, ``three_frame_mixup`` (USCL/HiCo), ``near_frames`` (IVPP), ``multi_crop`` (DINO:
+``first_frame`` (Meta-USCL's clean meta pairs), ``two_frames``, ``three_frame_mixup`` (USCL/HiCo), ``near_frames`` (IVPP), ``multi_crop`` (DINO:
 views of several sizes, each kind with its own augmentation derived from the recipe's) and
 ``ppi_mixup`` (Meta-USCL's positive pair interpolator, with clean pairs for its meta step).
 """
@@ -94,6 +94,16 @@ class SameFrame(ViewSampler):
     def make_views(self, frames, extras, augment, generator=None):
         f = frames[:, 0]
         return [augment(f, generator) for _ in range(self.n_views)], None
+
+
+@register_sampler("first_frame")
+@dataclass
+class FirstFrame(SameFrame):
+    """A video's first frame, augmented ``n_views`` times: Meta-USCL's clean pairs for its meta
+    step (the released ``USDataset_video(samples=1)`` over the held-out videos)."""
+
+    def choose(self, n_frames, rng):
+        return [0], {}
 
 
 @register_sampler("two_frames")

@@ -30,6 +30,7 @@ from hico.evaluation.metrics import frame_and_video_metrics, video_level
 from hico.evaluation.protocols import FEATURES, FRAMES, EvaluationError, Protocol, get_protocol
 from hico.evaluation.splits import FoldSplit, FrameFeatures, FrameSet, fold_splits, select_videos
 from hico.io import atomic_write_json
+from hico.trackers import log_evaluation
 
 # torch, timm and the extraction code are imported where the encoder runs: an evaluation that
 # reads a feature file needs none of them.
@@ -124,6 +125,7 @@ def evaluate_folds(
         metrics = metrics_record(run, split, data, result)
         if out_path is not None:
             atomic_write_json(Path(out_path), metrics)
+            log_evaluation(run.encoder_path, metrics)  # to the pretraining run's trackers, if it has any
         results.append(metrics)
     return results
 

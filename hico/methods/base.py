@@ -9,7 +9,9 @@ A batch is a dict:
     device by the recipe's view sampler (:mod:`hico.data.pairs`);
   - ``video_idx``: ``[B]`` int64, index of the source video;
   - ``labels``: ``[B]`` int64 class of the video, ``-1`` when unlabelled;
-  - ``weights``: ``[B]`` float pair weights (1 unless the sampler weights pairs, e.g. IVPP).
+  - ``weights``: ``[B]`` float pair weights (1 unless the sampler weights pairs, e.g. IVPP);
+  - ``meta_views`` (only for a method whose :meth:`PretrainMethod.meta_sampler` names a sampler):
+    that sampler's views ``[M, 3, S, S]`` of one batch of held-out videos, drawn every step.
 
 ``training_step`` returns ``{"loss": scalar, <part>: scalar, ...}``; parts are logged.
 ``after_step`` runs after each optimiser step (momentum encoders, queues).
@@ -89,6 +91,13 @@ class PretrainMethod(nn.Module):
         """Adapt data-size-dependent state before training or resuming (e.g. MoCo's queue
         must not outgrow the videos drawn per epoch). Called by the loop before a checkpoint
         is loaded."""
+
+    def meta_sampler(self) -> str | dict[str, Any] | None:
+        """A view-sampler spec (as a recipe's ``sampler``) for a meta step on held-out videos, or
+        None (the default: no meta batches). With a spec the loop splits the held-out videos by
+        patient into meta videos (never trained on, never validated on) and validation videos,
+        and passes one batch of the meta videos' views as ``batch["meta_views"]`` every step."""
+        return None
 
     def sees_labels(self) -> bool:
         """Whether ``training_step`` uses the batch's ``labels`` (the run records the share of
