@@ -248,10 +248,10 @@ def confusion_figure(dataset: str, protocol: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"confusion_{dataset}_{protocol}")
 
 
-def declared_figures(eval_datasets: list[str], protocol_ids: list[str], convergence: bool,
-                     label_fractions: bool) -> list[str]:
-    """The figures ``hico plot`` draws from the tables of a run (t-SNE, drawn by its own job,
-    is not among them)."""
+def declared_figures(evaluations: list[tuple[str, str]], convergence: bool, label_fractions: bool) -> list[str]:
+    """The figures ``hico plot`` draws from the tables of a run, given its evaluated (dataset,
+    protocol id) pairs (t-SNE, drawn by its own job, is not among them)."""
+    protocol_ids = list(dict.fromkeys(p for _, p in evaluations))
     out = [FIG_MAIN]
     if convergence:
         out.append(FIG_CONVERGENCE)
@@ -259,7 +259,7 @@ def declared_figures(eval_datasets: list[str], protocol_ids: list[str], converge
         out.append(FIG_LABEL_EFFICIENCY)
     if any(p.startswith(FINETUNE) for p in protocol_ids):
         out += [FIG_FINETUNE_CURVES, FIG_MAIN_PAPER]
-    out += [confusion_figure(d, p) for d in eval_datasets for p in protocol_ids]
+    out += [confusion_figure(d, p) for d, p in evaluations]
     return out
 
 

@@ -215,10 +215,15 @@ def _check_method_lists():
         unknown = [m for m in names if m not in config["methods"]]
         if unknown:
             raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
-    for m in config["methods"]:
-        unknown = [d for d in method_spec(m).get("evaluate_on", []) if d not in config["datasets"]]
+    dataset_lists = {f"methods.{m}.evaluate_on": method_spec(m).get("evaluate_on", []) for m in config["methods"]}
+    dataset_lists.update({f"evaluation.protocols.{p}.datasets": (s or {}).get("datasets", []) for p, s in ev["protocols"].items()})
+    for where, names in dataset_lists.items():
+        unknown = [d for d in names if d not in config["datasets"]]
         if unknown:
-            raise ValueError(f"methods.{m}.evaluate_on: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+            raise ValueError(f"{where}: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+    unknown = [s for s in ev.get("variant_seeds", []) if s not in ev["seeds"]]
+    if unknown:
+        raise ValueError(f"evaluation.variant_seeds: {unknown} are not in evaluation.seeds ({ev['seeds']})")
 
 
 def _check_protocols_and_sources():
@@ -305,6 +310,9 @@ def eval_datasets():
     return [d for d, spec in config["datasets"].items() if spec.get("evaluate", False)]
 
 
+PROTOCOL_RESERVED_KEYS = ("methods", "datasets")  # which runs a protocol covers, not its arguments
+
+
 def protocol_spec(protocol):
     return config["evaluation"]["protocols"][protocol] or {}
 
@@ -324,8 +332,9 @@ PRETRAIN = job_resources("pretrain")
 PROBE_GROUP = "probes_{dataset}_{method}_seed{seed}"
 
 
-def wants_variant(protocol, method, variant):
-    """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods`."""
+def wants_variant(protocol, method, seed, variant):
+    """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods` x
+    `variant_seeds`."""
     kind, _ = layout.parse_variant(variant)
     if kind == layout.FULL:
         return True
@@ -333,6 +342,8 @@ def wants_variant(protocol, method, variant):
     if protocol not in ev.get("variant_protocols", [protocol]):
         return False
     if method not in ev.get("variant_methods", [method]):
+        return False
+    if seed not in ev.get("variant_seeds", [seed]):
         return False
     return not (kind == "epoch" and not requires_training(method))
 
@@ -342,6 +353,8 @@ def metrics_targets():
     out = []
     for dataset in eval_datasets():
         for protocol in ev["protocols"]:
+            if dataset not in protocol_spec(protocol).get("datasets", [dataset]):
+                continue
             restricted = protocol_spec(protocol).get("methods")
             for method in methods_evaluated_on(dataset):
                 if restricted is not None and method not in restricted:
@@ -349,7 +362,7 @@ def metrics_targets():
                 for seed in ev["seeds"]:
                     for fold in range(ev["folds"]):
                         for variant in eval_variants():
-                            if not wants_variant(protocol, method, variant):
+                            if not wants_variant(protocol, method, seed, variant):
                                 continue
                             out.append(layout.metrics_path(RUNS, dataset, protocol, method, seed, fold, variant))
     return out
@@ -373,8 +386,8 @@ def figures():
     has a rule of its own)."""
     ev = config["evaluation"]
     return layout.declared_figures(
-        eval_datasets(),
-        [layout.protocol_id(p, protocol_spec(p)) for p in ev["protocols"]],
+        [(d, layout.protocol_id(p, protocol_spec(p))) for d in eval_datasets() for p in ev["protocols"]
+         if d in protocol_spec(p).get("datasets", [d])],
         convergence=bool(ev.get("convergence_epochs")),
         label_fractions=bool([p for p in ev.get("label_fractions", []) if p != 100]),
     )
@@ -467,7 +480,7 @@ def leakage_check(wildcards):
 
 
 def protocol_args(wildcards):
-    args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k != "methods"}
+    args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k not in PROTOCOL_RESERVED_KEYS}
     kind, percent = layout.parse_variant(wildcards.variant)
     if kind == "fraction":
         args["train_fraction"] = percent / 100
