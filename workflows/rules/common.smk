@@ -217,6 +217,7 @@ def _check_method_lists():
             raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
     dataset_lists = {f"methods.{m}.evaluate_on": method_spec(m).get("evaluate_on", []) for m in config["methods"]}
     dataset_lists.update({f"evaluation.protocols.{p}.datasets": (s or {}).get("datasets", []) for p, s in ev["protocols"].items()})
+    dataset_lists["evaluation.variant_datasets"] = ev.get("variant_datasets", [])
     for where, names in dataset_lists.items():
         unknown = [d for d in names if d not in config["datasets"]]
         if unknown:
@@ -332,9 +333,9 @@ PRETRAIN = job_resources("pretrain")
 PROBE_GROUP = "probes_{dataset}_{method}_seed{seed}"
 
 
-def wants_variant(protocol, method, seed, variant):
-    """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods` x
-    `variant_seeds`."""
+def wants_variant(dataset, protocol, method, seed, variant):
+    """Label fractions and checkpoints run only for `variant_datasets` x `variant_protocols` x
+    `variant_methods` x `variant_seeds`."""
     kind, _ = layout.parse_variant(variant)
     if kind == layout.FULL:
         return True
@@ -343,7 +344,7 @@ def wants_variant(protocol, method, seed, variant):
         return False
     if method not in ev.get("variant_methods", [method]):
         return False
-    if seed not in ev.get("variant_seeds", [seed]):
+    if seed not in ev.get("variant_seeds", [seed]) or dataset not in ev.get("variant_datasets", [dataset]):
         return False
     return not (kind == "epoch" and not requires_training(method))
 
@@ -362,7 +363,7 @@ def metrics_targets():
                 for seed in ev["seeds"]:
                     for fold in range(ev["folds"]):
                         for variant in eval_variants():
-                            if not wants_variant(protocol, method, seed, variant):
+                            if not wants_variant(dataset, protocol, method, seed, variant):
                                 continue
                             out.append(layout.metrics_path(RUNS, dataset, protocol, method, seed, fold, variant))
     return out
