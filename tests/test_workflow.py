@@ -105,6 +105,35 @@ def test_protocol_and_variant_method_restrictions(tmp_path):
     assert "confusion_tiny_eval_knn.png" in figures and "label_efficiency.png" in figures
 
 
+def test_protocol_dataset_and_variant_seed_and_dataset_restrictions(tmp_path):
+    """`datasets:` on a protocol, `variant_seeds` and `variant_datasets` (lung_cpu uses all three):
+    only the named cells are planned, the protocol's arguments keep no reserved key, and a
+    restricted protocol declares confusion figures only for its datasets."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["tiny_eval2"] = {**cfg["datasets"]["tiny_eval"], "params": {**cfg["datasets"]["tiny_eval"]["params"], "seed": 5}}
+    cfg["evaluation"].update(seeds=[0, 1], label_fractions=[], variant_seeds=[1], variant_datasets=["tiny_eval2"],
+                             protocols={"linear_probe": {}, "knn": {"k": 3, "datasets": ["tiny_eval"]}})
+    cfg.update(data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "results"))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--forceall", "--printshellcmds", "--configfile", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    planned = sorted(line.split("/eval/")[1].split("/fold0/")[0] + "/" + line.split("/fold0/")[1].split("/")[0]
+                     for line in _planned(out, "evaluate"))
+    full = [f"{d}/linear_probe/{m}/seed{s}/full" for d in ("tiny_eval", "tiny_eval2") for m in ("random_init", "simclr")
+            for s in (0, 1)]
+    knn = [f"tiny_eval/knn/{m}/seed{s}/full" for m in ("random_init", "simclr") for s in (0, 1)]
+    assert planned == sorted(full + knn + ["tiny_eval2/linear_probe/simclr/seed1/epoch1"])
+    assert not [c for c in out.splitlines() if "--protocol knn" in c and "datasets" in c]  # not an argument
+    figures = " ".join(_planned(out, "plot"))
+    assert "confusion_tiny_eval_knn.png" in figures and "confusion_tiny_eval2_knn.png" not in figures
+    cfg["evaluation"]["variant_datasets"] = ["nowhere"]
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(path))
+    assert r.returncode != 0 and "evaluation.variant_datasets: ['nowhere'] are not in datasets" in r.stdout + r.stderr
+
+
 def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods(tmp_path):
     """A method outside `variant_methods` may train fewer epochs than the last convergence
     checkpoint: it is planned without checkpoints and told to keep none."""
