@@ -210,18 +210,20 @@ def test_the_paper_config_asks_for_gpus_only_for_pretraining_and_fine_tuning():
     jobs = [j for j in _jobs(out) if j["rule"] not in LOCAL_RULES]
     gpu_hours = sum(int(j["resources"].get("gpu", 0)) * int(j["resources"]["runtime"]) for j in jobs) / 60
     counts = pd.Series([j["rule"] for j in jobs]).value_counts()
-    assert counts["evaluate"] + counts["evaluate_finetune"] == 2685
+    assert counts["evaluate"] + counts["evaluate_finetune"] == 3585
     assert not [j for j in jobs if j["rule"] == "evaluate" and "gpu" in j["resources"]]
-    assert gpu_hours == counts["pretrain_tracked"] * 12 + counts["evaluate_finetune"] * 4 == 3420
+    assert gpu_hours == counts["pretrain_tracked"] * 12 + counts["evaluate_finetune"] * 4 == 4620
     before = counts["pretrain_tracked"] * 12 + (counts["evaluate"] + counts["evaluate_finetune"]) * 4
-    # the probes of one run form one group; --group-components splits it into jobs of <= 4
+    # the probes of one run and their features jobs form one group; a component is one features
+    # job with the probes reading it, and --group-components puts up to 4 in one submission
     runs = set(re.findall(r"Group job (probes_\S+) ", out))
     submissions = out.count("Group job probes_")  # one header per submitted group job
     assert len(runs) == counts["pretrain_tracked"] + counts["export_control"]
-    assert counts["evaluate"] / 4 <= submissions < counts["evaluate"] / 3
+    assert counts["features"] / 4 <= submissions < counts["features"] / 3
     readme = (REPO / "README.md").read_text()
-    assert "3,420 GPU-hours" in readme and f"{before:,} GPU-hours" in readme
-    assert f"{submissions} submissions instead of {counts['evaluate']:,}" in readme
+    assert "4,620 GPU-hours" in readme and f"{before:,} GPU-hours" in readme
+    grouped = counts["evaluate"] + counts["features"]
+    assert f"{submissions} submissions instead of {grouped:,}" in readme
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,12 +317,13 @@ def test_the_tiny_workflow_runs_through_the_suite_slurm_profile(tmp_path):
         got = [(f["partition"], f["mem_mb"], f["runtime"], f["cpus"]) for f in calls[rule]]
         assert got and set(got) == {(partition, mem, minutes, cpus)}, (rule, got)
     assert all(f["gpus"] is None for flags in calls.values() for f in flags)  # gpus: 0 in this config
-    # the probes of one pretraining run went out together: simclr's full, frac50 and epoch1
-    # evaluations side by side in one job (3 x 700 MB, 3 CPUs, the longest member's 10 minutes)
+    # the probes of one pretraining run went out together with the features job they read:
+    # simclr's full, frac50 and epoch1 evaluations side by side in one job (3 x 700 MB, 3 CPUs),
+    # its time limit the features job's 10 minutes plus the longest probe's 10
     # (a group job's comment is the group id and its rules)
-    probes = calls["probes_tiny_eval_simclr_seed0_evaluate"]
-    assert [(f["partition"], f["mem_mb"], f["runtime"], f["cpus"]) for f in probes] == [("cpu", 2100, 10, 3)]
-    random_init = calls["probes_tiny_eval_random_init_seed0_evaluate"]  # full and frac50
-    assert [(f["partition"], f["mem_mb"], f["runtime"], f["cpus"]) for f in random_init] == [("cpu", 1400, 10, 2)]
-    assert "evaluate" not in calls  # no probe went out alone
+    probes = calls["probes_tiny_eval_simclr_seed0_evaluate_features"]
+    assert [(f["partition"], f["mem_mb"], f["runtime"], f["cpus"]) for f in probes] == [("cpu", 2100, 20, 3)]
+    random_init = calls["probes_tiny_eval_random_init_seed0_evaluate_features"]  # full and frac50
+    assert [(f["partition"], f["mem_mb"], f["runtime"], f["cpus"]) for f in random_init] == [("cpu", 1400, 20, 2)]
+    assert "evaluate" not in calls and "features" not in calls  # no probe or features job went out alone
     assert sum(len(f) for f in calls.values()) == 10  # 5 probe jobs in 2 submissions
