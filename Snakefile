@@ -55,6 +55,7 @@ localrules:
     download,
     prefetch_weights,
     aggregate,
+    metrics_list,
     plot,
 
 

@@ -380,6 +380,7 @@ def pretrain_targets():
 
 
 TABLES = [layout.table_file(RESULTS, t) for t in layout.TABLES]
+METRICS_LIST = f"{RUNS}/report/metrics_list.txt"
 
 
 def figures():
