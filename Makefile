@@ -7,7 +7,7 @@ CORES ?= all
 # Workflow rules call `python`: make it the venv's, activated or not.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-fast lint bench clean-demo
+.PHONY: demo lung test test-fast lint bench clean-demo
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(PY) -m snakemake --cores $(CORES) --configfile workflows/config/demo.yaml \
 		$(if $(wildcard runs/demo/eval),,--forcerun aggregate tsne)
+
+# The real lung-US benchmark (POCUS + COVID-BLUeS from ../shared/data or data/lung/*/raw), CPU,
+# <= 120 min on 2 cores; results/lung_cpu/ is committed, so the report rules are forced until this
+# clone has its own runs. IMAGENET_WEIGHTS=<timm resnet18 checkpoint> adds the imagenet row.
+lung: $(STAMP)
+	$(PY) -m snakemake --cores $(CORES) --scheduler greedy --rerun-incomplete --configfile workflows/config/lung_cpu.yaml \
+		$(if $(wildcard runs/lung_cpu/eval),,--forcerun aggregate tsne) \
+		$(if $(IMAGENET_WEIGHTS),--config 'methods={imagenet: {weights: $(IMAGENET_WEIGHTS)}}')
 
 # Two workers, one test file each (module fixtures are built once): the end-to-end workflow and
 # SLURM tests, mostly waiting on subprocesses, overlap the unit tests.

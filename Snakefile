@@ -59,6 +59,7 @@ localrules:
     download,
     prefetch_weights,
     aggregate,
+    metrics_list,
     plot,
 
 

@@ -33,9 +33,10 @@ class OptimizerConfig:
 @dataclass
 class ScheduleConfig:
     name: str = "cosine"  # cosine | constant
-    hold_epochs: int = 0  # released HiCo/USCL: constant for 10 epochs, then cosine
-    warmup_epochs: int = 0  # linear warm-up (BYOL/IVPP recipes)
-    t_max_epochs: int | None = None  # released: T_max = total epochs even though it starts late
+    # Lengths are shares of `epochs`, so overriding `epochs` rescales the whole schedule.
+    hold_fraction: float = 0.0  # LR held constant for round(hold_fraction * epochs) epochs (released: 10/300)
+    warmup_fraction: float = 0.0  # linear warm-up over warmup_fraction * epochs
+    t_max_fraction: float | None = None  # cosine period; None: the epochs after hold/warm-up (LR ends at min_lr)
     min_lr: float = 0.0
 
 
@@ -89,7 +90,8 @@ def _typed(cls, data: dict[str, Any], where: str):
             v = v if isinstance(v, ScheduleConfig) else _typed(ScheduleConfig, v or {}, f"{where}.schedule")
         elif k == "betas":
             v = tuple(float(x) for x in v)
-        elif k in ("lr", "weight_decay", "momentum", "min_lr", "label_rate", "val_fraction") and v is not None:
+        elif k in ("lr", "weight_decay", "momentum", "min_lr", "label_rate", "val_fraction", "hold_fraction",
+                   "warmup_fraction", "t_max_fraction") and v is not None:
             v = float(v)
         out[k] = v
     return cls(**out)
@@ -121,6 +123,12 @@ def resolve_pretrain_config(name: str, *overrides: dict[str, Any] | None) -> Pre
     bad = [e for e in cfg.checkpoint_epochs if not 1 <= int(e) <= cfg.epochs]
     if bad:
         raise ConfigError(f"{where}: checkpoint_epochs {bad} outside 1..epochs ({cfg.epochs})")
+    s = cfg.schedule
+    shares = {"hold_fraction": s.hold_fraction, "warmup_fraction": s.warmup_fraction}
+    bad = {k: v for k, v in shares.items() if not 0 <= v < 1}
+    if bad or (s.t_max_fraction is not None and not s.t_max_fraction > 0) or (s.hold_fraction and s.warmup_fraction):
+        raise ConfigError(f"{where}: schedule shares of epochs must satisfy 0 <= hold_fraction, warmup_fraction < 1 "
+                          f"(not both), t_max_fraction > 0; got {s}")
     if cfg.image_size % 32:
         raise ConfigError(f"{where}: image_size must be divisible by 32, got {cfg.image_size}")
     try:

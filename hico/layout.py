@@ -28,7 +28,24 @@ from pathlib import Path
 MANIFEST = "manifest.csv"
 CLASSES = "classes.json"
 DATASET_INFO = "dataset.json"
-FOLDS = "folds.csv"
+FOLDS = "folds.csv"  # the partition every seed shares (evaluation.partitions: shared)
+
+
+def folds_name(seed: str | int | None = None) -> str:
+    """The folds file of a dataset: ``folds.csv``, or ``folds_seed<k>.csv`` for the partition of
+    pretraining seed ``k`` (``evaluation.partitions: per_seed``)."""
+    return FOLDS if seed is None else f"folds_seed{seed}.csv"
+
+
+_FOLDS_SEED_RE = re.compile(r"folds_seed(\d+)\.csv")
+#: a regex matching every :func:`folds_name` (a Snakemake wildcard constraint)
+FOLDS_NAME_RE = rf"{re.escape(FOLDS)}|{_FOLDS_SEED_RE.pattern}"
+
+
+def folds_seed(name: str) -> int | None:
+    """The pretraining seed of a :func:`folds_name` (None for the shared ``folds.csv``)."""
+    m = _FOLDS_SEED_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
 FRAMES_DIR = "frames"
 PREPARE_REPORT = "prepare_report.json"
 
@@ -237,10 +254,10 @@ def figure_kind(figure: str) -> str:
     return "confusion" if figure.startswith("confusion_") else figure
 
 
-def declared_figures(eval_datasets: list[str], protocol_ids: list[str], convergence: bool,
-                     label_fractions: bool) -> list[str]:
-    """The figures ``hico plot`` draws from the tables of a run (t-SNE, drawn by its own job,
-    is not among them)."""
+def declared_figures(evaluations: list[tuple[str, str]], convergence: bool, label_fractions: bool) -> list[str]:
+    """The figures ``hico plot`` draws from the tables of a run, given its evaluated (dataset,
+    protocol id) pairs (t-SNE, drawn by its own job, is not among them)."""
+    protocol_ids = list(dict.fromkeys(p for _, p in evaluations))
     out = [FIG_MAIN]
     if convergence:
         out.append(FIG_CONVERGENCE)
@@ -248,7 +265,7 @@ def declared_figures(eval_datasets: list[str], protocol_ids: list[str], converge
         out.append(FIG_LABEL_EFFICIENCY)
     if any(p.startswith(FINETUNE) for p in protocol_ids):
         out += [FIG_FINETUNE_CURVES, FIG_MAIN_PAPER]
-    out += [confusion_figure(d, p) for d in eval_datasets for p in protocol_ids]
+    out += [confusion_figure(d, p) for d, p in evaluations]
     return out
 
 

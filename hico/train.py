@@ -300,12 +300,13 @@ def build_optimizer(method: PretrainMethod, cfg: PretrainConfig, device: torch.d
 
 
 def lr_factor(cfg: PretrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rate.
+    """Multiplier of the base learning rate; every length is a share of ``cfg.epochs``.
 
-    ``hold_epochs`` reproduces the released HiCo/USCL quirk: LR constant for the first epochs,
-    then ``CosineAnnealingLR(T_max=t_max_epochs)`` stepped once per epoch from there, so it never
-    reaches 0 (≈ 9.9e-7 at epoch 299 of 300 for lr 3e-4). Otherwise a per-step cosine after an
-    optional linear warm-up.
+    ``hold_fraction`` reproduces the released HiCo/USCL quirk relative to the budget: the LR is
+    constant for ``round(hold_fraction * epochs)`` epochs, then ``CosineAnnealingLR(T_max =
+    t_max_fraction * epochs)`` is stepped once per epoch from there, so it never reaches 0
+    (released: 10 of 300 epochs held, T_max = 300, ≈ 9.9e-7 at epoch 299 for lr 3e-4).
+    Otherwise a per-step cosine after an optional linear warm-up of ``warmup_fraction * epochs``.
     """
     s = cfg.schedule
     if s.name == "constant":
@@ -313,15 +314,17 @@ def lr_factor(cfg: PretrainConfig, epoch: int, step_in_epoch: int, steps_per_epo
     if s.name != "cosine":
         raise ValueError(f"{cfg.name}: unknown schedule {s.name!r}; use cosine or constant")
     floor = s.min_lr / cfg.optimizer.lr if cfg.optimizer.lr else 0.0
-    if s.hold_epochs > 0:
-        t = max(0, epoch - s.hold_epochs)
-        t_max = s.t_max_epochs or max(1, cfg.epochs - s.hold_epochs)
+    hold = round(s.hold_fraction * cfg.epochs)
+    if s.hold_fraction > 0:
+        t = max(0, epoch - hold)
+        t_max = s.t_max_fraction * cfg.epochs if s.t_max_fraction else max(1, cfg.epochs - hold)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / t_max))
+    warmup = s.warmup_fraction * cfg.epochs
     e = epoch + step_in_epoch / max(1, steps_per_epoch)
-    if e < s.warmup_epochs:
-        return (e + 1 / max(1, steps_per_epoch)) / s.warmup_epochs
-    t_max = s.t_max_epochs or max(1e-8, cfg.epochs - s.warmup_epochs)
-    t = min(1.0, (e - s.warmup_epochs) / t_max)
+    if e < warmup:
+        return (e + 1 / max(1, steps_per_epoch)) / warmup
+    t_max = s.t_max_fraction * cfg.epochs if s.t_max_fraction else max(1e-8, cfg.epochs - warmup)
+    t = min(1.0, (e - warmup) / t_max)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 

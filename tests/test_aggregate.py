@@ -403,3 +403,23 @@ def test_old_or_foreign_metrics_files_are_errors_naming_the_file(tmp_path, chang
 def test_schema_versions_2_and_3_are_read(tmp_path):
     paths = [write(tmp_path, {**make_metrics("hico", fold=f), "schema_version": v}) for f, v in ((0, 2), (1, 3))]
     assert sorted(load_records(paths)["fold"].unique()) == [0, 1]
+
+
+def test_a_metrics_list_keeps_files_outside_it_out_of_the_tables(run, tmp_path):
+    """The workflow passes the current config's metrics.json files as a list: an old evaluation
+    left in the folder (a protocol since dropped from the config) must not reach the tables."""
+    paths = find_metrics([run["mdir"]])
+    methods = sorted(set(run["records"]["method"]))
+    kept = [p for p in paths if json.loads(p.read_text())["method"] != methods[0]]
+    assert 0 < len(kept) < len(paths)
+    listing = tmp_path / "metrics_list.txt"
+    listing.write_text("".join(f"{p}\n" for p in kept))
+    out = tmp_path / "tables"
+    assert agg.main(["--metrics-list", str(listing), "--out-dir", str(out), "--bootstrap", "50"]) == 0
+    main = pd.read_csv(out / "main_comparison.csv")
+    assert methods[0] not in set(main["method"]) and set(methods[1:]) <= set(main["method"])
+    records = pd.read_csv(out / "records.csv")
+    assert len(records) == len(load_records(kept))
+    listing.write_text(f"{tmp_path / 'gone' / 'metrics.json'}\n")
+    with pytest.raises(Exception, match="gone"):
+        agg.main(["--metrics-list", str(listing), "--out-dir", str(out)])

@@ -113,7 +113,7 @@ def _jobs(out: str) -> list[dict]:
     return jobs
 
 
-LOCAL_RULES = ("all", "download", "prefetch_weights", "aggregate", "plot")
+LOCAL_RULES = ("all", "download", "prefetch_weights", "aggregate", "metrics_list", "plot")
 
 
 def test_downloads_weights_and_the_report_are_local_rules():

@@ -246,7 +246,8 @@ def test_recipe_resolves_to_the_released_setting():
     assert (cfg.backbone, cfg.pretrained, cfg.image_size, cfg.batch_size, cfg.epochs) == ("resnet18", True, 224, 32, 300)
     assert cfg.sampler == {"name": "three_frame_mixup", "beta": 0.5}
     assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == ("adam", 3e-4, 1e-4)
-    assert (cfg.schedule.name, cfg.schedule.hold_epochs, cfg.schedule.t_max_epochs) == ("cosine", 10, 300)
+    assert (cfg.schedule.name, round(cfg.schedule.hold_fraction * cfg.epochs), cfg.schedule.t_max_fraction * cfg.epochs) \
+        == ("cosine", 10, 300)
     assert (cfg.label_rate, cfg.val_fraction, cfg.export) == (1.0, 0.2, "best")
     assert cfg.augment == {"crop_scale": [0.8, 1.0], "crop_ratio": [0.8, 1.25], "hflip_p": 0.5,
                            "brightness": 0.8, "contrast": 0.8, "jitter_p": 1.0, "mean": 0.5, "std": 0.25}

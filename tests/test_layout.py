@@ -54,10 +54,10 @@ def test_protocol_ids_and_figures():
     assert layout.protocol_id("finetune") == "finetune_released"
     assert layout.protocol_id("knn", {"variant": "full"}) == "knn"
     assert layout.confusion_figure("covid blues", "knn") == "confusion_covid_blues_knn"
-    figs = layout.declared_figures(["pocus"], ["linear_probe", "finetune_released"], convergence=True,
-                                   label_fractions=False)
+    figs = layout.declared_figures([("pocus", "linear_probe"), ("pocus", "finetune_released"), ("busi", "linear_probe")],
+                                   convergence=True, label_fractions=False)
     assert figs == ["main_comparison", "convergence", "finetune_curves", "main_comparison_paper_protocol",
-                    "confusion_pocus_linear_probe", "confusion_pocus_finetune_released"]
+                    "confusion_pocus_linear_probe", "confusion_pocus_finetune_released", "confusion_busi_linear_probe"]
 
 
 def test_recipe_lookup(tmp_path):

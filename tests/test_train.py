@@ -100,8 +100,7 @@ def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
 
 def test_released_lr_schedule():
     """hold 10 epochs, then CosineAnnealingLR(T_max=300) stepped once per epoch (train_HiCo/simclr.py)."""
-    cfg = resolve_pretrain_config("simclr", {"epochs": 300, "schedule": {"name": "cosine", "hold_epochs": 10,
-                                                                          "t_max_epochs": 300}})
+    cfg = resolve_pretrain_config("hico", {"epochs": 300})
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optimizer.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
     for epoch in range(300):
@@ -112,9 +111,36 @@ def test_released_lr_schedule():
     assert lr_factor(cfg, 299, 0, 1) * 3e-4 == pytest.approx(9.87e-7, rel=0.01)
 
 
+@pytest.mark.parametrize("epochs", [30, 40, 3])
+def test_released_schedule_follows_the_budget(epochs):
+    """The released shape at any budget: round(epochs / 30) epochs held, then a per-epoch cosine
+    with T_max = epochs (issue: with epochs 30 and a pinned T_max of 300 the LR stayed at
+    2.97e-4 of 3e-4 to the end)."""
+    cfg = resolve_pretrain_config("simclr", {"epochs": epochs})
+    hold = round(epochs / 30)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optimizer.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    for epoch in range(epochs):
+        assert lr_factor(cfg, epoch, 0, 5) == pytest.approx(opt.param_groups[0]["lr"] / cfg.optimizer.lr, rel=1e-9)
+        opt.step()
+        if epoch >= hold:
+            sched.step()
+    last = lr_factor(cfg, epochs - 1, 0, 5)
+    assert last == pytest.approx(0.5 * (1 + math.cos(math.pi * (epochs - 1 - hold) / epochs)))
+    if epochs >= 30:
+        assert last < 0.02  # annealed (a pinned T_max of 300 left 0.99 at epoch 30)
+
+
+def test_schedule_shares_are_checked():
+    with pytest.raises(ConfigError, match="schedule shares"):
+        resolve_pretrain_config("simclr", {"schedule": {"hold_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"unknown keys \['hold_epochs'\]"):
+        resolve_pretrain_config("simclr", {"schedule": {"hold_epochs": 10}})
+
+
 def test_warmup_cosine_schedule():
-    cfg = resolve_pretrain_config("simclr", {"epochs": 10, "schedule": {"name": "cosine", "hold_epochs": 0,
-                                                                         "warmup_epochs": 2, "t_max_epochs": None}})
+    cfg = resolve_pretrain_config("simclr", {"epochs": 10, "schedule": {"name": "cosine", "hold_fraction": 0,
+                                                                         "warmup_fraction": 0.2, "t_max_fraction": None}})
     assert lr_factor(cfg, 0, 0, 10) == pytest.approx(0.05)
     assert lr_factor(cfg, 1, 9, 10) == pytest.approx(1.0)
     assert lr_factor(cfg, 6, 0, 10) == pytest.approx(0.5)

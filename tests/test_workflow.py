@@ -108,6 +108,35 @@ def test_protocol_and_variant_method_restrictions(tmp_path):
     assert "confusion_tiny_eval_knn.png" in figures and "label_efficiency.png" in figures
 
 
+def test_protocol_dataset_and_variant_seed_and_dataset_restrictions(tmp_path):
+    """`datasets:` on a protocol, `variant_seeds` and `variant_datasets` (lung_cpu uses all three):
+    only the named cells are planned, the protocol's arguments keep no reserved key, and a
+    restricted protocol declares confusion figures only for its datasets."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["datasets"]["tiny_eval2"] = {**cfg["datasets"]["tiny_eval"], "params": {**cfg["datasets"]["tiny_eval"]["params"], "seed": 5}}
+    cfg["evaluation"].update(seeds=[0, 1], label_fractions=[], variant_seeds=[1], variant_datasets=["tiny_eval2"],
+                             protocols={"linear_probe": {}, "knn": {"k": 3, "datasets": ["tiny_eval"]}})
+    cfg.update(data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"), results_root=str(tmp_path / "results"))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--forceall", "--printshellcmds", "--configfile", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    planned = sorted(line.split("/eval/")[1].split("/fold0/")[0] + "/" + line.split("/fold0/")[1].split("/")[0]
+                     for line in _planned(out, "evaluate"))
+    full = [f"{d}/linear_probe/{m}/seed{s}/full" for d in ("tiny_eval", "tiny_eval2") for m in ("random_init", "simclr")
+            for s in (0, 1)]
+    knn = [f"tiny_eval/knn/{m}/seed{s}/full" for m in ("random_init", "simclr") for s in (0, 1)]
+    assert planned == sorted(full + knn + ["tiny_eval2/linear_probe/simclr/seed1/epoch1"])
+    assert not [c for c in out.splitlines() if "--protocol knn" in c and "datasets" in c]  # not an argument
+    figures = " ".join(_planned(out, "plot"))
+    assert "confusion_tiny_eval_knn.png" in figures and "confusion_tiny_eval2_knn.png" not in figures
+    cfg["evaluation"]["variant_datasets"] = ["nowhere"]
+    path.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(path))
+    assert r.returncode != 0 and "evaluation.variant_datasets: ['nowhere'] are not in datasets" in r.stdout + r.stderr
+
+
 def test_only_variant_methods_keep_checkpoints_and_tsne_draws_the_chosen_methods(tmp_path):
     """A method outside `variant_methods` may train fewer epochs than the last convergence
     checkpoint: it is planned without checkpoints and told to keep none."""
@@ -248,3 +277,19 @@ def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
     # the jobs run this checkout's code, whatever the host's working directory
     assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out
 
+
+
+def test_per_seed_partitions_give_each_seed_its_own_folds(tmp_path):
+    """`partitions: per_seed`: seed k is evaluated on folds_seed<k>.csv, written with fold seed
+    fold_seed + k; the default shares one folds.csv."""
+    evaluation = yaml.safe_load(TINY.read_text())["evaluation"]
+    evaluation.update(seeds=[0, 3], partitions="per_seed", fold_seed=10)
+    r = snakemake("-n", "--forceall", "--printshellcmds", "--configfile", str(tiny_config(tmp_path, evaluation=evaluation)))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    folds_jobs = [line for line in out.splitlines() if "python -m hico folds" in line]
+    assert len(folds_jobs) == 2
+    assert any("--seed 10 " in j and "folds_seed0.csv" in j for j in folds_jobs)
+    assert any("--seed 13 " in j and "folds_seed3.csv" in j for j in folds_jobs)
+    evaluations = [line for line in out.splitlines() if "python -m hico evaluate" in line]
+    assert evaluations and all(("seed 3 " in e) == ("folds_seed3.csv" in e) for e in evaluations)

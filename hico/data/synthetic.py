@@ -188,7 +188,8 @@ def _pleura_half_width_cm(patient: Patient, half_angle_deg: float) -> float:
 
 
 def sample_scene(rng: np.random.Generator, patient: Patient) -> Scene:
-    """Draw one video of ``patient``: per-video probe settings and the class signs."""
+    """Draw one video of ``patient``: per-video probe settings and the class signs (about 60
+    lines: one draw per scene field, in the order the seeded generator must keep)."""
     sev = float(np.clip(patient.severity + rng.normal(0.0, 0.12), 0.0, 1.0))
     depth = float(np.clip(patient.depth_cm + rng.normal(0.0, 0.7), 6.5, 13.0))
     half_angle = float(np.clip(patient.half_angle_deg + rng.normal(0.0, 2.0), 24.0, 40.0))
@@ -333,7 +334,11 @@ def _splat(out: np.ndarray, t: np.ndarray, ri: np.ndarray, ai: np.ndarray, amp: 
 
 
 def render_polar(scene: Scene, n_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render the log-compressed polar image ``[T, R, A]`` in [0, 1] (depth x angle), float32."""
+    """Render the log-compressed polar image ``[T, R, A]`` in [0, 1] (depth x angle), float32.
+
+    Long by design (about 120 lines): one pass of the imaging chain in physical order (tissue,
+    pleura, A-/B-lines, consolidation, speckle, attenuation, gain), each step a few lines on the
+    same depth/angle grids; split into functions it would pass a dozen shared arrays around."""
     p = scene.patient
     n_r, n_a = int(round(size * 1.25)), int(round(size * 1.1))
     depth, a = scene.depth_cm, np.deg2rad(scene.half_angle_deg)

@@ -26,7 +26,7 @@ from hico.report.claims import claims
 from hico.report.columns import conform
 from hico.report.compute_cost import compute_cost
 from hico.report.paper import PAPER_CSV, load_paper
-from hico.report.records import find_metrics, load_records
+from hico.report.records import find_metrics, load_records, read_metrics_list
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-dir", nargs="+", action="extend", default=[],
                    help="folders searched recursively for metrics.json")
     p.add_argument("--metrics", nargs="+", action="extend", default=[], help="metrics.json files")
+    p.add_argument("--metrics-list", help="a text file of metrics.json paths, one per line (the workflow's: "
+                                          "only the evaluations of the current config)")
     p.add_argument("--out-dir", required=True, help="where the tables go (e.g. results/tables)")
     p.add_argument("--paper", default=str(PAPER_CSV), help="published numbers; '' to leave them out")
     p.add_argument("--compute-dir", nargs="+", action="extend", default=[],
@@ -89,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    paths = find_metrics(a.metrics_dir, a.metrics)
+    paths = find_metrics(a.metrics_dir, a.metrics + (read_metrics_list(a.metrics_list) if a.metrics_list else []))
     if not paths:
         raise AggregateError(
             f"no metrics.json found (--metrics-dir {a.metrics_dir}, --metrics {a.metrics}); "

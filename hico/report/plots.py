@@ -49,7 +49,7 @@ from hico.report.figure_style import (  # noqa: E402
 )
 from hico.report.figure_style import placeholder as _placeholder  # noqa: E402
 from hico.report.figure_style import save_figure as _save  # noqa: E402
-from hico.report.records import read_metrics  # noqa: E402
+from hico.report.records import read_metrics, read_metrics_list  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +301,12 @@ def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) ->
     return out
 
 
-def plot_finetune_curves(metrics_dir: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+def plot_finetune_curves(metrics: Path | list[Path], out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    """Validation accuracy per fine-tuning epoch, from a folder of metrics.json or a list of them."""
+    metrics_dir = metrics
+    paths = sorted(Path(metrics).rglob("metrics.json")) if isinstance(metrics, (str, Path)) else sorted(metrics)
     rows = []
-    for path in sorted(Path(metrics_dir).rglob("metrics.json")):
+    for path in paths:
         m = read_metrics(path)
         hist = (m.get("selection") or {}).get("history")
         if not hist or m["encoder_kind"] != "final" or float(m["train_fraction"]) != 1.0:
@@ -440,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables", help="folder written by `python -m hico aggregate` (needed but for tsne)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--metrics-dir", help="metrics.json folder, for fine-tuning curves")
+    p.add_argument("--metrics-list", help="a text file of metrics.json paths (the workflow's), instead of --metrics-dir")
     p.add_argument("--encoders", "--features", nargs="+", default=[],
                    help="NAME=FEATURES.npz (of `hico features`, no torch needed) or NAME=ENCODER.pt pairs for the t-SNE")
     p.add_argument("--data", help="standard dataset folder for the t-SNE")
@@ -460,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                        (layout.FIG_LABEL_EFFICIENCY, plot_label_efficiency), ("confusion", plot_confusion)):
         if name in wanted:
             written += draw(tables, out_dir, style)
-    if a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
+    if a.metrics_list and layout.FIG_FINETUNE_CURVES in wanted:
+        written += plot_finetune_curves(read_metrics_list(a.metrics_list), out_dir, style)
+    elif a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
         if Path(a.metrics_dir).is_dir():
             written += plot_finetune_curves(Path(a.metrics_dir), out_dir, style)
         else:

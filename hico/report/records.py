@@ -31,6 +31,15 @@ _REQUIRED = ("method", "dataset", "protocol", "protocol_id", "fold", "seed", "tr
 PRIVATE = ["_cm", "_per_class", "_classes", "n_train_videos", "n_test_videos", "n_fit_videos", "_test_videos"]
 
 
+def read_metrics_list(path: str | Path) -> list[Path]:
+    """The metrics.json paths of a list file (one per line; the workflow's ``metrics_list``
+    rule writes the files of the current config, so old runs left in the folder stay out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AggregateError(f"--metrics-list {path} does not exist")
+    return [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+
+
 def find_metrics(dirs: Iterable[str | Path] = (), files: Iterable[str | Path] = ()) -> list[Path]:
     found: set[Path] = set()
     for d in dirs or ():

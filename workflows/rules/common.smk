@@ -19,6 +19,16 @@ BENCH = f"{RUNS}/benchmarks"
 # Wildcard patterns of the files the rules write
 MANIFEST = layout.dataset_file(DATA, "{dataset}")
 FOLDS = layout.dataset_file(DATA, "{dataset}", layout.FOLDS)
+# `partitions: per_seed`: every pretraining seed is evaluated on its own partition of the
+# downstream set (fold seed = fold_seed + seed), so the seeds are the independent replicates of
+# repeated cross-validation that the corrected resampled t-test assumes (results/README.md).
+PER_SEED_PARTITIONS = config["evaluation"].get("partitions", "shared") == "per_seed"
+
+
+def folds_for(wildcards):
+    """The folds file an evaluation (or an AdaBN feature file) of seed `wildcards.seed` uses."""
+    name = layout.folds_name(wildcards.seed if PER_SEED_PARTITIONS else None)
+    return layout.dataset_file(DATA, wildcards.dataset, name)
 RUN = layout.pretrain_run_dir(RUNS, "{pool}", "{method}", "{seed}")
 # A pretraining job's log and benchmark mirror its run folder: the compute-cost table pairs a
 # benchmark with the run of the same relative path.
@@ -205,10 +215,16 @@ def _check_method_lists():
         unknown = [m for m in names if m not in config["methods"]]
         if unknown:
             raise ValueError(f"{where}: {unknown} are not in methods (known: {sorted(config['methods'])})")
-    for m in config["methods"]:
-        unknown = [d for d in method_spec(m).get("evaluate_on", []) if d not in config["datasets"]]
+    dataset_lists = {f"methods.{m}.evaluate_on": method_spec(m).get("evaluate_on", []) for m in config["methods"]}
+    dataset_lists.update({f"evaluation.protocols.{p}.datasets": (s or {}).get("datasets", []) for p, s in ev["protocols"].items()})
+    dataset_lists["evaluation.variant_datasets"] = ev.get("variant_datasets", [])
+    for where, names in dataset_lists.items():
+        unknown = [d for d in names if d not in config["datasets"]]
         if unknown:
-            raise ValueError(f"methods.{m}.evaluate_on: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+            raise ValueError(f"{where}: {unknown} are not in datasets (known: {sorted(config['datasets'])})")
+    unknown = [s for s in ev.get("variant_seeds", []) if s not in ev["seeds"]]
+    if unknown:
+        raise ValueError(f"evaluation.variant_seeds: {unknown} are not in evaluation.seeds ({ev['seeds']})")
 
 
 def _check_protocols_and_sources():
@@ -295,6 +311,9 @@ def eval_datasets():
     return [d for d, spec in config["datasets"].items() if spec.get("evaluate", False)]
 
 
+PROTOCOL_RESERVED_KEYS = ("methods", "datasets")  # which runs a protocol covers, not its arguments
+
+
 def protocol_spec(protocol):
     return config["evaluation"]["protocols"][protocol] or {}
 
@@ -314,8 +333,9 @@ PRETRAIN = job_resources("pretrain")
 PROBE_GROUP = "probes_{dataset}_{method}_seed{seed}"
 
 
-def wants_variant(protocol, method, variant):
-    """Label fractions and checkpoints run only for `variant_protocols` x `variant_methods`."""
+def wants_variant(dataset, protocol, method, seed, variant):
+    """Label fractions and checkpoints run only for `variant_datasets` x `variant_protocols` x
+    `variant_methods` x `variant_seeds`."""
     kind, _ = layout.parse_variant(variant)
     if kind == layout.FULL:
         return True
@@ -323,6 +343,8 @@ def wants_variant(protocol, method, variant):
     if protocol not in ev.get("variant_protocols", [protocol]):
         return False
     if method not in ev.get("variant_methods", [method]):
+        return False
+    if seed not in ev.get("variant_seeds", [seed]) or dataset not in ev.get("variant_datasets", [dataset]):
         return False
     return not (kind == "epoch" and not requires_training(method))
 
@@ -332,6 +354,8 @@ def metrics_targets():
     out = []
     for dataset in eval_datasets():
         for protocol in ev["protocols"]:
+            if dataset not in protocol_spec(protocol).get("datasets", [dataset]):
+                continue
             restricted = protocol_spec(protocol).get("methods")
             for method in methods_evaluated_on(dataset):
                 if restricted is not None and method not in restricted:
@@ -339,7 +363,7 @@ def metrics_targets():
                 for seed in ev["seeds"]:
                     for fold in range(ev["folds"]):
                         for variant in eval_variants():
-                            if not wants_variant(protocol, method, variant):
+                            if not wants_variant(dataset, protocol, method, seed, variant):
                                 continue
                             out.append(layout.metrics_path(RUNS, dataset, protocol, method, seed, fold, variant))
     return out
@@ -356,6 +380,7 @@ def pretrain_targets():
 
 
 TABLES = [layout.table_file(RESULTS, t) for t in layout.TABLES]
+METRICS_LIST = f"{RUNS}/report/metrics_list.txt"
 
 
 def figures():
@@ -363,8 +388,8 @@ def figures():
     has a rule of its own)."""
     ev = config["evaluation"]
     return layout.declared_figures(
-        eval_datasets(),
-        [layout.protocol_id(p, protocol_spec(p)) for p in ev["protocols"]],
+        [(d, layout.protocol_id(p, protocol_spec(p))) for d in eval_datasets() for p in ev["protocols"]
+         if d in protocol_spec(p).get("datasets", [d])],
         convergence=bool(ev.get("convergence_epochs")),
         label_fractions=bool([p for p in ev.get("label_fractions", []) if p != 100]),
     )
@@ -423,18 +448,23 @@ def simulate_args(wildcards):
     return [arg for k, v in params.items() for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
+def local_copy(spec):
+    """The folder a dataset is read from in place: `path`, or the first existing folder of
+    `local` (candidates such as ../shared/data/pocus); None: download the public source."""
+    if spec.get("path"):
+        return spec["path"]
+    return next((d for d in spec.get("local", []) if Path(d).is_dir()), None)
+
+
 def raw_input(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    if spec["source"] == layout.SYNTHETIC_SOURCE:
-        return []
-    if spec.get("path"):
-        return []  # restricted or local data: read in place, never downloaded
+    if spec["source"] == layout.SYNTHETIC_SOURCE or local_copy(spec):
+        return []  # simulated, or a local copy read in place: nothing is downloaded
     return f"{layout.raw_dir(DATA, wildcards.dataset)}/.complete"
 
 
 def raw_dir(wildcards):
-    spec = dataset_spec(wildcards.dataset)
-    return spec.get("path") or layout.raw_dir(DATA, wildcards.dataset)
+    return local_copy(dataset_spec(wildcards.dataset)) or layout.raw_dir(DATA, wildcards.dataset)
 
 
 def source_options(wildcards):
@@ -466,7 +496,7 @@ def leakage_check(wildcards):
 
 
 def protocol_args(wildcards):
-    args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k != "methods"}
+    args = {k: v for k, v in protocol_spec(wildcards.protocol).items() if k not in PROTOCOL_RESERVED_KEYS}
     kind, percent = layout.parse_variant(wildcards.variant)
     if kind == "fraction":
         args["train_fraction"] = percent / 100
@@ -493,7 +523,7 @@ def features_args(wildcards):
 
 
 def features_folds(wildcards):
-    return [FOLDS.format(dataset=wildcards.dataset)] if wildcards.bn == "adabn" else []
+    return [folds_for(wildcards)] if wildcards.bn == "adabn" else []
 
 
 def features_folds_args(wildcards, input):

@@ -82,14 +82,16 @@ rule folds:
     input:
         MANIFEST,
     output:
-        FOLDS,
+        layout.dataset_file(DATA, "{dataset}", "{folds_file}"),
     log:
-        f"{LOGS}/folds/{{dataset}}.log",
+        f"{LOGS}/folds/{{dataset}}/{{folds_file}}.log",
     benchmark:
-        f"{BENCH}/folds/{{dataset}}.tsv"
+        f"{BENCH}/folds/{{dataset}}/{{folds_file}}.tsv"
+    wildcard_constraints:
+        folds_file=layout.FOLDS_NAME_RE,
     params:
         k=config["evaluation"]["folds"],
-        seed=config["evaluation"].get("fold_seed", 0),
+        seed=lambda wc: config["evaluation"].get("fold_seed", 0) + (layout.folds_seed(wc.folds_file) or 0),
         dataset=lambda wc, input: Path(input[0]).parent,
     resources:
         mem_mb=2000,

@@ -83,7 +83,7 @@ rule evaluate:
     input:
         encoder=encoder_for,
         data=MANIFEST,
-        folds=FOLDS,
+        folds=folds_for,
         check=leakage_check,
         features=features_for,
     output:
@@ -113,7 +113,7 @@ rule evaluate_finetune:
     input:
         encoder=encoder_for,
         data=MANIFEST,
-        folds=FOLDS,
+        folds=folds_for,
         check=leakage_check,
     output:
         EVAL_OUTPUT,

@@ -1,9 +1,24 @@
 # Report: every evaluation record -> the tables -> the figures.
 
 
+# The tables read the metrics.json files of this config and no others: a protocol, method or
+# seed dropped from the config leaves its old files in runs/, never in the tables. (The list
+# goes through a file: thousands of paths overflow a shell command line.)
+rule metrics_list:
+    input:
+        metrics_targets(),
+    output:
+        METRICS_LIST,
+    run:
+        from hico.io import atomic_write_text
+
+        atomic_write_text(output[0], "".join(f"{path}\n" for path in input))
+
+
 rule aggregate:
     input:
         metrics=metrics_targets(),
+        metrics_list=METRICS_LIST,
         encoders=pretrain_targets(),
     output:
         [reported_table(t) for t in layout.TABLES],
@@ -12,20 +27,20 @@ rule aggregate:
     benchmark:
         f"{BENCH}/report/aggregate.tsv"
     params:
-        metrics_dir=lambda wc: layout.eval_root(RUNS),
         compute_dir=lambda wc: layout.pretrain_root(RUNS),
         bench_dir=lambda wc: layout.pretrain_root(BENCH),
         out_dir=lambda wc, output: Path(output[0]).parent,
     conda:
         "../envs/report.yaml"
     shell:
-        hico("aggregate --metrics-dir {params.metrics_dir:q} --compute-dir {params.compute_dir:q} "
+        hico("aggregate --metrics-list {input.metrics_list:q} --compute-dir {params.compute_dir:q} "
         "--bench-dir {params.bench_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1")
 
 
 rule plot:
     input:
         tables=TABLES,
+        metrics_list=METRICS_LIST,
     output:
         [reported_figure(f) for f in FIGURE_NAMES],
     log:
@@ -35,13 +50,12 @@ rule plot:
     params:
         tables=lambda wc, input: Path(input.tables[0]).parent,
         out_dir=lambda wc, output: Path(output[0]).parent,
-        metrics_dir=lambda wc: layout.eval_root(RUNS),
         groups=TABLE_FIGURE_GROUPS,
         expect=FIGURE_NAMES,
     conda:
         "../envs/report.yaml"
     shell:
-        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-dir {params.metrics_dir:q} "
+        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-list {input.metrics_list:q} "
         "--figures {params.groups:q} --expect {params.expect:q} > {log:q} 2>&1")
 
 
