@@ -205,7 +205,7 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
 
 
 FIGURE_KINDS = sorted({layout.figure_kind(f) for f in layout.declared_figures(
-    ["d"], ["linear_probe", "finetune_released"], convergence=True, label_fractions=True)} | {layout.FIG_TSNE})
+    [("d", "linear_probe"), ("d", "finetune_released")], convergence=True, label_fractions=True)} | {layout.FIG_TSNE})
 
 
 @pytest.mark.parametrize("caption", [f"tables/{t}.rst" for t in layout.TABLES] +
