@@ -40,7 +40,7 @@ def _pocus_subset(root: Path, per_class: int = 3) -> Path:
     return out
 
 
-def _covid_blues_subset(root: Path, per_result: int = 2) -> Path:
+def _covid_blues_subset(root: Path, per_result: int = 4) -> Path:
     """All videos of ``per_result`` PCR-positive and PCR-negative patients, with the sheets."""
     src = shared_path("data", "covid_blues")
     out = root / "covid_blues"

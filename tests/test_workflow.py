@@ -272,7 +272,7 @@ def test_the_workflow_runs_as_a_module_of_another_workflow(tmp_path):
     assert counts == {"hico_bench_simulate": "2", "hico_bench_folds": "1", "hico_bench_check_leakage": "1",
                       "hico_bench_export_control": "1", "hico_bench_pretrain_tracked": "2",
                       "hico_bench_evaluate": "8", "hico_bench_features": "5", "hico_bench_tsne": "1",
-                      "hico_bench_aggregate": "1",
+                      "hico_bench_aggregate": "1", "hico_bench_metrics_list": "1",
                       "hico_bench_plot": "1", "hico_bench_all": "1"}, out[-3000:]
     # the jobs run this checkout's code, whatever the host's working directory
     assert f"PYTHONPATH={REPO}" in out and "python -m hico pretrain hico --name hico" in out

@@ -9,10 +9,13 @@ rule metrics_list:
         metrics_targets(),
     output:
         METRICS_LIST,
+    log:
+        f"{LOGS}/report/metrics_list.log",
     run:
         from hico.io import atomic_write_text
 
         atomic_write_text(output[0], "".join(f"{path}\n" for path in input))
+        atomic_write_text(log[0], f"{len(input)} metrics.json files of this config -> {output[0]}\n")
 
 
 rule aggregate:
