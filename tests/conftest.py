@@ -41,3 +41,15 @@ def write_pattern_dataset(root: Path, name: str = "toy", n_patients: int = 9, vi
 @pytest.fixture
 def toy_dataset(tmp_path) -> Path:
     return write_pattern_dataset(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions are many times slower with intra-op threads fighting on a busy 2-core
+    box: a module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

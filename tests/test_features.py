@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from test_evaluate import IMAGE, write_tiny_dataset, write_tiny_encoder
 
 import hico.evaluate as ev
@@ -24,12 +23,7 @@ from hico.evaluation import features as ft
 MAX_FRAMES = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
