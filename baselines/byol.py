@@ -27,14 +27,8 @@ from hico.registry import register_method
 
 @register_method("byol")
 class BYOL(PretrainMethod):
-    def __init__(
-        self,
-        proj_hidden: int = 4096,
-        proj_dim: int = 256,
-        pred_hidden: int = 4096,
-        base_momentum: float = 0.996,
-        **base,
-    ):
+    def __init__(self, proj_hidden: int = 4096, proj_dim: int = 256, pred_hidden: int = 4096,
+                 base_momentum: float = 0.996, **base):
         super().__init__(**base)
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum must be in [0, 1], got {base_momentum}")

@@ -104,16 +104,9 @@ class MAE(PretrainMethod):
         "(vit_tiny_patch16_224, vit_small_patch16_224, vit_small_patch8_224, ...)."
     )
 
-    def __init__(
-        self,
-        mask_ratio: float = 0.75,
-        decoder_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_heads: int = 16,
-        mlp_ratio: float = 4.0,
-        norm_pix_loss: bool = True,
-        **base,
-    ):
+    def __init__(self, mask_ratio: float = 0.75, decoder_dim: int = 512, decoder_depth: int = 8,
+                 decoder_heads: int = 16, mlp_ratio: float = 4.0, norm_pix_loss: bool = True,
+                 **base):
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mae: mask_ratio must be in (0, 1), got {mask_ratio}")
         if decoder_depth < 1 or decoder_heads < 1 or decoder_dim % decoder_heads or decoder_dim % 4:

@@ -76,19 +76,10 @@ def weighted_info_nce(z_l: torch.Tensor, z_r: torch.Tensor, temperature: float,
 class MetaUSCL(PretrainMethod):
     """Meta-USCL; defaults are the released ``train.py`` flags."""
 
-    def __init__(
-        self,
-        temperature: float = 0.5,
-        proj_dim: int = 128,
-        meta: bool = True,
-        cmw_hidden: int = 10,
-        cmw_lr: float = 6e-5,
-        cmw_betas: tuple[float, float] = (0.9, 0.999),
-        meta_lr: float = 0.1,
-        sgd_momentum: float = 0.9,
-        sgd_weight_decay: float = 1e-4,
-        **base,
-    ):
+    def __init__(self, temperature: float = 0.5, proj_dim: int = 128, meta: bool = True,
+                 cmw_hidden: int = 10, cmw_lr: float = 6e-5,
+                 cmw_betas: tuple[float, float] = (0.9, 0.999), meta_lr: float = 0.1,
+                 sgd_momentum: float = 0.9, sgd_weight_decay: float = 1e-4, **base):
         if temperature <= 0:
             raise ValueError(f"meta_uscl: temperature must be > 0, got {temperature}")
         if cmw_hidden < 1 or cmw_lr <= 0 or meta_lr <= 0:

@@ -27,15 +27,8 @@ from hico.registry import register_method
 
 @register_method("moco_v2")
 class MoCoV2(PretrainMethod):
-    def __init__(
-        self,
-        temperature: float = 0.2,
-        momentum: float = 0.999,
-        queue_size: int = 65536,
-        proj_hidden: int | None = None,
-        proj_dim: int = 128,
-        **base,
-    ):
+    def __init__(self, temperature: float = 0.2, momentum: float = 0.999, queue_size: int = 65536,
+                 proj_hidden: int | None = None, proj_dim: int = 128, **base):
         super().__init__(**base)
         check_temperature(temperature)
         if not 0.0 <= momentum <= 1.0:

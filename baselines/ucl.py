@@ -122,16 +122,9 @@ class UCLHardNegatives(ViewSampler):
 
 @register_method("ucl")
 class UCL(PretrainMethod):
-    def __init__(
-        self,
-        temperature: float = 0.07,
-        momentum: float = 0.999,
-        proj_hidden: int | None = None,
-        proj_dim: int = 128,
-        soft_negative_topk: int = 2,
-        cross_only_until: float = 10 / 60,
-        **base,
-    ):
+    def __init__(self, temperature: float = 0.07, momentum: float = 0.999,
+                 proj_hidden: int | None = None, proj_dim: int = 128,
+                 soft_negative_topk: int = 2, cross_only_until: float = 10 / 60, **base):
         super().__init__(**base)
         check_temperature(temperature)
         if not 0.0 <= momentum <= 1.0:

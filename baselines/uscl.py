@@ -27,13 +27,7 @@ from hico.registry import register_method
 
 @register_method("uscl")
 class USCL(PretrainMethod):
-    def __init__(
-        self,
-        temperature: float = 0.5,
-        proj_dim: int = 256,
-        ce_weight: float = 0.2,
-        **base,
-    ):
+    def __init__(self, temperature: float = 0.5, proj_dim: int = 256, ce_weight: float = 0.2, **base):
         super().__init__(**base)
         check_temperature(temperature)
         if ce_weight < 0:

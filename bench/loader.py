@@ -49,10 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hico.config import resolve_pretrain_config  # noqa: E402
 from hico.data.pairs import build_sampler  # noqa: E402
 from hico.data.standard import DatasetWriter, load_dataset  # noqa: E402
-from hico.data.transforms import AugmentConfig, FrameAugment  # noqa: E402
 from hico.io import atomic_write_json  # noqa: E402
 from hico.methods.base import build_method  # noqa: E402
-from hico.train import PretrainPool, VideoSampleDataset, build_optimizer, sample_loader, use_amp  # noqa: E402
+from hico.train import PretrainPool, VideoSampleDataset, sample_loader, step_parts  # noqa: E402
 from hico.train import _views_batch as views_batch  # noqa: E402
 
 GOAL = 5.0  # the loader should deliver at least 5x what the model consumes (issue 15)
@@ -114,13 +113,7 @@ def model_step(method: str, cfg, pool: PretrainPool, n_train: int, dev: torch.de
     model = build_method(method, cfg.params, backbone=cfg.backbone, pretrained=False, weights=None,
                          num_classes=pool.num_classes, image_size=cfg.image_size).to(dev).train()
     model.fit_to_data(n_train, cfg.batch_size)
-    sampler = build_sampler(cfg.sampler)  # after build_method, as the loop (a method may register one)
-    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
-    amp = use_amp(cfg, dev)
-    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg, dev)
+    model, sampler, augment, amp, channels_last, optimizer = step_parts(model, cfg, dev)
     generator = torch.Generator(device=dev).manual_seed(cfg.seed)
 
     def step(raw: dict) -> float:

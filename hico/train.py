@@ -465,6 +465,20 @@ def _build_model(method: str, cfg: PretrainConfig, pool: PretrainPool, n_train: 
     return model
 
 
+def step_parts(model: PretrainMethod, cfg: PretrainConfig, dev: torch.device):
+    """What a training step needs besides the model, set up as the loop sets it up: the sampler
+    (built after the model, because importing a method's module may register one), the
+    augmentation, bf16 autocast, channels_last (on CUDA, or on a CPU with autocast) and the
+    optimiser. Returns ``(model, sampler, augment, amp, channels_last, optimizer)``."""
+    sampler = build_sampler(cfg.sampler)
+    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
+    amp = use_amp(cfg, dev)
+    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, sampler, augment, amp, channels_last, build_optimizer(model, cfg, dev)
+
+
 def _pretrain_config(method: str, overrides: list[dict[str, Any]] | None) -> PretrainConfig:
     cfg = resolve_pretrain_config(method, *(overrides or []))
     if not cfg.requires_pretraining:
@@ -513,13 +527,7 @@ def _set_up(cfg: PretrainConfig, dataset_dirs: list[str | Path], out_dir: Path, 
             meta_idx, val_idx = pool.split_held_out(val_idx, cfg.seed + 2)
         except MetaSplitError as e:
             raise MetaSplitError(f"{method}: {e}") from None
-    sampler = build_sampler(cfg.sampler)
-    augment = FrameAugment(AugmentConfig.from_dict(cfg.augment, cfg.image_size))
-    amp = use_amp(cfg, dev)
-    channels_last = cfg.channels_last and (dev.type == "cuda" or amp)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg, dev)
+    model, sampler, augment, amp, channels_last, optimizer = step_parts(model, cfg, dev)
     train_set = VideoSampleDataset(pool, train_idx, sampler, cfg.image_size, cfg.seed, cfg.epochs)
     # the same validation pairs every epoch, so the losses are comparable
     val_set = VideoSampleDataset(pool, val_idx, sampler, cfg.image_size, cfg.seed + 1, cfg.epochs,

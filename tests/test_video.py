@@ -10,8 +10,8 @@ import pytest
 
 from hico.data.video import (
     VideoDecodeError,
+    decode,
     natural_key,
-    read_any,
     read_frame_folder,
     read_image,
     read_video,
@@ -192,16 +192,16 @@ def test_frame_folder_natural_order_and_sampling(tmp_path):
     assert len(read_frame_folder(folder, max_frames=5).frames) == 5
 
 
-def test_read_any_dispatch(tmp_path):
-    assert read_any(make_image(tmp_path / "a.png")).shape[0] == 1
-    assert read_any(make_video(tmp_path / "b.mp4", 10, 25), fps=None).shape[0] == 10
-    assert read_any(make_frame_folder(tmp_path / "c", 3)).shape[0] == 3
+def test_decode_dispatch(tmp_path):
+    assert decode(make_image(tmp_path / "a.png")).frames.shape[0] == 1
+    assert decode(make_video(tmp_path / "b.mp4", 10, 25), fps=None).frames.shape[0] == 10
+    assert decode(make_frame_folder(tmp_path / "c", 3)).frames.shape[0] == 3
     with pytest.raises(VideoDecodeError, match="unknown file type"):
         (tmp_path / "d.txt").write_text("x")
-        read_any(tmp_path / "d.txt")
+        decode(tmp_path / "d.txt")
     with pytest.raises(VideoDecodeError, match="no image frames"):
         (tmp_path / "e").mkdir()
-        read_any(tmp_path / "e")
+        decode(tmp_path / "e")
 
 
 # ---------------------------------------------------------------------------- the real POCUS containers
@@ -258,7 +258,7 @@ def test_gif_canvas_bomb_is_refused_before_decoding(tmp_path):
     assert time.perf_counter() - t0 < 2.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000  # < 200 MB more at peak
     with pytest.raises(VideoDecodeError, match="max_pixels"):
-        read_any(path)
+        decode(path)
 
 
 @pytest.mark.parametrize("kind", ["gif", "mp4", "png", "frames"])
@@ -269,9 +269,9 @@ def test_max_pixels_budget_applies_to_every_input(tmp_path, kind):
         "png": lambda: make_image(tmp_path / "a.png", 90, size=(48, 64)),
         "frames": lambda: make_frame_folder(tmp_path / "seq", 3, size=(48, 64)),
     }[kind]()
-    assert read_any(path, max_pixels=48 * 64).shape[1:] == (48, 64)  # at the budget: decoded
+    assert decode(path, max_pixels=48 * 64).frames.shape[1:] == (48, 64)  # at the budget: decoded
     with pytest.raises(VideoDecodeError, match="max_pixels"):
-        read_any(path, max_pixels=48 * 64 - 1)
+        decode(path, max_pixels=48 * 64 - 1)
 
 
 @pytest.mark.parametrize("kind", ["gif", "frames"])

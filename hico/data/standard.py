@@ -364,24 +364,19 @@ def _check_rows(root: Path, manifest: pd.DataFrame, classes: list[str], regen: s
     dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
     if dup:
         raise _fail(root, f"manifest.csv repeats video_id {dup[:5]}", regen)
-    bad = manifest[(manifest["label"] < 0) | (manifest["label"] >= len(classes))]
-    if len(bad):
-        row = bad.iloc[0]
-        raise _fail(
-            root,
-            f"manifest.csv row video_id={row['video_id']!r} has label {row['label']} outside "
-            f"classes.json ({len(classes)} classes: {classes})",
-            "Fix the label or add the class to classes.json.",
-        )
-    mismatch = manifest[[classes[int(i)] != n for i, n in zip(manifest["label"], manifest["label_name"])]]
-    if len(mismatch):
-        row = mismatch.iloc[0]
-        raise _fail(
-            root,
-            f"manifest.csv row video_id={row['video_id']!r}: label {row['label']} is "
-            f"{classes[int(row['label'])]!r} in classes.json but label_name says {row['label_name']!r}",
-            "Make label and label_name agree.",
-        )
+
+    def refuse_first(rows: pd.DataFrame, problem, fix: str) -> None:
+        if len(rows):
+            row = rows.iloc[0]
+            raise _fail(root, f"manifest.csv row video_id={row['video_id']!r}{problem(row)}", fix)
+
+    refuse_first(manifest[(manifest["label"] < 0) | (manifest["label"] >= len(classes))],
+                 lambda row: f" has label {row['label']} outside classes.json ({len(classes)} classes: {classes})",
+                 "Fix the label or add the class to classes.json.")
+    refuse_first(manifest[[classes[int(i)] != n for i, n in zip(manifest["label"], manifest["label_name"])]],
+                 lambda row: (f": label {row['label']} is {classes[int(row['label'])]!r} in classes.json but "
+                              f"label_name says {row['label_name']!r}"),
+                 "Make label and label_name agree.")
 
 
 def load_dataset(root: str | Path, check_frames: bool = True) -> StandardDataset:

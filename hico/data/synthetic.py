@@ -157,29 +157,33 @@ class Scene:
     decorrelation: float = 0.05  # fraction of lung scatterers re-drawn per frame
 
 
+# (trait, Generator method, a, b), in the order of the draws: reordering changes every simulated dataset.
+_PATIENT_TRAITS: tuple[tuple[str, str, float, float], ...] = (
+    ("severity", "uniform", 0.0, 1.0),
+    ("chest_wall_cm", "uniform", 1.2, 2.6),
+    ("fat_frac", "uniform", 0.15, 0.5),
+    ("probe_radius_cm", "uniform", 3.0, 6.0),
+    ("half_angle_deg", "uniform", 26.0, 38.0),
+    ("depth_cm", "uniform", 7.5, 12.0),
+    ("gain_db", "normal", 0.0, 3.5),
+    ("dynamic_range_db", "uniform", 45.0, 60.0),
+    ("attenuation_db_cm", "uniform", -0.3, 1.5),
+    ("noise", "uniform", 0.01, 0.04),
+    ("axial_res_cm", "uniform", 0.04, 0.07),
+    ("lateral_res_deg", "uniform", 0.5, 0.9),
+    ("breath_hz", "uniform", 0.2, 0.4),
+    ("slide_cm", "uniform", 0.2, 0.9),
+    ("muscle_echo", "uniform", 0.2, 0.8),
+    ("pleura_amp", "uniform", 5.0, 9.0),
+)
+
+
 def sample_patient(rng: np.random.Generator, label: str) -> Patient:
     """Draw the traits of one patient (chest wall, probe, system settings, base severity)."""
     if label not in CLASSES:
         raise ValueError(f"label {label!r} is not one of {CLASSES}")
-    return Patient(
-        label=label,
-        severity=float(rng.uniform(0.0, 1.0)),
-        chest_wall_cm=float(rng.uniform(1.2, 2.6)),
-        fat_frac=float(rng.uniform(0.15, 0.5)),
-        probe_radius_cm=float(rng.uniform(3.0, 6.0)),
-        half_angle_deg=float(rng.uniform(26.0, 38.0)),
-        depth_cm=float(rng.uniform(7.5, 12.0)),
-        gain_db=float(rng.normal(0.0, 3.5)),
-        dynamic_range_db=float(rng.uniform(45.0, 60.0)),
-        attenuation_db_cm=float(rng.uniform(-0.3, 1.5)),
-        noise=float(rng.uniform(0.01, 0.04)),
-        axial_res_cm=float(rng.uniform(0.04, 0.07)),
-        lateral_res_deg=float(rng.uniform(0.5, 0.9)),
-        breath_hz=float(rng.uniform(0.2, 0.4)),
-        slide_cm=float(rng.uniform(0.2, 0.9)),
-        muscle_echo=float(rng.uniform(0.2, 0.8)),
-        pleura_amp=float(rng.uniform(5.0, 9.0)),
-    )
+    traits = {name: float(getattr(rng, draw)(a, b)) for name, draw, a, b in _PATIENT_TRAITS}
+    return Patient(label=label, **traits)
 
 
 def _pleura_half_width_cm(patient: Patient, half_angle_deg: float) -> float:

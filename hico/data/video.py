@@ -409,14 +409,3 @@ def decode(
         "or a folder of frames"
     )
 
-
-def read_any(
-    path: str | Path,
-    fps: float | None = 3.0,
-    max_frames: int | None = 30,
-    short_side: int | None = None,
-    source_fps: float | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> np.ndarray:
-    """Frames of a video file, an image file (T = 1) or a frame folder, as uint8 ``[T, H, W]``."""
-    return decode(path, fps, max_frames, short_side, source_fps, max_pixels).frames

@@ -242,22 +242,24 @@ def _chance_by_panel(tables: Path) -> dict[tuple[str, str], float | None]:
     return {(d, p): majority_rate(g) for (d, p), g in cells.groupby(["dataset", "protocol"])}
 
 
-def plot_convergence(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
-    df = _read(tables, "convergence")
+def _curve_figure(tables: Path, out_dir: Path, table: str, x: str, figure: str, title: str, xlabel: str,
+                  style: Style, **line_options) -> list[Path]:
+    df = _read(tables, table)
     if df is None:
         return []
-    return _lines(df, "encoder_epoch", out_dir, layout.FIG_CONVERGENCE,
-                  "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch",
-                  flat_at=0, style=style, chance=_chance_by_panel(tables))
+    return _lines(df, x, out_dir, figure, title, xlabel, style=style, chance=_chance_by_panel(tables), **line_options)
+
+
+def plot_convergence(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+    return _curve_figure(tables, out_dir, "convergence", "encoder_epoch", layout.FIG_CONVERGENCE,
+                         "Downstream accuracy of encoders saved after k pretraining epochs", "pretraining epoch",
+                         style, flat_at=0)
 
 
 def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
-    df = _read(tables, "label_efficiency")
-    if df is None:
-        return []
-    return _lines(df, "train_percent", out_dir, layout.FIG_LABEL_EFFICIENCY,
-                  "Label efficiency: accuracy vs share of the fold's training videos", "training videos used (%)",
-                  logx=True, style=style, chance=_chance_by_panel(tables))
+    return _curve_figure(tables, out_dir, "label_efficiency", "train_percent", layout.FIG_LABEL_EFFICIENCY,
+                         "Label efficiency: accuracy vs share of the fold's training videos",
+                         "training videos used (%)", style, logx=True)
 
 
 def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:

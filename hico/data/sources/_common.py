@@ -39,6 +39,8 @@ from hico.data.download import (
     fetch_all,
     file_sha256,
     github_tree,
+    iter_files,
+    macos_junk,
     safe_extract,
     utc_timestamp,
 )
@@ -320,12 +322,25 @@ class ArchiveSource(Source):
 
     url: ClassVar[str]
     archive: ClassVar[str]
+    extracted: ClassVar[str]  # the folder under raw/ that the archive unpacks into
     content: ClassVar[tuple[str, ...]] = ("zip",)  # what the first download must be (download.MAGIC)
 
     def remote_files(self, config: Mapping[str, Any] | None = None) -> list[RemoteFile]:
         cfg = self.config(config)
         url = mirror_url(cfg, self.archive, self.url)
         return [RemoteFile(url=url, path=self.archive, checksum="lock", content=self.content)]
+
+    def archive_images(self, raw: Path, cfg: Mapping[str, Any], suffixes: set[str], keep: Callable[[Path], bool],
+                       missing: str, skip: Callable[[str], bool] = macos_junk) -> list[Path]:
+        """The archive unpacked into ``raw/<extracted>`` (when it was downloaded; ``skip``: members
+        left packed), then every image under ``raw`` that ``keep`` accepts; none is a
+        :class:`DataNotFoundError` saying ``missing``."""
+        if (raw / self.archive).exists():
+            extract(raw / self.archive, raw / self.extracted, cfg, skip=skip)
+        images = [p for p in iter_files(raw, suffixes) if keep(p)]
+        if not images:
+            raise DataNotFoundError(missing)
+        return images
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,15 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk
-from hico.data.sources._common import (
-    ArchiveSource,
-    DataNotFoundError,
-    Listing,
-    extract,
-    file_item,
-    unique_ids,
-)
+from hico.data.sources._common import ArchiveSource, Listing, file_item, unique_ids
 
 URL = "https://ssd.mathworks.com/supportfiles/image/data/Dataset_BUSI.zip"
 ARCHIVE = "Dataset_BUSI.zip"
@@ -51,7 +43,6 @@ def _video_id(path: Path) -> str:
 class Busi(ArchiveSource):
     name = "busi"
     classes = ["benign", "malignant", "normal"]
-    access = "public"
     enabled_by_default = True
     license = "none stated (data article CC BY 4.0; Kaggle lists CC0)"
     citation = (
@@ -62,20 +53,16 @@ class Busi(ArchiveSource):
     options = {}
     url = URL
     archive = ARCHIVE
+    extracted = EXTRACTED
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
-        if (raw / ARCHIVE).exists():
-            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=macos_junk)
-        images = [
-            p for p in iter_files(raw, {".png", ".jpg", ".jpeg", ".bmp"})
-            if p.parent.name.lower() in self.classes and "_mask" not in p.stem.lower()
-        ]
-        if not images:
-            raise DataNotFoundError(
-                f"dataset 'busi': no images in benign/ malignant/ normal/ folders under {raw}. "
-                f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
-                "Dataset_BUSI_with_GT/ there."
-            )
+        images = self.archive_images(
+            raw, cfg, {".png", ".jpg", ".jpeg", ".bmp"},
+            lambda p: p.parent.name.lower() in self.classes and "_mask" not in p.stem.lower(),
+            f"dataset 'busi': no images in benign/ malignant/ normal/ folders under {raw}. "
+            f"Run `python -m hico download busi --raw {raw}`, or put the extracted "
+            "Dataset_BUSI_with_GT/ there.",
+        )
         ids = unique_ids(_video_id(p) for p in images)
         items = [file_item(vid, p.parent.name.lower(), p, raw, cfg, license=self.license) for vid, p in zip(ids, images)]
         return Listing(

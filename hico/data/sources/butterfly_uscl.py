@@ -64,7 +64,6 @@ def _extract(raw: Path, cfg: dict[str, Any]) -> None:
 class ButterflyUSCL(Source):
     name = "butterfly_uscl"
     classes = ["regular", "covid"]
-    access = "public"
     enabled_by_default = True
     license = "none stated (Butterfly Network gallery material; research use, no redistribution)"
     citation = (

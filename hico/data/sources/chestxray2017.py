@@ -32,15 +32,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hico.data.download import iter_files, macos_junk
-from hico.data.sources._common import (
-    ArchiveSource,
-    DataNotFoundError,
-    Listing,
-    extract,
-    file_item,
-    unique_ids,
-)
+from hico.data.download import macos_junk
+from hico.data.sources._common import ArchiveSource, Listing, file_item, unique_ids
 
 ARCHIVE = "ChestXRay2017.zip"
 URL = (
@@ -62,8 +55,6 @@ def patient_of(filename: str) -> str:
 class ChestXRay2017(ArchiveSource):
     name = "chestxray2017"
     classes = ["normal", "pneumonia"]
-    access = "public"
-    enabled_by_default = False
     license = "CC BY 4.0"
     citation = (
         "Kermany D., Zhang K., Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
@@ -74,26 +65,26 @@ class ChestXRay2017(ArchiveSource):
     list_options = ("splits",)
     url = URL
     archive = ARCHIVE
+    extracted = EXTRACTED
 
     def collect(self, raw: Path, cfg: dict[str, Any]) -> Listing:
         splits = [s.lower() for s in cfg["splits"]]
-        if (raw / ARCHIVE).exists():
-            def skip(member: str) -> bool:
-                parts = [p.lower() for p in PurePosixPath(member).parts]
-                return macos_junk(member) or not any(s in parts for s in splits)
 
-            extract(raw / ARCHIVE, raw / EXTRACTED, cfg, skip=skip)
-        images = []
-        for p in iter_files(raw, {".jpeg", ".jpg", ".png"}):
+        def skip(member: str) -> bool:
+            parts = [p.lower() for p in PurePosixPath(member).parts]
+            return macos_junk(member) or not any(s in parts for s in splits)
+
+        def keep(p: Path) -> bool:
             parts = [x.lower() for x in p.relative_to(raw).parts]
-            if len(parts) >= 3 and parts[-2] in self.classes and parts[-3] in splits:
-                images.append(p)
-        if not images:
-            raise DataNotFoundError(
-                f"dataset 'chestxray2017': no chest_xray/<split>/<NORMAL|PNEUMONIA>/*.jpeg for splits "
-                f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
-                f"(about 1.2 GB from {self.homepage})."
-            )
+            return len(parts) >= 3 and parts[-2] in self.classes and parts[-3] in splits
+
+        images = self.archive_images(
+            raw, cfg, {".jpeg", ".jpg", ".png"}, keep,
+            f"dataset 'chestxray2017': no chest_xray/<split>/<NORMAL|PNEUMONIA>/*.jpeg for splits "
+            f"{splits} under {raw}. Run `python -m hico download chestxray2017 --raw {raw}` "
+            f"(about 1.2 GB from {self.homepage}).",
+            skip=skip,
+        )
         ids = unique_ids(f"{p.parent.parent.name.lower()}_{p.stem}" for p in images)
         items = []
         for vid, p in zip(ids, images):

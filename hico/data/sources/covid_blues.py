@@ -118,7 +118,6 @@ def _label_of(label: str, pcr: int | None, sev: Mapping[str, Any]) -> tuple[str 
 class CovidBlues(Source):
     name = "covid_blues"
     classes = LABEL_CLASSES["pcr"]  # the default label option
-    access = "public"
     enabled_by_default = True
     license = "CC BY-NC-ND 4.0 (Creative Commons Attribution-NonCommercial-NoDerivatives 4.0)"
     citation = (

@@ -122,7 +122,6 @@ def read_mat(path: str | Path) -> list[dict[str, Any]]:
 class FattyLiver(Source):
     name = "fatty_liver"
     classes = ["normal", "fatty"]
-    access = "public"
     enabled_by_default = True
     license = "CC BY 4.0"
     citation = (

@@ -116,7 +116,6 @@ def _media_files(raw: Path, include_images: bool) -> list[tuple[Path, bool]]:
 class Pocus(Source):
     name = "pocus"
     classes = ["covid", "pneumonia", "regular"]
-    access = "public"
     enabled_by_default = True
     license = "per file (CC BY / CC BY-NC / CC BY-NC-SA; see the manifest's license column)"
     citation = (
