@@ -31,8 +31,10 @@ lung: $(STAMP)
 		$(if $(wildcard runs/lung_cpu/eval),,--forcerun aggregate tsne) \
 		$(if $(IMAGENET_WEIGHTS),--config 'methods={imagenet: {weights: $(IMAGENET_WEIGHTS)}}')
 
+# Two workers, one test file each (module fixtures are built once): the end-to-end workflow,
+# SLURM and real-data tests, mostly waiting on subprocesses, overlap the unit tests.
 test: $(STAMP)
-	$(PY) -m pytest -q --timeout 900 --durations 15
+	$(PY) -m pytest -q --timeout 900 -n 2 --dist loadfile --durations 15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -10,6 +10,7 @@ touches its input folder, and never leaves a temporary folder behind.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import shutil
@@ -120,7 +121,11 @@ def _options(rng: random.Random) -> dict:
     return opts
 
 
-def test_random_inputs_give_a_dataset_or_a_suite_error_and_never_touch_the_input(tmp_path):
+def test_random_inputs_give_a_dataset_or_a_suite_error_and_never_touch_the_input(tmp_path, caplog):
+    # The suite's warnings name the odd files, surrogate escapes included; a captured log holding
+    # those would be a report that pytest-xdist cannot send to its controller (execnet refuses
+    # lone surrogates). The test judges outcomes, not log lines.
+    caplog.set_level(logging.CRITICAL, logger="hico")
     outcomes = {"dataset": 0, "error": 0}
     source = get_source("video_folder")
     for case in range(N_CASES):

@@ -51,42 +51,10 @@ Image formation (per video, all frames at once, vectorised over ``[T, depth, ang
    shift, so the speckle statistics do not flicker), the chest wall stays fixed to the probe;
    every frame also re-draws a small fraction of the scatterers (speckle decorrelation).
 
-Calibration (``bench/calibrate_synthetic.py``; measured 2026-11-27, CPU, 2 cores)
---------------------------------------------------------------------------------
-Data: ``simulate(n_patients=60, videos_per_patient=2, n_frames=8, size=128)`` (120 videos, 960
-frames), frames area-resized to 64 px, grey repeated to 3 channels; 3 StratifiedGroupKFold folds
-over ``patient_id`` (20 test patients per fold); frame-level accuracy on the held-out patients.
-
-- supervised: timm ``resnet18`` from random init, 15 epochs, AdamW lr 2e-3 (one-cycle), weight
-  decay 0.05, batch 32, horizontal flips and +-4 px shifts:
-  seed 0: **0.990** (folds 0.984, 1.000, 0.984); seed 1: **0.970** (0.981, 0.966, 0.963).
-- random-init probe: the same network randomly initialised, frozen (eval mode), global-average
-  pooled 512-d features -> StandardScaler + LogisticRegression, C in {1e-3 .. 10} chosen on an
-  inner patient-grouped split. With timm's default init (the last BatchNorm of every residual
-  block zeroed, so each block starts as its shortcut):
-  seed 0: **0.704** (folds 0.669, 0.822, 0.622); seed 1: **0.780** (0.816, 0.747, 0.778);
-  seed 2: 0.706 (0.706, 0.709, 0.703).
-  With the torchvision init of the released code, which the suite's ``random_init`` control
-  uses (``zero_init_last=False``): seed 0: **0.811** (0.778, 0.912, 0.744); seed 1: **0.883**
-  (0.853, 0.916, 0.881); seed 2: 0.765 (0.756, 0.703, 0.834).
-
-So the signs are learnable from pixels (>= 95 % on unseen patients) while frozen random
-features reach 70-88 %. Much of the latter comes from BatchNorm's placeholder statistics: with
-them a random network is a smooth random-feature map (un-normalised filter energies; not a
-brightness reader: standardising each frame's intensities raises its demo probe, 0.865 ->
-0.891); with statistics re-estimated on the data (the ``linear_probe_adabn`` protocol) the
-demo's ``random_init`` probe drops from 0.86 to 0.74. Self-supervision beats that control only
-with a real budget and many videos: SimCLR for 40 epochs (960 steps of 16, temperature 0.2) on
-480 short videos reaches 0.956 / 0.958 (two seeds; temperature 0.5: 0.753 / 0.953) on the
-demo's probe against 0.862 (``bench/simclr_budget.py``), 1-epoch runs stay near or below it, and
-SimCLR on 72 videos did not beat it reliably (0.74-0.88 at epochs 25-150 against 0.854; see
-``results/README.md``). Videos the supervised model got wrong (most frames): seed 0: one
-consolidation (severity 0.30) read as regular; seed 1: b_lines 0.03 -> regular, b_lines 0.04 ->
-consolidation, regular 0.88 -> consolidation, consolidation 0.82 -> regular.
-Runtime of the default script: about 4 min on an idle 2-core machine (about 65 s per fold);
-up to 25 min when the 2 cores are shared with other jobs (as in some of these runs).
-Anything that changes what the generators draw or how images are formed invalidates these
-numbers: re-run the script (``--seed 0`` and ``--seed 1``) and update this section.
+Calibration: ``bench/calibrate_synthetic.py`` measures how hard the data is (a supervised
+network against frozen random features, on held-out patients); its measured numbers are in
+``bench/README.md`` ("calibrate_synthetic.py"). Anything that changes what the generators draw or
+how images are formed invalidates them: re-run the script and update that section.
 """
 
 from __future__ import annotations
