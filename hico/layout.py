@@ -18,6 +18,7 @@ Folders (``<runs>`` is a config's ``runs_root``, ``<data>`` its ``data_root``)::
 
 from __future__ import annotations
 
+import functools
 import pkgutil
 import re
 from pathlib import Path
@@ -298,14 +299,23 @@ def recipe_names(dirs: list[Path] | None = None) -> list[str]:
 def requires_pretraining(name: str, dirs: list[Path] | None = None) -> bool:
     """A recipe's ``requires_pretraining`` (default true); false for controls such as random_init.
 
-    Reads the YAML with PyYAML, which every environment that runs the suite or Snakemake has
-    (Snakemake depends on it); it is imported here, not at module level.
+    The workflow asks this once per planned job (12,500 times for the paper config), so the
+    parsed answer is kept per recipe file, size and modification time: an edited recipe is read
+    again.
     """
-    import yaml
-
     path = recipe_path(name, dirs)
     if path is None:
         searched = dirs if dirs is not None else recipe_dirs()
         raise LookupError(f"no recipe {name}.yaml in " + " or ".join(str(d) for d in searched)
                           + f"; known methods: {', '.join(recipe_names(dirs))}")
-    return bool((yaml.safe_load(path.read_text()) or {}).get("requires_pretraining", True))
+    stat = path.stat()
+    return _recipe_requires_pretraining(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _recipe_requires_pretraining(path: str, mtime_ns: int, size: int) -> bool:
+    # PyYAML: every environment that runs the suite or Snakemake has it (Snakemake depends on it);
+    # imported here, not at module level, to keep `import hico.layout` free of it.
+    import yaml
+
+    return bool((yaml.safe_load(Path(path).read_text()) or {}).get("requires_pretraining", True))

@@ -68,3 +68,19 @@ def test_recipe_lookup(tmp_path):
     assert layout.requires_pretraining("ctrl", [tmp_path]) is False
     with pytest.raises(LookupError, match="no recipe nothere.yaml"):
         layout.requires_pretraining("nothere")
+
+
+def test_recipe_answers_are_kept_until_the_recipe_changes(tmp_path, monkeypatch):
+    """The workflow asks once per planned job: the YAML is parsed once per recipe version."""
+    import yaml
+
+    recipe = tmp_path / "ctrl.yaml"
+    recipe.write_text("name: ctrl\nrequires_pretraining: false\n")
+    parses = []
+    real = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda text: parses.append(1) or real(text))
+    assert [layout.requires_pretraining("ctrl", [tmp_path]) for _ in range(50)] == [False] * 50
+    assert len(parses) == 1
+    recipe.write_text("name: ctrl\nrequires_pretraining: true  # edited\n")
+    assert layout.requires_pretraining("ctrl", [tmp_path]) is True
+    assert len(parses) == 2
