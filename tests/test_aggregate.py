@@ -423,3 +423,18 @@ def test_a_metrics_list_keeps_files_outside_it_out_of_the_tables(run, tmp_path):
     listing.write_text(f"{tmp_path / 'gone' / 'metrics.json'}\n")
     with pytest.raises(Exception, match="gone"):
         agg.main(["--metrics-list", str(listing), "--out-dir", str(out)])
+
+
+def test_tables_name_metrics_files_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """records.csv's `source` is the same in every clone: runs/... , not this machine's path."""
+    from hico.report.records import find_metrics
+
+    inside = tmp_path / "runs" / "eval" / "a" / "metrics.json"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("{}")
+    outside = tmp_path.parent / f"{tmp_path.name}_elsewhere" / "metrics.json"
+    outside.parent.mkdir()
+    outside.write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert find_metrics(["runs"], [str(outside)]) == sorted([Path("runs/eval/a/metrics.json"), outside.resolve()])
+    assert find_metrics([tmp_path / "runs"]) == [Path("runs/eval/a/metrics.json")]
