@@ -113,6 +113,14 @@ def _media_files(raw: Path, include_images: bool) -> list[tuple[Path, bool]]:
     return out
 
 
+def _manifest_class_counts(manifest: dict[str, dict[str, str]]) -> dict[str, int]:
+    """Files per class as manifest.tsv lists them (its labels mapped to the suite's names)."""
+    counts: dict[str, int] = {}
+    for r in manifest.values():
+        lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
+        counts[lab] = counts.get(lab, 0) + 1
+    return counts
+
 class Pocus(Source):
     name = "pocus"
     classes = ["covid", "pneumonia", "regular"]
@@ -192,13 +200,7 @@ class Pocus(Source):
                     sha256=sha or None, license=lic, extra={"kind": "image" if still else "video"},
                 )
             )
-        expected = None
-        if manifest:
-            counts: dict[str, int] = {}
-            for r in manifest.values():
-                lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
-                counts[lab] = counts.get(lab, 0) + 1
-            expected = {"class_counts_manifest": counts}
+        expected = {"class_counts_manifest": _manifest_class_counts(manifest)} if manifest else None
         info = {"version": f"{cfg['repo']}@{cfg['ref']}" if not manifest else f"local copy {raw}"}
         return Listing(items, classes=classes, info=info, skipped=skipped, expected=expected)
 
