@@ -40,28 +40,27 @@ def read_metrics_list(path: str | Path) -> list[Path]:
     return [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _from_here(path: Path) -> Path:
-    """``path`` resolved, and relative to the working directory when inside it: the tables then
-    name ``runs/...`` files, the same in every clone, rather than this machine's absolute path."""
-    path = path.resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
-
-
 def find_metrics(dirs: Iterable[str | Path] = (), files: Iterable[str | Path] = ()) -> list[Path]:
+    """Every metrics.json under ``dirs`` plus ``files``, resolved, and relative to the working
+    directory when inside it: the tables then name ``runs/...`` files, the same in every clone,
+    rather than this machine's absolute path."""
+    here = Path.cwd().resolve()
+
+    def from_here(path: Path) -> Path:
+        path = path.resolve()
+        return path.relative_to(here) if path.is_relative_to(here) else path
+
     found: set[Path] = set()
     for d in dirs or ():
         d = Path(d)
         if not d.is_dir():
             raise AggregateError(f"--metrics-dir {d} is not a folder")
-        found.update(_from_here(p) for p in d.rglob("metrics.json"))
+        found.update(from_here(p) for p in d.rglob("metrics.json"))
     for f in files or ():
         f = Path(f)
         if not f.is_file():
             raise AggregateError(f"--metrics {f} does not exist")
-        found.add(_from_here(f))
+        found.add(from_here(f))
     return sorted(found)
 
 

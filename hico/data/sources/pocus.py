@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,9 @@ def _media_files(raw: Path, include_images: bool) -> list[tuple[Path, bool]]:
 
 def _manifest_class_counts(manifest: dict[str, dict[str, str]]) -> dict[str, int]:
     """Files per class as manifest.tsv lists them (its labels mapped to the suite's names)."""
-    counts: dict[str, int] = {}
-    for r in manifest.values():
-        lab = MANIFEST_LABELS.get(r.get("label", ""), r.get("label", ""))
-        counts[lab] = counts.get(lab, 0) + 1
-    return counts
+    labels = (r.get("label", "") for r in manifest.values())
+    return dict(Counter(MANIFEST_LABELS.get(label, label) for label in labels))
+
 
 class Pocus(Source):
     name = "pocus"
