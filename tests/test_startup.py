@@ -13,8 +13,8 @@ from test_evaluate import write_tiny_dataset, write_tiny_encoder
 HEAVY = ("torch", "timm")
 
 
-def loaded_by(args: list[str]) -> list[str]:
-    """The heavy modules ``python -m hico <args>`` has imported when it ends (its own process)."""
+def loaded_by(args: list[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` modules ``python -m hico <args>`` has imported when it ends (its own process)."""
     code = "\n".join([
         "import sys",
         "from hico.cli import main",
@@ -22,7 +22,7 @@ def loaded_by(args: list[str]) -> list[str]:
         "    rc = main(sys.argv[1:])",
         "except SystemExit as e:",
         "    rc = e.code",
-        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), 'RC=' + str(rc))",
+        f"print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules), 'RC=' + str(rc))",
     ])
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     line = next(x for x in r.stdout.splitlines() if x.startswith("HEAVY="))
@@ -65,3 +65,12 @@ def test_evaluation_from_a_feature_file_imports_no_torch_or_timm(tiny, tmp_path)
     assert json.loads(out.read_text())["frame"]["n"] > 0
     # without the file the encoder runs here: torch and timm are needed, and loaded
     assert loaded_by(args[:-4] + ["--out", str(out)]) == ["torch", "timm"]
+
+
+def test_feature_extraction_imports_no_sklearn_or_scipy(tiny, tmp_path):
+    """A features job (hundreds in the lung run) reads folds but never splits them: sklearn and
+    scipy (about 1.5 s of start-up) stay unloaded."""
+    args = ["features", "--encoder", str(tiny["encoder"]), "--data", str(tiny["data"]), "--image-size", "32",
+            "--max-frames", "2", "--device", "cpu", "--out", str(tmp_path / "f.npz")]
+    assert loaded_by(args, heavy=("sklearn", "scipy", "torch")) == ["torch"]
+    assert (tmp_path / "f.npz").exists()

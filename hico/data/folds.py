@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from hico.errors import HicoError
 
@@ -24,6 +23,9 @@ class FoldError(HicoError, ValueError):
 
 def _grouped_splits(manifest: pd.DataFrame, k: int, seed: int):
     """StratifiedGroupKFold splits; its warning about rare classes is expected on small sets."""
+    # sklearn costs a second or more of start-up: imported here, not by every job reading folds.
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)

@@ -160,7 +160,7 @@ def write_features(out: str | Path, encoder_path: str | Path, dataset_dir: str |
     frames, another size or folds file) is replaced.
     """
     from hico.data.folds import read_folds
-    from hico.evaluation.run import _resolve_device
+    from hico.device import resolve_device
     from hico.models.backbone import load_encoder
     from hico.provenance import provenance
 
@@ -177,7 +177,7 @@ def write_features(out: str | Path, encoder_path: str | Path, dataset_dir: str |
     if folds_path is not None:
         table = read_folds(folds_path, ds.manifest)
         fold_of = dict(zip(table["video_id"], table["fold"].astype(int).tolist()))
-    device = _resolve_device(device)
+    device = str(resolve_device(device))
     encoder = load_encoder(encoder_path)
     folds = sorted(set(fold_of.values())) if bn == "adabn" else [None]
     blocks = {block_name(bn, fold): compute_block(encoder, ds, image_size=image_size, max_frames=max_frames, bn=bn,
