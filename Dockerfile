@@ -9,8 +9,9 @@
 # TORCH_CUDA selects the torch wheel: cu126 | cu128 | cu130 | cpu (the workflow's torch_build;
 # cu130 needs NVIDIA driver >= 580 and has no Volta kernels). The CUDA runtime comes with the
 # wheel; the node's driver comes from the host (apptainer --nv, the Kubernetes NVIDIA device plugin).
-# Versions are requirements.lock's; Snakemake and its executor plugins are in the image because
-# the Kubernetes executor runs Snakemake inside each job's pod.
+# Versions are the lock files'; Snakemake and its executor plugins (requirements-extras.lock, which
+# includes requirements.lock) are in the image because the Kubernetes executor runs Snakemake
+# inside each job's pod.
 FROM python:3.11-slim-bookworm
 
 ARG TORCH_CUDA=cu128
@@ -22,10 +23,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/hico-bench
-COPY requirements.lock pyproject.toml README.md ./
+COPY requirements.lock requirements-extras.lock pyproject.toml README.md ./
 RUN pip install "torch==2.14.1+${TORCH_CUDA}" "torchvision==0.29.1+${TORCH_CUDA}" \
         --extra-index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
-    && pip install -r requirements.lock
+    && pip install -r requirements-extras.lock
 
 COPY hico ./hico
 COPY baselines ./baselines

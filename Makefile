@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP_INSTALL) --no-deps -e .
 	touch $(STAMP)
 
+# `make test` (and lint) also need the trackers, the cluster executor plugins and the test tools.
+EXTRAS_STAMP := $(VENV)/.installed-extras
+$(EXTRAS_STAMP): $(STAMP) requirements-extras.lock
+	$(PIP_INSTALL) -r requirements-extras.lock
+	touch $(EXTRAS_STAMP)
+
 # results/ is committed, so Snakemake would keep those tables; until this clone has run the demo
 # (no runs/demo/eval yet) the report rules are forced, which pulls in every job upstream of them.
 demo: $(STAMP)
@@ -36,13 +42,13 @@ lung: $(STAMP)
 
 # Two workers, one test file each (module fixtures are built once): the end-to-end workflow,
 # SLURM and real-data tests, mostly waiting on subprocesses, overlap the unit tests.
-test: $(STAMP)
+test: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q --timeout 900 -n 2 --dist loadfile --durations 15
 
-test-fast: $(STAMP)
+test-fast: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP)
+lint: $(EXTRAS_STAMP)
 	$(PY) -m ruff check hico baselines tests bench
 	$(PY) -m snakemake --lint --configfile workflows/config/demo.yaml
 

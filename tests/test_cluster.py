@@ -25,8 +25,9 @@ except ImportError:  # imported as a package (pytest --import-mode=importlib)
 
 ENVS = REPO / "workflows" / "envs"
 PROFILES = REPO / "workflows" / "profiles"
-LOCK = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
-            if "==" in line and not line.startswith("#"))
+LOCK = {dist: version for name in ("requirements.lock", "requirements-extras.lock")
+        for dist, version in (line.split("==") for line in (REPO / name).read_text().splitlines()
+                              if "==" in line and not line.startswith("#"))}
 SCHEMA = yaml.safe_load((REPO / "workflows" / "schemas" / "config.schema.yaml").read_text())
 BUILDS = SCHEMA["properties"]["torch_build"]["enum"]
 DEFAULT_BUILD = SCHEMA["properties"]["torch_build"]["default"]
@@ -71,7 +72,8 @@ def test_every_torch_build_of_the_knob_has_an_env_and_the_image_builds_the_defau
     assert f"ARG TORCH_CUDA={DEFAULT_BUILD}" in dockerfile
     assert f'"torch=={LOCK["torch"]}+${{TORCH_CUDA}}"' in dockerfile
     assert f'"torchvision=={LOCK["torchvision"]}+${{TORCH_CUDA}}"' in dockerfile
-    assert "pip install -r requirements.lock" in dockerfile and "snakemake" in LOCK
+    assert "pip install -r requirements-extras.lock" in dockerfile and "snakemake" in LOCK
+    assert "COPY requirements.lock requirements-extras.lock " in dockerfile  # the -r include is there
     assert f'org.opencontainers.image.version="{hico.__version__}"' in dockerfile
     kube = yaml.safe_load((PROFILES / "kubernetes" / "config.yaml").read_text())
     assert "docker://" + kube["container-image"] == image(DEFAULT_BUILD)

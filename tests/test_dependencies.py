@@ -58,14 +58,24 @@ def _third_party_distributions() -> dict[str, str]:
     return out
 
 
-def _lock() -> dict[str, str]:
+#: the pin files: what `make demo`/`make lung` install, and what `make test` adds
+LOCK_FILES = ("requirements.lock", "requirements-extras.lock")
+
+
+def read_lock(name: str) -> dict[str, str]:
+    """``{distribution: version}`` pinned by one lock file (its ``-r`` include not followed)."""
     pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
+    for line in (REPO / name).read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
+        if line and not line.startswith("-r "):
+            dist, version = line.split("==")
+            pins[dist.lower().replace("_", "-")] = version
     return pins
+
+
+def _lock() -> dict[str, str]:
+    """Every pin of the suite: both lock files."""
+    return {k: v for name in LOCK_FILES for k, v in read_lock(name).items()}
 
 
 def _env_pins(path: Path) -> dict[str, str]:
@@ -106,7 +116,22 @@ def test_the_lock_pins_every_declared_package_and_nothing_unexplained():
                                                             for p in (REPO / "workflows/envs").glob("*.yaml"))])
 def test_env_files_pin_the_locked_versions(env):
     pins, lock = _env_pins(REPO / env), _lock()
-    assert {k: v for k, v in pins.items() if lock.get(k) != v} == {}, f"{env} disagrees with requirements.lock"
+    assert {k: v for k, v in pins.items() if lock.get(k) != v} == {}, f"{env} disagrees with the lock files"
     assert "imageio" not in pins
     if env == "environment.yml":
         assert set(pins) == set(lock), "the whole-suite env installs exactly the locked set"
+
+
+def test_the_demo_lock_holds_what_the_package_and_workflow_need_and_the_extras_only_add():
+    """`make demo` installs requirements.lock alone: every dependency of the package and of the
+    workflow (Snakemake, its schema validator, the Hub export), no tracker, executor plugin or test
+    tool; requirements-extras.lock includes it and pins nothing twice."""
+    runtime, extras = read_lock("requirements.lock"), read_lock("requirements-extras.lock")
+    needed = {_name(r) for r in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["hub"]}
+    needed |= {"snakemake", "jsonschema", "torchvision"}
+    assert sorted(needed - set(runtime)) == []
+    for extra in ("trackers", "dev"):
+        optional = {_name(r) for r in PROJECT["optional-dependencies"][extra]} - needed
+        assert sorted(optional & set(runtime)) == [], f"the {extra} extra belongs in requirements-extras.lock"
+    assert sorted(set(runtime) & set(extras)) == []
+    assert "-r requirements.lock" in (REPO / "requirements-extras.lock").read_text().splitlines()

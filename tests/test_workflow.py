@@ -55,7 +55,7 @@ def test_demo_dry_run_lists_every_step():
 def test_make_demo_reruns_the_committed_results_in_a_fresh_clone(tmp_path):
     """results/ is committed: until the demo has run here, `make demo` forces the report rules
     (and so every job upstream of them) instead of letting Snakemake keep the committed tables."""
-    for name in ("Makefile", "pyproject.toml", "requirements.lock"):
+    for name in ("Makefile", "pyproject.toml", "requirements.lock", "requirements-extras.lock"):
         (tmp_path / name).write_bytes((REPO / name).read_bytes())
     plan = subprocess.run(["make", "-n", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stderr
