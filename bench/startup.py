@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,21 @@ HEAVY = ("torch", "timm", "sklearn", "matplotlib")
 _LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \|( +)(\S+)")
 
 
+def _remove_outputs(args: list[str]) -> None:
+    """Delete what a call writes, so that every repeat does the whole work (a features or
+    pretrain call that finds its output would return before importing the model code)."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("--out", "--out-dir"):
+            target = Path(value)
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+
 def measure(code: Path, args: list[str]) -> dict | None:
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+    _remove_outputs(args)
     start = time.perf_counter()
     # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "hico", *args], env=env, cwd=code,
@@ -85,6 +99,11 @@ def invocations(p: dict[str, Path], work: Path) -> dict[str, list[str]]:
                                        "--encoders", f"a={feats}"],
         "plot tsne (real, encoder)": ["plot", "--figures", "tsne", "--out-dir", f"{out}/fig", "--data", data,
                                       "--encoders", f"a={enc}", "--image-size", "32", "--max-frames", "2"],
+        "features (real)": ["features", "--encoder", enc, "--data", data, "--image-size", "32", "--max-frames", "2",
+                            "--device", "cpu", "--out", f"{out}/features.npz"],
+        "pretrain simclr (real, 1 epoch)": ["pretrain", "simclr", "--data", data, "--out", f"{out}/simclr",
+                                            "--set", "image_size=32", "--set", "batch_size=4", "--set", "epochs=1",
+                                            "--set", "num_workers=0", "--set", "pretrained=false", "--device", "cpu"],
         "evaluate knn (real, features)": [*evaluate, "--features", feats],
         "evaluate knn (real, computed)": evaluate,
     })
