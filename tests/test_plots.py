@@ -65,6 +65,17 @@ def test_figures_are_written(figures, name):
         _check(figures / "fig" / f"{name}.{ext}")
 
 
+def test_redrawing_the_same_tables_writes_byte_identical_figures(figures, tmp_path):
+    """A rerun reproduces the figures, not only the tables: no date in the SVG, fixed element ids."""
+    names = ("main_comparison", "convergence", "label_efficiency")
+    rc = plots.main(["--tables", str(figures / "tables"), "--out-dir", str(tmp_path), "--figures", *names])
+    assert rc == 0
+    for name in names:
+        for ext in ("png", "svg"):
+            assert (tmp_path / f"{name}.{ext}").read_bytes() == (figures / "fig" / f"{name}.{ext}").read_bytes()
+    assert b"<dc:date>" not in (tmp_path / "convergence.svg").read_bytes()
+
+
 def test_headless_backend():
     assert matplotlib.get_backend().lower() == "agg"
 

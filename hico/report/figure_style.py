@@ -18,8 +18,10 @@ import pandas as pd  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+# svg.hashsalt: the SVG's element ids are hashes salted at random unless fixed; with it (and no
+# Date metadata) a rerun writes byte-identical figures, as it writes identical tables.
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "svg.fonttype": "none", "figure.dpi": 100})
+                     "svg.fonttype": "none", "svg.hashsalt": "hico-bench", "figure.dpi": 100})
 
 #: the control drawn as a reference line in every comparison panel
 RANDOM_INIT = "random_init"
@@ -32,7 +34,7 @@ def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     for ext in ("png", "svg"):
         path = out_dir / f"{name}.{ext}"
         tmp = out_dir / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
         tmp.replace(path)
         paths.append(path)
     plt.close(fig)
