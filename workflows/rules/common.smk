@@ -194,6 +194,15 @@ def method_overrides(name, seed):
     return json.dumps(method_override_list(name, seed))
 
 
+def pretrain_priority(wildcards):
+    """Longer pretraining runs are scheduled first (by their epochs as the config sets them), so
+    that a long run does not start last and run alone on one core while the others wait."""
+    epochs = 0
+    for layer in method_override_list(wildcards.method, wildcards.seed):
+        epochs = int(layer.get("epochs", epochs))
+    return epochs
+
+
 def pretrain_override_list(name, seed):
     """A trained method's overrides, plus the checkpoints its convergence variants read."""
     epochs = config["evaluation"].get("convergence_epochs", []) if keeps_checkpoints(name) else []

@@ -21,6 +21,7 @@ rule pretrain:
         device=config["pretrain"].get("device", "auto"),
         gpus=given_gpus,
     threads: PRETRAIN["threads"]
+    priority: pretrain_priority
     resources:
         mem_mb=PRETRAIN["mem_mb"],
         runtime=PRETRAIN["runtime_min"],
