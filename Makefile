@@ -49,7 +49,7 @@ lung: $(STAMP)
 # Two workers, one test file each (module fixtures are built once): the end-to-end workflow,
 # SLURM and real-data tests, mostly waiting on subprocesses, overlap the unit tests.
 test: $(EXTRAS_STAMP)
-	$(PY) -m pytest -q --timeout 900 -n 2 --dist loadfile --durations 15
+	$(PY) -m pytest -q --timeout 900 -n 2 --dist loadfile --no-loadscope-reorder --durations 15
 
 test-fast: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One intra-op thread for every test and every process a test starts (they inherit it). The
+# tests' steps are batch-4, 32 px: too small to gain from threads, and on a 2-core runner with two
+# xdist workers each worker's OpenMP threads spin against the other's: a Meta-USCL resume test took
+# 135 s instead of 79 s beside two busy processes, burning 124 s of CPU instead of 29 s. Set before
+# torch is imported (the pool size is read once); workflow jobs still get OMP_NUM_THREADS={threads}.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402  (after the thread policy)
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -43,13 +52,20 @@ def toy_dataset(tmp_path) -> Path:
     return write_pattern_dataset(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny convolutions are many times slower with intra-op threads fighting on a busy 2-core
-    box: a module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
-    import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+# The longest files first: with `--dist loadfile --no-loadscope-reorder` (the Makefile's) xdist
+# hands files to its two workers in this order, each worker taking the next file as it frees up
+# (greedy, longest first). Without it a long file collected late ran alone at the end: the lung
+# run (~110 s, late in the alphabet, and xdist's default order is by number of tests) while the
+# other worker idled. Ranked by each file's wall time in a full run on the 2-core CI kind of
+# machine (2026-12); the lung run (2 cores) and the SLURM run (mostly waiting) go first, side by
+# side. A file not named here keeps its place after these.
+RUN_FIRST = ("test_lung.py", "test_cluster.py", "test_run_folder.py", "test_workflow.py", "test_bench_scripts.py",
+             "test_train.py", "test_methods.py", "test_train_meta.py", "test_workflow_config.py",
+             "test_features.py", "test_startup.py", "test_plots.py", "test_sources.py", "test_trackers.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(RUN_FIRST)))  # stable: the rest keep their order

@@ -73,7 +73,7 @@ def read_lock(name: str) -> dict[str, str]:
     return pins
 
 
-def _lock() -> dict[str, str]:
+def all_pins() -> dict[str, str]:
     """Every pin of the suite: both lock files."""
     return {k: v for name in LOCK_FILES for k, v in read_lock(name).items()}
 
@@ -105,7 +105,7 @@ def test_the_workflows_schema_validator_is_in_the_workflow_extra():
 
 
 def test_the_lock_pins_every_declared_package_and_nothing_unexplained():
-    lock = _lock()
+    lock = all_pins()
     wanted = {_name(r) for r in PROJECT["dependencies"]}
     wanted |= {_name(r) for extra in PROJECT["optional-dependencies"].values() for r in extra}
     assert sorted(wanted - set(lock)) == []
@@ -115,7 +115,7 @@ def test_the_lock_pins_every_declared_package_and_nothing_unexplained():
 @pytest.mark.parametrize("env", ["environment.yml", *sorted(p.relative_to(REPO).as_posix()
                                                             for p in (REPO / "workflows/envs").glob("*.yaml"))])
 def test_env_files_pin_the_locked_versions(env):
-    pins, lock = _env_pins(REPO / env), _lock()
+    pins, lock = _env_pins(REPO / env), all_pins()
     assert {k: v for k, v in pins.items() if lock.get(k) != v} == {}, f"{env} disagrees with the lock files"
     assert "imageio" not in pins
     if env == "environment.yml":

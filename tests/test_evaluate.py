@@ -51,7 +51,6 @@ def write_tiny_encoder(path, method="hico", epoch=7, seed=0):
     return path
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

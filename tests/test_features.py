@@ -23,7 +23,6 @@ from hico.evaluation import features as ft
 MAX_FRAMES = 2
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

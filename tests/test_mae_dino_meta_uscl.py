@@ -27,14 +27,6 @@ IDENTITY = {"crop_scale": [1, 1], "crop_ratio": [1, 1], "hflip_p": 0, "brightnes
             "mean": 0.0, "std": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name, size=32, backbone=VIT, seed=0, batch=4, **params):
     cfg = resolve_pretrain_config(name, {"image_size": size, "batch_size": batch, "backbone": backbone,
                                          "pretrained": False}, {"params": params} if params else None)

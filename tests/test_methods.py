@@ -47,16 +47,6 @@ TINY = {"image_size": SIZE, "batch_size": len(VIDEO_LENGTHS), "pretrained": Fals
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-4, 32 px steps are too small to gain from intra-op threads; on a busy 2-core
-    runner two threads spin against each other (several times slower). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, seed: int = 0, backbone: str = "resnet18", **overrides):
     """(config, method) from the shipped recipe at tiny size on ``backbone``; ``overrides`` go
     into ``params``."""

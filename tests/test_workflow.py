@@ -176,6 +176,24 @@ def test_restriction_to_an_unknown_method_is_rejected(tmp_path):
     assert "evaluation.tsne_methods: ['hico'] are not in methods" in r.stdout + r.stderr
 
 
+def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
+    """pretrain_priority (common.smk): a pretraining job's priority is its epochs as the config
+    sets them (the global override, then the method's), so on few cores the longest run starts
+    first instead of last; controls export at once and have none."""
+    cfg = tiny_config(tmp_path, methods={"random_init": {}, "simclr": {"epochs": 5}, "byol": {}})
+    r = snakemake("-n", "--configfile", str(cfg))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    priorities = {}
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", out):
+        rule = re.match(r"\s*rule (pretrain|pretrain_tracked|export_control):", block)
+        if rule:
+            given = re.search(r"\n\s*priority: (\d+)", block)  # Snakemake prints it when it is not 0
+            priorities[re.search(r"method=(\w+)", block).group(1)] = (rule.group(1) == "export_control",
+                                                                       int(given.group(1)) if given else 0)
+    assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 0)}
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     cfg = tiny_config(tmp_path)
