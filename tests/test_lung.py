@@ -60,7 +60,7 @@ def _covid_blues_subset(root: Path, per_result: int = 4) -> Path:
 
 def _tiny_lung_config(tmp_path: Path) -> Path:
     """The committed lung config, shrunk: its datasets and pools, SimCLR only (random init is the
-    same code on any data, and its export, features and probes were a fifth of this test's time),
+    same code on any data, and its export, features and probes were a third of this run's job time),
     32 px, 1 epoch."""
     cfg = yaml.safe_load(LUNG.read_text())
     pocus, covid = _pocus_subset(tmp_path / "raw"), _covid_blues_subset(tmp_path / "raw")
