@@ -52,8 +52,6 @@ def toy_dataset(tmp_path) -> Path:
     return write_pattern_dataset(tmp_path)
 
 
-
-
 # The longest files first: with `--dist loadfile --no-loadscope-reorder` (the Makefile's) xdist
 # hands files to its two workers in this order, each worker taking the next file as it frees up
 # (greedy, longest first). Without it a long file collected late ran alone at the end: the lung
@@ -67,5 +65,9 @@ RUN_FIRST = ("test_lung.py", "test_cluster.py", "test_run_folder.py", "test_work
 
 
 def pytest_collection_modifyitems(config, items):
+    missing = [name for name in RUN_FIRST if not (REPO / "tests" / name).exists()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py RUN_FIRST names {missing}, which are not in tests/: "
+                                "rename or remove them there")
     rank = {name: i for i, name in enumerate(RUN_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(RUN_FIRST)))  # stable: the rest keep their order

@@ -20,10 +20,10 @@ import hico
 
 try:
     from test_dependencies import all_pins
-    from test_workflow import REPO, TINY, snakemake
+    from test_workflow import REPO, TINY, planned_jobs, snakemake
 except ImportError:  # imported as a package (pytest --import-mode=importlib)
     from tests.test_dependencies import all_pins
-    from tests.test_workflow import REPO, TINY, snakemake
+    from tests.test_workflow import REPO, TINY, planned_jobs, snakemake
 
 ENVS = REPO / "workflows" / "envs"
 PROFILES = REPO / "workflows" / "profiles"
@@ -103,18 +103,6 @@ def test_apptainer_jobs_run_the_image_of_the_torch_build(tmp_path, monkeypatch):
 # Profiles, checked in dry runs (no cluster needed)
 
 
-def _jobs(out: str) -> list[dict]:
-    """Every planned job of a `snakemake -n` printout: its rule and resources."""
-    jobs = []
-    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", out):
-        m = re.match(r"\s*(local)?rule (\w+):", block)
-        res = re.search(r"\n\s*resources: (.*)", block)
-        if m:
-            pairs = [kv.split("=", 1) for kv in res.group(1).split(", ")] if res else []
-            jobs.append({"rule": m.group(2), "resources": dict(pairs)})
-    return jobs
-
-
 LOCAL_RULES = ("all", "download", "prefetch_weights", "aggregate", "metrics_list", "plot")
 
 
@@ -141,7 +129,7 @@ def test_slurm_profile_sends_each_family_to_its_partition_with_gpus_only_where_n
     r = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(gpu_config(tmp_path)))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    jobs = _jobs(out)
+    jobs = planned_jobs(out)
     by_rule = {}
     for j in jobs:
         by_rule.setdefault(j["rule"], []).append(j)
@@ -194,7 +182,7 @@ def test_kubernetes_profile_is_accepted_and_every_gpu_job_names_its_manufacturer
                   "--configfile", str(gpu_config(tmp_path)))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    jobs = [j for j in _jobs(out) if j["rule"] not in LOCAL_RULES]
+    jobs = [j for j in planned_jobs(out) if j["rule"] not in LOCAL_RULES]
     gpu_jobs = [j for j in jobs if "gpu" in j["resources"]]
     assert {j["rule"] for j in gpu_jobs} == {"pretrain_tracked", "evaluate_finetune"}
     # the plugin raises for a `gpu` resource without gpu_manufacturer, and takes any gpu key (0
@@ -209,7 +197,7 @@ def test_the_paper_config_asks_for_gpus_only_for_pretraining_and_fine_tuning():
     r = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--forceall", timeout=900)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    jobs = [j for j in _jobs(out) if j["rule"] not in LOCAL_RULES]
+    jobs = [j for j in planned_jobs(out) if j["rule"] not in LOCAL_RULES]
     gpu_hours = sum(int(j["resources"].get("gpu", 0)) * int(j["resources"]["runtime"]) for j in jobs) / 60
     counts = pd.Series([j["rule"] for j in jobs]).value_counts()
     assert counts["evaluate"] + counts["evaluate_finetune"] == 3585

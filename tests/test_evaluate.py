@@ -51,8 +51,6 @@ def write_tiny_encoder(path, method="hico", epoch=7, seed=0):
     return path
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaldata")

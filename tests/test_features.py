@@ -23,8 +23,6 @@ from hico.evaluation import features as ft
 MAX_FRAMES = 2
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("featdata")

@@ -148,12 +148,10 @@ def test_workflow_retrains_when_a_method_override_changes(tmp_path):
 
 def _start(cmd: list[str], ready, timeout: float = 240):
     """Start ``cmd`` in its own session and wait until ``ready()``; returns the process."""
-    import os
     import subprocess
     import time
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
     while not ready() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

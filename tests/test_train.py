@@ -80,8 +80,7 @@ def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
     cmd = [sys.executable, "-m", "hico", "pretrain", "simclr", "--data", str(toy_dataset), "--out", str(out),
            "--set", "epochs=6", "--set", "image_size=32", "--set", "batch_size=2", "--set", "num_workers=0",
            "--set", "val_fraction=0.25", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 240
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -90,7 +89,7 @@ def test_killed_mid_epoch_resumes_from_checkpoint(toy_dataset, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = torch.load(out / "last.pt", weights_only=True)["epoch"]  # intact even if killed mid-write
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # the same run: it resumes
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # the same run: it resumes
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming from {out / 'last.pt'} at epoch {done + 1}" in rerun.stderr
     log = pd.read_csv(out / "train_log.csv")

@@ -26,6 +26,21 @@ def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.Co
                           timeout=timeout, env=env)
 
 
+def planned_jobs(out: str) -> list[dict]:
+    """Every planned job of a `snakemake -n` printout: its rule, wildcards, resources and
+    priority (Snakemake prints a priority only when it is not 0)."""
+    jobs = []
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", out):
+        m = re.match(r"\s*(local)?rule (\w+):", block)
+        if m:
+            fields = {key: re.search(rf"\n\s*{key}: (.*)", block) for key in ("wildcards", "resources", "priority")}
+            pairs = {key: dict(kv.split("=", 1) for kv in f.group(1).split(", ")) if f else {}
+                     for key, f in fields.items() if key != "priority"}
+            priority = int(fields["priority"].group(1)) if fields["priority"] else 0
+            jobs.append({"rule": m.group(2), **pairs, "priority": priority})
+    return jobs
+
+
 def tiny_config(tmp_path: Path, **changes) -> Path:
     cfg = yaml.safe_load(TINY.read_text())
     cfg.update(data_root=str(tmp_path / "data"), runs_root=str(tmp_path / "runs"),
@@ -184,13 +199,8 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     r = snakemake("-n", "--configfile", str(cfg))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    priorities = {}
-    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", out):
-        rule = re.match(r"\s*rule (pretrain|pretrain_tracked|export_control):", block)
-        if rule:
-            given = re.search(r"\n\s*priority: (\d+)", block)  # Snakemake prints it when it is not 0
-            priorities[re.search(r"method=(\w+)", block).group(1)] = (rule.group(1) == "export_control",
-                                                                       int(given.group(1)) if given else 0)
+    priorities = {j["wildcards"]["method"]: (j["rule"] == "export_control", j["priority"]) for j in planned_jobs(out)
+                  if j["rule"] in ("pretrain", "pretrain_tracked", "export_control")}
     assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 0)}
 
 
