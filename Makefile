@@ -10,9 +10,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: demo lung test test-fast lint bench clean-demo
 
 # pip byte-compiles what it installs on one core (about a minute here); compileall does it on
-# every core after the installs. It must be done: where PYTHONDONTWRITEBYTECODE is set (CI, many
-# containers) nothing would cache the bytecode, and every job would compile its imports again.
-# Its exit status is 1 for the few files of other Python versions that pip skips too.
+# every core after the installs (31 s here), for `make lung` and `make test`. It must be done:
+# where PYTHONDONTWRITEBYTECODE is set (CI, many containers) nothing would cache the bytecode,
+# and every job would compile its imports again. `make demo` skips it and lets its processes
+# write the bytecode of what they import (a fraction of the venv), PYTHONDONTWRITEBYTECODE or not.
+# compileall's exit status is 1 for the few files of other Python versions that pip skips too.
 PIP_INSTALL := $(PY) -m pip install -q --no-compile
 BYTE_COMPILE := $(PY) -m compileall -q -j 0 $(VENV)/lib hico baselines > /dev/null 2>&1 || true
 $(STAMP): pyproject.toml requirements.lock
@@ -21,12 +23,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP_INSTALL) torch==2.14.1 torchvision==0.29.1
 	$(PIP_INSTALL) -r requirements.lock
 	$(PIP_INSTALL) --no-deps -e .
-	$(BYTE_COMPILE)
 	touch $(STAMP)
+
+COMPILED := $(VENV)/.compiled
+$(COMPILED): $(STAMP)
+	$(BYTE_COMPILE)
+	touch $(COMPILED)
 
 # `make test` (and lint) also need the trackers, the cluster executor plugins and the test tools.
 EXTRAS_STAMP := $(VENV)/.installed-extras
-$(EXTRAS_STAMP): $(STAMP) requirements-extras.lock
+$(EXTRAS_STAMP): $(COMPILED) requirements-extras.lock
 	$(PIP_INSTALL) -r requirements-extras.lock
 	$(BYTE_COMPILE)
 	touch $(EXTRAS_STAMP)
@@ -34,14 +40,15 @@ $(EXTRAS_STAMP): $(STAMP) requirements-extras.lock
 # results/ is committed, so Snakemake would keep those tables; until this clone has run the demo
 # (no runs/demo/eval yet) the report rules are forced, which pulls in every job upstream of them.
 # The greedy scheduler: Snakemake's default ILP one solves a linear program each time it picks jobs.
+# hico.warm: the jobs fork from a process that imported torch and timm once (hico/warm.py).
 demo: $(STAMP)
-	$(PY) -m snakemake --cores $(CORES) --scheduler greedy --configfile workflows/config/demo.yaml \
+	PYTHONDONTWRITEBYTECODE= $(PY) -m hico.warm -- $(PY) -m snakemake --cores $(CORES) --scheduler greedy --configfile workflows/config/demo.yaml \
 		$(if $(wildcard runs/demo/eval),,--forcerun aggregate tsne)
 
 # The real lung-US benchmark (POCUS + COVID-BLUeS from ../shared/data or data/lung/*/raw), CPU,
 # <= 120 min on 2 cores; results/lung_cpu/ is committed, so the report rules are forced until this
 # clone has its own runs. IMAGENET_WEIGHTS=<timm resnet18 checkpoint> adds the imagenet row.
-lung: $(STAMP)
+lung: $(COMPILED)
 	$(PY) -m snakemake --cores $(CORES) --scheduler greedy --rerun-incomplete --configfile workflows/config/lung_cpu.yaml \
 		$(if $(wildcard runs/lung_cpu/eval),,--forcerun aggregate tsne) \
 		$(if $(IMAGENET_WEIGHTS),--config 'methods={imagenet: {weights: $(IMAGENET_WEIGHTS)}}')
@@ -58,7 +65,7 @@ lint: $(EXTRAS_STAMP)
 	$(PY) -m ruff check hico baselines tests bench
 	$(PY) -m snakemake --lint --configfile workflows/config/demo.yaml
 
-bench: $(STAMP)
+bench: $(COMPILED)
 	$(PY) bench/hico_step.py
 
 clean-demo:

@@ -57,6 +57,8 @@ def package_version(module: str, distribution: str | None = None) -> str | None:
 
 
 def provenance(config: Any = None, seed: int | None = None, device=None) -> dict[str, Any]:
+    from hico.warm import started_warm
+
     return {
         "git_sha": git_sha(),
         "config_hash": config_hash(config) if config is not None else None,
@@ -69,4 +71,6 @@ def provenance(config: Any = None, seed: int | None = None, device=None) -> dict
             "numpy": package_version("numpy"),
             "sklearn": package_version("sklearn", "scikit-learn"),
         },
+        # forked by a warm-start server (hico.warm): its Snakemake benchmark did not measure it
+        "warm_start": started_warm(),
     }

@@ -60,7 +60,7 @@ def toy_dataset(tmp_path) -> Path:
 # machine (2026-12); the lung run (2 cores) and the SLURM run (mostly waiting) go first, side by
 # side. A file not named here keeps its place after these.
 RUN_FIRST = ("test_lung.py", "test_cluster.py", "test_run_folder.py", "test_workflow.py", "test_bench_scripts.py",
-             "test_train.py", "test_methods.py", "test_train_meta.py", "test_workflow_config.py",
+             "test_train.py", "test_methods.py", "test_train_meta.py", "test_warm.py", "test_workflow_config.py",
              "test_features.py", "test_startup.py", "test_plots.py", "test_sources.py", "test_trackers.py")
 
 

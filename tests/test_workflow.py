@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -19,10 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
 
-def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900, warm: bool = False) -> subprocess.CompletedProcess:
+    """`python -m snakemake args`; `warm`: under `python -m hico.warm`, as `make demo` runs it."""
     # The rules run `python`: the interpreter of this test run, whether or not its venv is activated.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
+    wrapper = [sys.executable, "-m", "hico.warm", "--"] if warm else []
+    return subprocess.run([*wrapper, sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -206,9 +209,13 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
+    """Run as `make demo` runs it, under hico.warm (the real-data run in test_lung runs cold)."""
     cfg = tiny_config(tmp_path)
-    r = snakemake("--cores", "2", "--configfile", str(cfg))
+    r = snakemake("--cores", "2", "--configfile", str(cfg), warm=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    forked = r.stderr.strip().splitlines()[-1]
+    jobs = len(list((tmp_path / "runs" / "benchmarks").rglob("*.tsv")))
+    assert jobs == 17 and forked == f"[warm] {jobs} jobs forked by 1 warm-start server", forked  # every job
     tables = tmp_path / "results" / "tables"
     main = pd.read_csv(tables / "main_comparison.csv")
     assert {"simclr", "random_init"} <= set(main["method"])
@@ -216,6 +223,7 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
         assert (tmp_path / "results" / "figures" / f"{figure}.png").stat().st_size > 1000, figure
     metrics = list((tmp_path / "runs" / "eval").rglob("metrics.json"))
     assert len(metrics) == 10  # 2 methods x 2 folds x {full, frac50} + simclr x 2 folds x epoch1
+    assert any(json.loads(m.read_text())["provenance"]["warm_start"] for m in metrics)
     again = snakemake("-n", "--configfile", str(cfg))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = snakemake("--configfile", str(cfg), "--report", str(tmp_path / "report.html"))

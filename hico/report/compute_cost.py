@@ -124,6 +124,8 @@ def _run_row(root: Path, log: Path, benches: dict[Path, dict[str, float]]) -> tu
     for bench_rel, b in benches.items():
         if bench_rel == rel:
             row.update(b)
+    if cfg.get("warm_start"):  # the benchmark measured the job process waiting on its forked child
+        row.update({"bench_max_rss_mb": np.nan, "bench_cpu_time_s": np.nan})
     return (method, pool, int(cfg["seed"])), row
 
 
