@@ -14,14 +14,18 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # where PYTHONDONTWRITEBYTECODE is set (CI, many containers) nothing would cache the bytecode,
 # and every job would compile its imports again. `make demo` skips it and lets its processes
 # write the bytecode of what they import (a fraction of the venv), PYTHONDONTWRITEBYTECODE or not.
-# compileall's exit status is 1 for the few files of other Python versions that pip skips too.
+# torch's own bytecode (14 s on one core) is written on the core that pip, installing the rest,
+# leaves idle. compileall's exit status is 1 for the few files of other Python versions that pip
+# skips too.
 PIP_INSTALL := $(PY) -m pip install -q --no-compile
 BYTE_COMPILE := $(PY) -m compileall -q -j 0 $(VENV)/lib hico baselines > /dev/null 2>&1 || true
+TORCH_DIRS = $(VENV)/lib/python*/site-packages/torch $(VENV)/lib/python*/site-packages/torchvision
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) torch==2.14.1 torchvision==0.29.1
-	$(PIP_INSTALL) -r requirements.lock
+	{ $(PY) -m compileall -q -j 1 $(TORCH_DIRS) > /dev/null 2>&1 & } ; $(PIP_INSTALL) -r requirements.lock; \
+		status=$$?; wait; exit $$status
 	$(PIP_INSTALL) --no-deps -e .
 	touch $(STAMP)
 
