@@ -197,14 +197,18 @@ def test_restriction_to_an_unknown_method_is_rejected(tmp_path):
 def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     """pretrain_priority (common.smk): a pretraining job's priority is its epochs as the config
     sets them (the global override, then the method's), so on few cores the longest run starts
-    first instead of last; controls export at once and have none."""
+    first instead of last; controls export at once and have none; data jobs go before all of them."""
     cfg = tiny_config(tmp_path, methods={"random_init": {}, "simclr": {"epochs": 5}, "byol": {}})
     r = snakemake("-n", "--configfile", str(cfg))
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
-    priorities = {j["wildcards"]["method"]: (j["rule"] == "export_control", j["priority"]) for j in planned_jobs(out)
+    jobs = planned_jobs(out)
+    priorities = {j["wildcards"]["method"]: (j["rule"] == "export_control", j["priority"]) for j in jobs
                   if j["rule"] in ("pretrain", "pretrain_tracked", "export_control")}
     assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 0)}
+    # the data every job waits on comes first (common.smk DATA_PRIORITY)
+    assert {j["wildcards"]["dataset"]: j["priority"] for j in jobs if j["rule"] == "simulate"} == {
+        "tiny_pretrain": 6, "tiny_eval": 6}
 
 
 @pytest.mark.slow

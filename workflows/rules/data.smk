@@ -13,6 +13,7 @@ rule simulate:
     params:
         args=simulate_args,
         root=lambda wc, output: Path(output[0]).parent.parent,
+    priority: DATA_PRIORITY
     resources:
         mem_mb=2000,
         runtime=15,
@@ -32,6 +33,7 @@ rule download:
         raw=lambda wc: layout.raw_dir(DATA, wc.dataset),
         source=dataset_source,
         options=source_options,
+    priority: DATA_PRIORITY
     retries: 2
     conda:
         "../envs/data.yaml"
@@ -69,6 +71,7 @@ rule prepare:
         root=lambda wc, output: Path(output[0]).parent.parent,
         source=dataset_source,
         options=source_options,
+    priority: DATA_PRIORITY
     resources:
         mem_mb=8000,
         runtime=120,
