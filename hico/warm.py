@@ -180,10 +180,13 @@ class _Server:
 
     def poll(self, timeout: float) -> None:
         for event, _ in self.selector.select(timeout=timeout):
-            if event.fileobj is self.listener:
-                self._accept()
-            else:
-                self._job_gone(event.fileobj)
+            try:
+                if event.fileobj is self.listener:
+                    self._accept()
+                else:
+                    self._job_gone(event.fileobj)
+            except Exception as e:  # noqa: BLE001 (one job's trouble must not end the others' children)
+                print(f"[warm] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         self._reap()
 
     def _stop(self, _signum, _frame) -> None:
@@ -191,6 +194,7 @@ class _Server:
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
+        fds: list[int] = []
         try:
             conn.settimeout(10)
             head, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
@@ -205,6 +209,8 @@ class _Server:
         except (OSError, ValueError) as e:
             print(f"[warm] bad request: {e}", file=sys.stderr)
             conn.close()
+            for fd in fds:
+                os.close(fd)
             return
         if request.get("key") != self.key or len(fds) != 3:
             conn.close()  # not this server's job: it runs cold
@@ -219,9 +225,14 @@ class _Server:
         for fd in fds:
             os.close(fd)
         self.forked += 1
-        conn.sendall(f"pid {pid}\n".encode())
-        conn.settimeout(None)
         self.children[pid] = conn
+        try:
+            conn.sendall(f"pid {pid}\n".encode())
+        except OSError:  # the job ended while it waited in the backlog (Snakemake cancelled it)
+            _signal(pid, signal.SIGTERM)
+            conn.close()
+            return
+        conn.settimeout(None)
         self.selector.register(conn, selectors.EVENT_READ)
 
     def _become_job(self, conn: socket.socket, fds: list[int], argv: list[str]) -> None:
@@ -264,7 +275,7 @@ class _Server:
             if pid == 0:
                 return
             conn = self.children.pop(pid, None)
-            if conn is None:
+            if conn is None or conn.fileno() < 0:
                 continue
             try:
                 conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())

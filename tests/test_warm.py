@@ -195,3 +195,15 @@ def test_servers_end_when_their_wrapper_is_killed(tmp_path):
         os.killpg(wrapper.pid, signal.SIGKILL)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_job_cancelled_while_it_waits_for_the_server_costs_the_server_nothing(tmp_path):
+    """A job killed in the server's backlog (the server still importing) gets a child that is
+    ended at once; the server goes on serving the next job."""
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(3)\n")
+    script = (f"{HICO} methods > a.txt & a=$!; sleep 1; kill -9 $a; wait $a; "
+              f"{HICO} methods > b.txt; echo b=$?")
+    r = under_warm(script, tmp_path, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}",
+                   **{warm.PRELOAD_ENV: "slow_import,hico.cli"})
+    assert "b=0" in r.stdout and "simclr" in (tmp_path / "b.txt").read_text(), r.stderr[-2000:]
+    assert summary(r) == (2, 1)  # the cancelled job's child and the next job's, by one server
