@@ -47,8 +47,9 @@ PRELOAD_ENV = "HICO_WARM_PRELOAD"  # comma-separated modules instead of PRELOAD 
 PRELOAD = ("hico.cli", "numpy", "torch", "timm", "hico.models.backbone", "sklearn.model_selection", "hico.train",
            "baselines", "hico.evaluation.features", "hico.evaluation.run", "hico.evaluate", "hico.evaluation.finetune",
            "hico.report.aggregate", "hico.report.plots", "sklearn.manifold")
-#: how long a job waits for a server that another job started (it binds within ~0.1 s of starting)
-SERVER_START_WAIT_S = 10.0
+#: the longest a job waits for a live server to bind its socket (it does within ~0.1 s of starting;
+#: minutes only on a machine too loaded to start a Python process)
+SERVER_START_WAIT_S = 120.0
 _MAX_REQUEST = 1 << 20
 
 _started_warm = False
@@ -115,18 +116,21 @@ def _wait_for_child(pid: int, reply) -> int:
 
 def _connect(root: Path, key: str) -> socket.socket | None:
     """A connection to this key's server; the first job of a key starts it. None: run cold."""
-    path = root / f"{key}.sock"
+    path, started = root / f"{key}.sock", root / f"{key}.started"
     try:
-        os.close(os.open(root / f"{key}.started", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        fd = os.open(started, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         pass
     except OSError:
         return None
     else:
         with open(root / f"{key}.log", "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "hico.warm", "serve", "--key", key], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=log, start_new_session=True)
-    # waiting in the server's backlog while it imports costs this job no more than importing itself
+            server = subprocess.Popen([sys.executable, "-m", "hico.warm", "serve", "--key", key],
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        os.write(fd, str(server.pid).encode())
+        os.close(fd)
+    # Waiting in the server's backlog while it imports costs this job no more than importing
+    # itself; it waits for as long as the server process lives and has not bound its socket.
     deadline = time.monotonic() + SERVER_START_WAIT_S
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -138,9 +142,18 @@ def _connect(root: Path, key: str) -> socket.socket | None:
         except OSError:  # a socket that nobody listens on: its server ended
             sock.close()
             return None
-        if (root / f"{key}.refused").exists() or time.monotonic() > deadline:
+        if (root / f"{key}.refused").exists() or time.monotonic() > deadline or not _server_starting(started):
             return None
         time.sleep(0.02)
+
+
+def _server_starting(started: Path) -> bool:
+    """Whether the server process named in ``started`` still lives (an empty file: being started)."""
+    try:
+        pid = started.read_text().strip()
+    except OSError:
+        return False
+    return not pid or (_alive(int(pid)) and not _zombie(int(pid)))
 
 
 # ---------------------------------------------------------------- the server side
