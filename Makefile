@@ -53,7 +53,7 @@ demo: $(STAMP)
 # <= 120 min on 2 cores; results/lung_cpu/ is committed, so the report rules are forced until this
 # clone has its own runs. IMAGENET_WEIGHTS=<timm resnet18 checkpoint> adds the imagenet row.
 lung: $(COMPILED)
-	$(PY) -m hico.warm -- $(PY) -m snakemake --cores $(CORES) --scheduler greedy --rerun-incomplete --configfile workflows/config/lung_cpu.yaml \
+	$(PY) -m snakemake --cores $(CORES) --scheduler greedy --rerun-incomplete --configfile workflows/config/lung_cpu.yaml \
 		$(if $(wildcard runs/lung_cpu/eval),,--forcerun aggregate tsne) \
 		$(if $(IMAGENET_WEIGHTS),--config 'methods={imagenet: {weights: $(IMAGENET_WEIGHTS)}}')
 
