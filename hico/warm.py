@@ -13,11 +13,12 @@ job asks a warm server to fork a child that runs its command line, and waits for
 - a server serves only jobs whose interpreter, ``sys.path``, working directory and whole
   environment equal its own, because libraries read some of them once, at import time
   (OpenMP reads ``OMP_NUM_THREADS``, huggingface_hub ``HF_HOME``). The first job of a new such
-  combination starts a server for it and runs as usual (cold); so does any job that finds no
-  server. A warm job therefore computes what a cold one does (tested: the same bytes).
+  combination starts a server for it, and jobs wait in its backlog while it imports (serving
+  between imports); a job whose server refuses, ended or never binds runs as usual (cold). A
+  warm job therefore computes what a cold one does (tested: the same arrays and weights).
 - The server forks from its only thread and never runs a torch operation, so no thread pool
   exists to be lost in the fork. It ends with COMMAND (``python -m hico.warm`` stops it) or,
-  should that wrapper be killed, within a second of noticing.
+  should that wrapper be killed, within half a second.
 
 What a warm job does not have: its Snakemake ``benchmark:`` file measures the waiting job
 process, not the child, so its ``cpu_time`` and ``max_rss`` are not the job's; the pretraining
@@ -103,8 +104,9 @@ def _wait_for_child(pid: int, reply) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if len(line) != 2 or line[0] != b"exit":
-        print(f"hico: error: the warm-start server ended while it ran pid {pid}; run the job again "
-              f"(or without {DIR_ENV})", file=sys.stderr)
+        log = Path(os.environ[DIR_ENV]) / f"{server_key()}.log"
+        print(f"hico: error: the warm-start server ended while it ran this job (pid {pid}); its log, while "
+              f"the run lasts: {log}. Run the job again, or without {DIR_ENV} to run it cold", file=sys.stderr)
         return 1
     code = int(line[1])
     if code < 0:  # killed by a signal: end the same way, as the cold job would have
@@ -434,21 +436,17 @@ def _stop_servers(root: Path) -> str:
 
 
 def _server_pids(root: Path) -> list[int]:
-    """Processes whose command line is a server of this folder's keys (they are not our children)."""
-    keys = {p.stem for p in root.glob("*.started")}
+    """The live servers of this folder: the pids their starting jobs recorded in ``<key>.started``
+    (they are not our children), each checked to be still that server, not a reused pid."""
     pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for started in root.glob("*.started"):
         try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
+            pid = int(started.read_text())
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
             continue
-        if b"hico.warm" in args and b"serve" in args and f"{DIR_ENV}={root}".encode() in env:
-            key = args[args.index(b"--key") + 1].decode() if b"--key" in args else ""
-            if key in keys:
-                pids.append(int(proc.name))
+        if b"hico.warm" in args and args[-3:-1] == [b"--key", started.stem.encode()]:
+            pids.append(pid)
     return pids
 
 

@@ -129,6 +129,10 @@ def test_exit_status_and_usage_errors_come_back_and_other_environments_get_their
     assert summary(r) == (4, 2)  # OMP_NUM_THREADS=3 is another environment: another server
 
 
+def test_hico_main_checks_the_variable_the_wrapper_sets():
+    assert f'os.environ.get("{warm.DIR_ENV}")' in (REPO / "hico" / "__main__.py").read_text()
+
+
 def test_the_wrappers_exit_status_is_its_commands(tmp_path):
     r = under_warm("exit 7", tmp_path)
     assert r.returncode == 7 and summary(r) == (0, 0)
