@@ -70,6 +70,27 @@ def test_redrawing_the_same_tables_writes_byte_identical_figures(figures, tmp_pa
     assert b"<dc:date>" not in (tmp_path / "convergence.svg").read_bytes()
 
 
+def test_figures_drawn_by_parallel_processes_are_the_same_files(figures, tmp_path, caplog):
+    """--jobs 3 draws a task per figure in forked processes (the workflow's plot rule, on its
+    cores): the same files, byte for byte, as the one-process figures of the fixture."""
+    caplog.set_level(logging.INFO, logger="hico")
+    groups = ("main_comparison", "convergence", "label_efficiency", "confusion", "finetune_curves")
+    tasks = plots._figure_tasks(set(groups), figures / "tables", tmp_path, plots.Style(),
+                                plots.argparse.Namespace(metrics_list=None, metrics_dir=str(figures / "eval"),
+                                                         encoders=[], data=None))
+    n_confusion = len(plots.confusion_pairs(figures / "tables"))
+    assert n_confusion >= 2 and len(tasks) == 2 + 2 + n_confusion + 1  # main's two figures are two tasks
+    rc = plots.main(["--tables", str(figures / "tables"), "--out-dir", str(tmp_path / "fig"), "--metrics-dir",
+                     str(figures / "eval"), "--figures", *groups, "--jobs", "3"])
+    assert rc == 0
+    written = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    expected = sorted(p.name for p in (figures / "fig").iterdir() if not p.name.startswith("tsne."))
+    assert written == expected and len(written) == 2 * len(tasks)
+    for name in written:
+        assert (tmp_path / "fig" / name).read_bytes() == (figures / "fig" / name).read_bytes(), name
+    assert f"[plot] {len(written)} files" in caplog.text
+
+
 def test_headless_backend():
     assert matplotlib.get_backend().lower() == "agg"
 

@@ -27,6 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,22 +142,29 @@ def _confusion_entries(tables: Path, selection: str, level: str) -> list[dict]:
     return [e for e in json.loads(path.read_text()) if e["selection"] == selection and e["level"] == level]
 
 
-def plot_main_comparison(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+MAIN_PARTS = ("selected", "paper_protocol")
+
+
+def plot_main_comparison(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE,
+                         parts: tuple[str, ...] = MAIN_PARTS) -> list[Path]:
+    """``main_comparison`` (part ``selected``) and ``main_comparison_paper_protocol`` (part
+    ``paper_protocol``), or one of them."""
     df = _read(tables, "main_comparison")
     if df is None:
-        return _placeholder(out_dir, layout.FIG_MAIN, "no results yet: main_comparison.csv is missing or empty")
+        return (_placeholder(out_dir, layout.FIG_MAIN, "no results yet: main_comparison.csv is missing or empty")
+                if "selected" in parts else [])
     records = _read(tables, "records")
     out = []
     sel = df[df["selection"] == "selected"]
-    if len(sel):
+    if "selected" in parts and len(sel):
         cells = _final_cells(records, "selected")
         grid = _panel_grid(sel, lambda rows, d, p, lv: _main_panel(rows, _in(cells, d, p, lv)))
         out += draw_figure(grid, style, "Main comparison (epoch / C chosen on the validation split): mean over "
                            "folds × seeds, 95 % patient-bootstrap CI", out_dir, layout.FIG_MAIN)
-    else:
+    elif "selected" in parts:
         out += _placeholder(out_dir, layout.FIG_MAIN, "no validation-selected results in main_comparison.csv")
     pp = df[(df["selection"] == "paper_protocol") & (df["level"] == "frame")]
-    if len(pp):
+    if "paper_protocol" in parts and len(pp):
         cells = _final_cells(records, "paper_protocol")
         entries = _confusion_entries(tables, "paper_protocol", "frame")
         grid = _panel_grid(pp, lambda rows, d, p, lv: _paper_panel(
@@ -262,14 +272,21 @@ def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = DEFAULT_ST
                          "training videos used (%)", style, logx=True)
 
 
-def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE) -> list[Path]:
+def confusion_pairs(tables: Path) -> list[tuple[str, str]]:
+    """The (dataset, protocol id) pairs with a confusion figure: one per pair of the tables."""
+    return sorted({(e["dataset"], e["protocol"]) for e in _confusion_entries(tables, "selected", "frame")})
+
+
+def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE,
+                   pairs: list[tuple[str, str]] | None = None) -> list[Path]:
+    """A confusion figure per (dataset, protocol id) of ``pairs`` (default: every pair)."""
     path = tables / layout.CONFUSION_MATRICES
     if not path.exists():
         log.info(f"[plot] skipped confusion matrices: {path} does not exist")
         return []
-    entries = [e for e in json.loads(path.read_text()) if e["selection"] == "selected" and e["level"] == "frame"]
+    entries = _confusion_entries(tables, "selected", "frame")
     out = []
-    for dataset, protocol in sorted({(e["dataset"], e["protocol"]) for e in entries}):
+    for dataset, protocol in (confusion_pairs(tables) if pairs is None else pairs):
         by_method = {e["method"]: e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol}
         group = [by_method[m] for m in style.order(by_method)]
         k = len(group[0]["classes"])
@@ -440,6 +457,58 @@ def _run_methods(tables: Path | None) -> tuple[str, ...]:
     return tuple(pd.read_csv(path, usecols=["method"])["method"].astype(str))
 
 
+def _figure_tasks(wanted: set[str], tables: Path | None, out_dir: Path, style: Style,
+                  a: argparse.Namespace) -> list[Callable[[], list[Path]]]:
+    """The figures of ``wanted`` as independent drawing tasks (a task per figure where a group
+    has several), in the order they were always drawn."""
+    tasks: list[Callable[[], list[Path]]] = []
+    if layout.FIG_MAIN in wanted:
+        tasks += [partial(plot_main_comparison, tables, out_dir, style, parts=(part,)) for part in MAIN_PARTS]
+    for name, plot in ((layout.FIG_CONVERGENCE, plot_convergence), (layout.FIG_LABEL_EFFICIENCY, plot_label_efficiency)):
+        if name in wanted:
+            tasks.append(partial(plot, tables, out_dir, style))
+    if "confusion" in wanted:
+        pairs = confusion_pairs(tables)
+        tasks += ([partial(plot_confusion, tables, out_dir, style, pairs=[pair]) for pair in pairs]
+                  or [partial(plot_confusion, tables, out_dir, style)])  # it says why there is none
+    if a.metrics_list and layout.FIG_FINETUNE_CURVES in wanted:
+        tasks.append(partial(plot_finetune_curves, read_metrics_list(a.metrics_list), out_dir, style))
+    elif a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
+        if Path(a.metrics_dir).is_dir():
+            tasks.append(partial(plot_finetune_curves, Path(a.metrics_dir), out_dir, style))
+        else:
+            log.info(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
+    encoders = _parse_encoders(a.encoders)
+    if layout.FIG_TSNE in wanted and encoders and a.data:
+        tasks.append(partial(plot_tsne, encoders, a.data, out_dir, a.image_size, a.max_frames))
+    elif layout.FIG_TSNE in wanted:
+        log.info("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
+    return tasks
+
+
+_TASKS: list[Callable[[], list[Path]]] = []  # what the forked drawing processes run, by index
+
+
+def _draw_task(index: int) -> list[Path]:
+    return _TASKS[index]()
+
+
+def draw(tasks: list[Callable[[], list[Path]]], jobs: int = 1) -> list[Path]:
+    """Run the drawing tasks, ``jobs`` at a time in forked processes (each figure is drawn from the
+    tables alone, so the files are the same whatever ``jobs`` is); the files they wrote, in task
+    order. Where fork is unavailable (Windows) they run one after the other."""
+    global _TASKS
+    if jobs <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [path for task in tasks for path in task()]
+    _TASKS = tasks
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            done = pool.map(_draw_task, range(len(tasks)), chunksize=1)
+    finally:
+        _TASKS = []
+    return [path for paths in done for path in paths]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hico plot", description="results/tables -> results/figures (PNG + SVG)")
     p.add_argument("--tables", help="folder written by `python -m hico aggregate` (needed but for tsne)")
@@ -454,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default="hico", help="method drawn first and bold (default hico)")
     p.add_argument("--figures", nargs="+", choices=layout.FIGURE_GROUPS, default=list(layout.FIGURE_GROUPS),
                    help="draw only these (the workflow runs tsne as its own job, beside the evaluations)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="figures drawn by this many processes at once (default 1; the same files for any number)")
     p.add_argument("--expect", nargs="+", default=[],
                    help="figure names a workflow declared: any left undrawn get a placeholder saying so")
     a = p.parse_args(argv)
@@ -461,23 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     if wanted - {layout.FIG_TSNE} and tables is None:
         p.error("--tables is required for every figure but tsne")
     style = Style(a.reference, _run_methods(tables))
-    written = []
-    for name, draw in ((layout.FIG_MAIN, plot_main_comparison), (layout.FIG_CONVERGENCE, plot_convergence),
-                       (layout.FIG_LABEL_EFFICIENCY, plot_label_efficiency), ("confusion", plot_confusion)):
-        if name in wanted:
-            written += draw(tables, out_dir, style)
-    if a.metrics_list and layout.FIG_FINETUNE_CURVES in wanted:
-        written += plot_finetune_curves(read_metrics_list(a.metrics_list), out_dir, style)
-    elif a.metrics_dir and layout.FIG_FINETUNE_CURVES in wanted:
-        if Path(a.metrics_dir).is_dir():
-            written += plot_finetune_curves(Path(a.metrics_dir), out_dir, style)
-        else:
-            log.info(f"[plot] skipped finetune_curves: {a.metrics_dir} is not a folder")
-    encoders = _parse_encoders(a.encoders)
-    if layout.FIG_TSNE in wanted and encoders and a.data:
-        written += plot_tsne(encoders, a.data, out_dir, a.image_size, a.max_frames)
-    elif layout.FIG_TSNE in wanted:
-        log.info("[plot] skipped tsne: give --encoders NAME=PATH ... and --data DATASET_DIR to draw it")
+    tasks = _figure_tasks(wanted, tables, out_dir, style, a)
+    written = draw(tasks, a.jobs)
     drawn = {path.stem for path in written}
     for name in a.expect:
         if name not in drawn:
