@@ -9,28 +9,25 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo lung test test-fast lint bench clean-demo
 
-# The venv's packages are installed by uv (from PyPI into the venv, by pip), which unpacks the
-# wheels in parallel: torch with its CUDA libraries is ~3 GB of wheels, 51 s with pip here and
-# 18 s with uv, and the whole .venv 68 s against 37 s (the same `pip freeze`). Where uv cannot be
-# installed, pip installs the same pins. Neither byte-compiles (pip would, on one core);
-# compileall does it on every core after the installs (31 s here), for `make lung` and
+# The venv's packages are installed by uv (put into the venv by pip), which fetches and unpacks
+# the wheels in parallel: torch with its CUDA libraries is ~3 GB of wheels, 51 s with pip here and
+# 18 s with uv, and the whole .venv takes 68 s with pip, 30 s with uv (the same `pip freeze`).
+# Where uv cannot be installed, pip installs the same pins. Neither byte-compiles (pip would, on
+# one core); compileall does it on every core after the installs (31 s here), for `make lung` and
 # `make test`. It must be done: where PYTHONDONTWRITEBYTECODE is set (CI, many containers)
 # nothing would cache the bytecode, and every job would compile its imports again. `make demo`
 # skips it and lets its processes write the bytecode of what they import (a fraction of the
-# venv), PYTHONDONTWRITEBYTECODE or not. torch's own bytecode (10-14 s on one core) is written
-# on a core that the install of the rest leaves idle. compileall's exit status is 1 for the few
-# files of other Python versions that pip skips too.
+# venv), PYTHONDONTWRITEBYTECODE or not: its warm-start server imports torch once (compiling
+# torch and torchvision alone would take 9 s on two cores). compileall's exit status is 1 for the
+# few files of other Python versions that pip skips too.
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 INSTALL = if [ -x $(UV) ]; then $(UV) pip install -q --python $(PY) $(1); else $(PY) -m pip install -q --no-compile $(1); fi
 BYTE_COMPILE := $(PY) -m compileall -q -j 0 $(VENV)/lib hico baselines > /dev/null 2>&1 || true
-TORCH_DIRS = $(VENV)/lib/python*/site-packages/torch $(VENV)/lib/python*/site-packages/torchvision
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION) || echo "uv could not be installed: pip installs the packages instead (slower)"
-	$(call INSTALL,torch==2.14.1 torchvision==0.29.1)
-	{ $(PY) -m compileall -q -j 1 $(TORCH_DIRS) > /dev/null 2>&1 & } ; $(call INSTALL,-r requirements.lock); \
-		status=$$?; wait; exit $$status
+	$(call INSTALL,-r requirements.lock)
 	$(call INSTALL,--no-deps -e .)
 	touch $(STAMP)
 
