@@ -21,11 +21,13 @@ TINY = REPO / "tests" / "config" / "tiny.yaml"
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900, warm: bool = False) -> subprocess.CompletedProcess:
-    """`python -m snakemake args`; `warm`: under `python -m hico.warm`, as `make demo` runs it."""
+    """`python -m snakemake args`; `warm`: under `python -m hico.warm` and with `run:` blocks in
+    Snakemake's process, as `make demo` runs it."""
     # The rules run `python`: the interpreter of this test run, whether or not its venv is activated.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     wrapper = [sys.executable, "-m", "hico.warm", "--"] if warm else []
-    return subprocess.run([*wrapper, sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
+    demo_flags = ["--force-use-threads"] if warm else []
+    return subprocess.run([*wrapper, sys.executable, "-m", "snakemake", *demo_flags, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -209,6 +211,8 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     # the data every job waits on comes first (common.smk DATA_PRIORITY)
     assert {j["wildcards"]["dataset"]: j["priority"] for j in jobs if j["rule"] == "simulate"} == {
         "tiny_pretrain": 6, "tiny_eval": 6}
+    # the t-SNE as soon as its feature files exist, not beside the report tail (which it held up)
+    assert [j["priority"] for j in jobs if j["rule"] == "tsne"] == [1]
 
 
 @pytest.mark.slow
@@ -220,6 +224,10 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     forked = r.stderr.strip().splitlines()[-1]
     jobs = len(list((tmp_path / "runs" / "benchmarks").rglob("*.tsv")))
     assert jobs == 17 and forked == f"[warm] {jobs} jobs forked by 1 warm-start server", forked  # every job
+    # the metrics list, a `run:` block, ran in Snakemake's process (--force-use-threads), not spawned
+    assert "spawned job" not in r.stderr and "metrics.json files of this config" in (
+        tmp_path / "runs" / "logs" / "report" / "metrics_list.log").read_text()
+    assert re.search(r"rule plot:\n(?:\s+\w+: .*\n)*?\s+threads: 2\n", r.stderr), "plot draws on both cores"
     tables = tmp_path / "results" / "tables"
     main = pd.read_csv(tables / "main_comparison.csv")
     assert {"simclr", "random_init"} <= set(main["method"])

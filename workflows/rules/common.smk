@@ -65,6 +65,15 @@ def hico(command, threads=False):
     return f"{omp}{shell_literal(SUITE_ENV)} HF_HUB_OFFLINE=1 python -m hico {command}"
 
 
+#: A job of several single-threaded processes (the plot rule's) undoes the thread counts Snakemake
+#: exports for its `threads`: its processes want one thread each, and the environment of a
+#: one-thread job lets it fork from that job's warm-start server (hico/warm.py) instead of starting
+#: a second one, which would import torch again beside it.
+ONE_THREAD_EACH = "".join(f"{var}=1 " for var in (
+    "OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS"))
+
+
 def prefetch(command):
     """The prefetch_weights command: the script, online, with the suite's environment."""
     script = shlex.quote(f"{SUITE_ROOT}/workflows/scripts/prefetch_weights.py")

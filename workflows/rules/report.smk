@@ -55,18 +55,20 @@ rule plot:
         out_dir=lambda wc, output: Path(output[0]).parent,
         groups=TABLE_FIGURE_GROUPS,
         expect=FIGURE_NAMES,
-    # It is the workflow's last job and the only one left running: its figures are drawn on every
-    # core it gets (the demo's ten in 8 s on 2 cores instead of 17 s; the files are the same).
+    # The workflow's last job: its figures are drawn by a process per core it gets, one thread
+    # each (the demo's ten in 8 s on 2 cores instead of 17 s; the files are the same).
     threads: min(len(FIGURE_NAMES), 8)
     conda:
         "../envs/report.yaml"
     shell:
-        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-list {input.metrics_list:q} "
+        ONE_THREAD_EACH + hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-list {input.metrics_list:q} "
         "--figures {params.groups:q} --expect {params.expect:q} --jobs {threads} > {log:q} 2>&1")
 
 
 # t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
-# the evaluation jobs, not after them, and needs no torch.
+# the evaluation jobs, not after them, and needs no torch. Its priority starts it as soon as they
+# exist: left until the end, it ran beside the report tail and held back the plot job, which
+# waits for every core.
 rule tsne:
     input:
         features=tsne_features().values(),
@@ -85,6 +87,7 @@ rule tsne:
     resources:
         mem_mb=8000,
         runtime=60,
+    priority: 1
     conda:
         "../envs/report.yaml"
     shell:
