@@ -199,7 +199,8 @@ def test_restriction_to_an_unknown_method_is_rejected(tmp_path):
 def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     """pretrain_priority (common.smk): a pretraining job's priority is its epochs as the config
     sets them (the global override, then the method's), so on few cores the longest run starts
-    first instead of last; controls export at once and have none; data jobs go before all of them."""
+    first instead of last; data jobs and the short jobs that gate many (folds, the leakage check, a
+    control's export) go before all of them; long evaluation jobs before short ones."""
     cfg = tiny_config(tmp_path, methods={"random_init": {}, "simclr": {"epochs": 5}, "byol": {}})
     r = snakemake("-n", "--configfile", str(cfg))
     out = r.stdout + r.stderr
@@ -207,12 +208,19 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     jobs = planned_jobs(out)
     priorities = {j["wildcards"]["method"]: (j["rule"] == "export_control", j["priority"]) for j in jobs
                   if j["rule"] in ("pretrain", "pretrain_tracked", "export_control")}
-    assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 0)}
-    # the data every job waits on comes first (common.smk DATA_PRIORITY)
+    # the control's export is short and gates a chain of evaluations: it comes with the data
+    assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 6)}
+    # the data every job waits on comes first (common.smk DATA_PRIORITY), and so do the short jobs
+    # that gate many (GATE_PRIORITY)
     assert {j["wildcards"]["dataset"]: j["priority"] for j in jobs if j["rule"] == "simulate"} == {
         "tiny_pretrain": 6, "tiny_eval": 6}
-    # the t-SNE as soon as its feature files exist, not beside the report tail (which it held up)
-    assert [j["priority"] for j in jobs if j["rule"] == "tsne"] == [1]
+    assert {j["rule"]: j["priority"] for j in jobs if j["rule"] in ("folds", "check_leakage")} == {
+        "folds": 6, "check_leakage": 6}
+    # the long evaluation jobs before the one-second probes; the t-SNE as soon as its feature
+    # files exist, not beside the report tail (which it held up)
+    long = {j["priority"] for j in jobs if j["rule"] in ("tsne", "evaluate_finetune")}
+    short = {j["priority"] for j in jobs if j["rule"] in ("evaluate", "features")}
+    assert long == {1} and short == {0}, (long, short)
 
 
 @pytest.mark.slow

@@ -220,6 +220,13 @@ def pretrain_priority(wildcards):
 # Data jobs before every other: all jobs wait on them, and a pretraining pool's data started behind
 # a control's export and the test set's features held back all 15 demo pretrainings by 20 s.
 DATA_PRIORITY = 1 + max((configured_epochs(m) for m in config["methods"]), default=0)
+# Short jobs that many wait on come with the data: a fold split, the leakage check, a control's
+# encoder export. At priority 0, behind every pretraining, the control's export ran last and its
+# chain (feature files, fine-tunes, the t-SNE) became the demo's tail.
+GATE_PRIORITY = DATA_PRIORITY
+# The long evaluation jobs (fine-tuning, the t-SNE) before the one-second probes, so that the
+# probes fill the last gaps of the cores instead of a fine-tune running alone at the end.
+LONG_EVAL_PRIORITY = 1
 
 
 def pretrain_override_list(name, seed):

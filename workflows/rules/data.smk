@@ -99,6 +99,7 @@ rule folds:
     resources:
         mem_mb=2000,
         runtime=10,
+    priority: GATE_PRIORITY
     conda:
         "../envs/data.yaml"
     shell:
@@ -122,6 +123,7 @@ rule check_leakage:
     resources:
         mem_mb=2000,
         runtime=15,
+    priority: GATE_PRIORITY
     conda:
         "../envs/data.yaml"
     shell:

@@ -128,6 +128,7 @@ rule evaluate_finetune:
         mem_mb=EVAL_FINETUNE["mem_mb"],
         runtime=EVAL_FINETUNE["runtime_min"],
         **gpu_resource(EVAL_FINETUNE["gpus"]),
+    priority: LONG_EVAL_PRIORITY
     conda:
         TORCH_ENV
     shell:

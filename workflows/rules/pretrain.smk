@@ -63,6 +63,7 @@ rule export_control:
     resources:
         mem_mb=4000,
         runtime=15,
+    priority: GATE_PRIORITY
     conda:
         TORCH_ENV
     shell:

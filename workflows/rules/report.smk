@@ -87,7 +87,7 @@ rule tsne:
     resources:
         mem_mb=8000,
         runtime=60,
-    priority: 1
+    priority: LONG_EVAL_PRIORITY
     conda:
         "../envs/report.yaml"
     shell:
