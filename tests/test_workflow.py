@@ -208,19 +208,23 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
     jobs = planned_jobs(out)
     priorities = {j["wildcards"]["method"]: (j["rule"] == "export_control", j["priority"]) for j in jobs
                   if j["rule"] in ("pretrain", "pretrain_tracked", "export_control")}
-    # the control's export is short and gates a chain of evaluations: it comes with the data
+    # the control's export is short and gates a chain of evaluations: before every pretraining
     assert priorities == {"simclr": (False, 5), "byol": (False, 2), "random_init": (True, 6)}
-    # the data every job waits on comes first (common.smk DATA_PRIORITY), and so do the short jobs
-    # that gate many (GATE_PRIORITY)
+    # the data every job waits on comes first (common.smk DATA_PRIORITY), then the short jobs that
+    # gate many (GATE_PRIORITY)
     assert {j["wildcards"]["dataset"]: j["priority"] for j in jobs if j["rule"] == "simulate"} == {
-        "tiny_pretrain": 6, "tiny_eval": 6}
+        "tiny_pretrain": 7, "tiny_eval": 7}
     assert {j["rule"]: j["priority"] for j in jobs if j["rule"] in ("folds", "check_leakage")} == {
         "folds": 6, "check_leakage": 6}
-    # the long evaluation jobs before the one-second probes; the t-SNE as soon as its feature
-    # files exist, not beside the report tail (which it held up)
-    long = {j["priority"] for j in jobs if j["rule"] in ("tsne", "evaluate_finetune")}
-    short = {j["priority"] for j in jobs if j["rule"] in ("evaluate", "features")}
-    assert long == {1} and short == {0}, (long, short)
+    # the long evaluation jobs and the t-SNE's feature files before the one-second probes; the
+    # t-SNE as soon as its feature files exist, not beside the report tail (which it held up)
+    assert {j["priority"] for j in jobs if j["rule"] in ("tsne", "evaluate_finetune")} == {1}
+    assert {j["priority"] for j in jobs if j["rule"] == "evaluate"} == {0}
+    features = {(j["wildcards"]["method"], j["wildcards"]["variant"], j["wildcards"]["bn"]): j["priority"]
+                for j in jobs if j["rule"] == "features"}
+    tsne_inputs = {key for key, priority in features.items() if priority == 1}
+    assert tsne_inputs == {(m, "full", "frozen") for m in ("random_init", "simclr", "byol")}, features
+    assert features[("simclr", "epoch1", "frozen")] == 0  # a convergence checkpoint's, not the t-SNE's
 
 
 @pytest.mark.slow

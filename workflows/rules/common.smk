@@ -217,16 +217,24 @@ def pretrain_priority(wildcards):
     return configured_epochs(wildcards.method, wildcards.seed)
 
 
+# Short jobs that many wait on go before every pretraining: a fold split, the leakage check, a
+# control's encoder export. At priority 0, behind every pretraining, the demo's control export ran
+# last and its chain (feature files, fine-tunes, the t-SNE) became the tail.
+GATE_PRIORITY = 1 + max((configured_epochs(m) for m in config["methods"]), default=0)
 # Data jobs before every other: all jobs wait on them, and a pretraining pool's data started behind
 # a control's export and the test set's features held back all 15 demo pretrainings by 20 s.
-DATA_PRIORITY = 1 + max((configured_epochs(m) for m in config["methods"]), default=0)
-# Short jobs that many wait on come with the data: a fold split, the leakage check, a control's
-# encoder export. At priority 0, behind every pretraining, the control's export ran last and its
-# chain (feature files, fine-tunes, the t-SNE) became the demo's tail.
-GATE_PRIORITY = DATA_PRIORITY
-# The long evaluation jobs (fine-tuning, the t-SNE) before the one-second probes, so that the
-# probes fill the last gaps of the cores instead of a fine-tune running alone at the end.
+DATA_PRIORITY = GATE_PRIORITY + 1
+# The long evaluation jobs (fine-tuning, the t-SNE) and the t-SNE's feature files before the
+# one-second probes, so that the probes fill the last gaps of the cores instead of a fine-tune or
+# the t-SNE running alone at the end (the plot job after it waits for every core).
 LONG_EVAL_PRIORITY = 1
+
+
+def features_priority(wildcards):
+    """LONG_EVAL_PRIORITY for a feature file the t-SNE reads, else 0."""
+    path = layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed, wildcards.variant,
+                                wildcards.bn)
+    return LONG_EVAL_PRIORITY if str(path) in {str(p) for p in tsne_features().values()} else 0
 
 
 def pretrain_override_list(name, seed):

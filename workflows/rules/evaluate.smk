@@ -69,6 +69,7 @@ rule features:
         mem_mb=EVAL_FROZEN["mem_mb"],
         runtime=EVAL_FROZEN["runtime_min"],
         **gpu_resource(EVAL_FROZEN["gpus"]),
+    priority: features_priority
     conda:
         TORCH_ENV
     shell:

@@ -66,9 +66,9 @@ rule plot:
 
 
 # t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
-# the evaluation jobs, not after them, and needs no torch. Its priority starts it as soon as they
-# exist: left until the end, it ran beside the report tail and held back the plot job, which
-# waits for every core.
+# the evaluation jobs, not after them, and needs no torch. It and its feature files have priority
+# (LONG_EVAL_PRIORITY): left until the end, it ran beside the report tail and held back the plot
+# job, which waits for every core.
 rule tsne:
     input:
         features=tsne_features().values(),
