@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # The venv's packages are installed by uv (put into the venv by pip), which fetches and unpacks
 # the wheels in parallel: torch with its CUDA libraries is ~3 GB of wheels, 51 s with pip here and
-# 18 s with uv, and the whole .venv takes 68 s with pip, 30 s with uv (the same `pip freeze`).
+# 18 s with uv; the whole .venv took 68 s with pip, 34-38 s with uv (the same `pip freeze`).
 # Where uv cannot be installed, pip installs the same pins. Neither byte-compiles (pip would, on
 # one core); compileall does it on every core after the installs (31 s here), for `make lung` and
 # `make test`. It must be done: where PYTHONDONTWRITEBYTECODE is set (CI, many containers)
