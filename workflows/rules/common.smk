@@ -1,6 +1,7 @@
 # Helpers shared by the workflow: paths, target lists, per-method overrides, input functions.
 # Every name the package also knows (run folders, file names, protocol ids, tables, figures,
 # recipes) comes from hico.layout; the Snakefile put this checkout on sys.path.
+import functools
 import json
 import re
 import shlex
@@ -230,11 +231,17 @@ DATA_PRIORITY = GATE_PRIORITY + 1
 LONG_EVAL_PRIORITY = 1
 
 
+@functools.cache
+def tsne_feature_files():
+    """The t-SNE's feature files, once (features_priority asks for every feature job)."""
+    return frozenset(str(p) for p in tsne_features().values())
+
+
 def features_priority(wildcards):
     """LONG_EVAL_PRIORITY for a feature file the t-SNE reads, else 0."""
     path = layout.features_path(RUNS, wildcards.dataset, wildcards.method, wildcards.seed, wildcards.variant,
                                 wildcards.bn)
-    return LONG_EVAL_PRIORITY if str(path) in {str(p) for p in tsne_features().values()} else 0
+    return LONG_EVAL_PRIORITY if str(path) in tsne_feature_files() else 0
 
 
 def pretrain_override_list(name, seed):
