@@ -57,22 +57,24 @@ def shell_literal(text):
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def hico(command, threads=False):
+#: the thread counts Snakemake exports as a job's `threads` (snakemake/shell.py)
+SNAKEMAKE_THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def hico(command, threads=False, one_thread_each=False):
     """A rule's shell command: `python -m hico <command>` with the suite's environment (built here:
     the rules of a module cannot see this file's names when their command is formatted). Jobs
     read the weights prefetch_weights fetched on the submit host: no network on compute nodes.
-    `threads`: OMP_NUM_THREADS is the job's thread count."""
+    `threads`: OMP_NUM_THREADS is the job's thread count. `one_thread_each`: a job of several
+    single-threaded processes (the plot rule's) sets the thread counts Snakemake exported for its
+    `threads` back to 1: its processes want one thread each, and the environment of a one-thread
+    job lets it fork from that job's warm-start server (hico/warm.py) instead of starting a second
+    one, which would import torch again beside it."""
     omp = "OMP_NUM_THREADS={threads} " if threads else ""
+    if one_thread_each:
+        omp = "".join(f"{var}=1 " for var in SNAKEMAKE_THREAD_VARS)
     return f"{omp}{shell_literal(SUITE_ENV)} HF_HUB_OFFLINE=1 python -m hico {command}"
-
-
-#: A job of several single-threaded processes (the plot rule's) undoes the thread counts Snakemake
-#: exports for its `threads`: its processes want one thread each, and the environment of a
-#: one-thread job lets it fork from that job's warm-start server (hico/warm.py) instead of starting
-#: a second one, which would import torch again beside it.
-ONE_THREAD_EACH = "".join(f"{var}=1 " for var in (
-    "OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS"))
 
 
 def prefetch(command):

@@ -61,8 +61,8 @@ rule plot:
     conda:
         "../envs/report.yaml"
     shell:
-        ONE_THREAD_EACH + hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-list {input.metrics_list:q} "
-        "--figures {params.groups:q} --expect {params.expect:q} --jobs {threads} > {log:q} 2>&1")
+        hico("plot --tables {params.tables:q} --out-dir {params.out_dir:q} --metrics-list {input.metrics_list:q} "
+        "--figures {params.groups:q} --expect {params.expect:q} --jobs {threads} > {log:q} 2>&1", one_thread_each=True)
 
 
 # t-SNE reads the frozen feature files of the encoders (the features rule), so it runs beside
