@@ -216,21 +216,23 @@ def configured_epochs(method, seed=0):
 
 def pretrain_priority(wildcards):
     """Longer pretraining runs are scheduled first (by their epochs as the config sets them), so
-    that a long run does not start last and run alone on one core while the others wait."""
-    return configured_epochs(wildcards.method, wildcards.seed)
+    that a long run does not start last and run alone on one core while the others wait; every
+    pretraining before every evaluation job (above LONG_EVAL_PRIORITY: tied with the fine-tunes,
+    the demo's Meta-USCL run, 1 epoch but 45 s, started last)."""
+    return LONG_EVAL_PRIORITY + configured_epochs(wildcards.method, wildcards.seed)
 
 
-# Short jobs that many wait on go before every pretraining: a fold split, the leakage check, a
-# control's encoder export. At priority 0, behind every pretraining, the demo's control export ran
-# last and its chain (feature files, fine-tunes, the t-SNE) became the tail.
-GATE_PRIORITY = 1 + max((configured_epochs(m) for m in config["methods"]), default=0)
-# Data jobs before every other: all jobs wait on them, and a pretraining pool's data started behind
-# a control's export and the test set's features held back all 15 demo pretrainings by 20 s.
-DATA_PRIORITY = GATE_PRIORITY + 1
 # The long evaluation jobs (fine-tuning, the t-SNE) and the t-SNE's feature files before the
 # one-second probes, so that the probes fill the last gaps of the cores instead of a fine-tune or
 # the t-SNE running alone at the end (the plot job after it waits for every core).
 LONG_EVAL_PRIORITY = 1
+# Short jobs that many wait on go before every pretraining: a fold split, the leakage check, a
+# control's encoder export. At priority 0, behind every pretraining, the demo's control export ran
+# last and its chain (feature files, fine-tunes, the t-SNE) became the tail.
+GATE_PRIORITY = LONG_EVAL_PRIORITY + 1 + max((configured_epochs(m) for m in config["methods"]), default=0)
+# Data jobs before every other: all jobs wait on them, and a pretraining pool's data started behind
+# a control's export and the test set's features held back all 15 demo pretrainings by 20 s.
+DATA_PRIORITY = GATE_PRIORITY + 1
 
 
 @functools.cache
