@@ -231,7 +231,7 @@ def test_longer_pretraining_runs_are_scheduled_first(tmp_path):
 def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     """Run as `make demo` runs it, under hico.warm (the real-data run in test_lung runs cold)."""
     cfg = tiny_config(tmp_path)
-    r = snakemake("--cores", "2", "--configfile", str(cfg), warm=True)
+    r = snakemake("--cores", "2", "--configfile", str(cfg), "--verbose", warm=True)  # verbose: says "spawned job"
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     forked = r.stderr.strip().splitlines()[-1]
     jobs = len(list((tmp_path / "runs" / "benchmarks").rglob("*.tsv")))

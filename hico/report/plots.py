@@ -272,9 +272,13 @@ def plot_label_efficiency(tables: Path, out_dir: Path, style: Style = DEFAULT_ST
                          "training videos used (%)", style, logx=True)
 
 
+def _pairs(entries: list[dict]) -> list[tuple[str, str]]:
+    return sorted({(e["dataset"], e["protocol"]) for e in entries})
+
+
 def confusion_pairs(tables: Path) -> list[tuple[str, str]]:
     """The (dataset, protocol id) pairs with a confusion figure: one per pair of the tables."""
-    return sorted({(e["dataset"], e["protocol"]) for e in _confusion_entries(tables, "selected", "frame")})
+    return _pairs(_confusion_entries(tables, "selected", "frame"))
 
 
 def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE,
@@ -286,7 +290,7 @@ def plot_confusion(tables: Path, out_dir: Path, style: Style = DEFAULT_STYLE,
         return []
     entries = _confusion_entries(tables, "selected", "frame")
     out = []
-    for dataset, protocol in (confusion_pairs(tables) if pairs is None else pairs):
+    for dataset, protocol in (_pairs(entries) if pairs is None else pairs):
         by_method = {e["method"]: e for e in entries if e["dataset"] == dataset and e["protocol"] == protocol}
         group = [by_method[m] for m in style.order(by_method)]
         k = len(group[0]["classes"])
@@ -486,26 +490,19 @@ def _figure_tasks(wanted: set[str], tables: Path | None, out_dir: Path, style: S
     return tasks
 
 
-_TASKS: list[Callable[[], list[Path]]] = []  # what the forked drawing processes run, by index
-
-
-def _draw_task(index: int) -> list[Path]:
-    return _TASKS[index]()
+def _run(task: Callable[[], list[Path]]) -> list[Path]:
+    return task()
 
 
 def draw(tasks: list[Callable[[], list[Path]]], jobs: int = 1) -> list[Path]:
-    """Run the drawing tasks, ``jobs`` at a time in forked processes (each figure is drawn from the
-    tables alone, so the files are the same whatever ``jobs`` is); the files they wrote, in task
-    order. Where fork is unavailable (Windows) they run one after the other."""
-    global _TASKS
+    """Run the drawing tasks (picklable partials), ``jobs`` at a time in forked processes (each
+    figure is drawn from the tables alone, so the files are the same whatever ``jobs`` is); the
+    files they wrote, in task order. Where fork is unavailable (Windows) they run one after the
+    other."""
     if jobs <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [path for task in tasks for path in task()]
-    _TASKS = tasks
-    try:
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            done = pool.map(_draw_task, range(len(tasks)), chunksize=1)
-    finally:
-        _TASKS = []
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+        done = pool.map(_run, tasks, chunksize=1)
     return [path for paths in done for path in paths]
 
 
